@@ -1,0 +1,228 @@
+"""Frozen dataclass configs and the named presets of every SAM-family backbone.
+
+A :class:`SamConfig` says everything needed to rebuild a model and to feed it: the image encoder
+(:class:`ViTConfig` for SAM/MedSAM, :class:`TinyViTConfig` for LiteMedSAM), the prompt encoder and
+mask decoder sizes, and the image frame (:class:`FrameConfig`: how a raw image becomes the encoder
+input, and how low-res mask logits go back to the original image).
+
+Presets (``SamConfig.preset(name)`` or ``PRESETS[name]()``):
+
+``medsam_vit_b``   SAM ViT-B at 1024 px, MedSAM preprocessing (stretch to 1024², bicubic, min-max).
+``sam_vit_b/l/h``  SAM ViT-B/L/H at 1024 px, SAM preprocessing (longest side 1024, mean/std, pad).
+``litemedsam``     TinyViT at 256 px as in LiteMedSAM (longest side 256, area, min-max, pad).
+``tiny_vit_b``     a 2-block ViT at 64 px with tiny decoder: unit tests only.
+``tiny_litemedsam`` a TinyViT with tiny widths at 256 px: unit tests only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Literal
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+    """SAM's ``ImageEncoderViT``: patch embed, windowed/global blocks with decomposed rel-pos, neck."""
+
+    img_size: int = 1024
+    patch_size: int = 16
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    out_chans: int = 256
+    window_size: int = 14
+    global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+
+    @property
+    def embedding_size(self) -> int:
+        return self.img_size // self.patch_size
+
+
+@dataclasses.dataclass(frozen=True)
+class TinyViTConfig:
+    """LiteMedSAM's TinyViT: 1×1 patch embed, MBConv stage, three attention stages, neck.
+
+    Stages 1 and 2 halve the resolution; the last ``PatchMerging`` keeps it (stride 1), so the
+    embedding is ``img_size // 4`` on a side (64 at 256 px).
+    """
+
+    img_size: int = 256
+    embed_dims: tuple[int, ...] = (64, 128, 160, 320)
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (2, 4, 5, 10)
+    window_sizes: tuple[int, ...] = (7, 7, 14, 7)
+    mlp_ratio: float = 4.0
+    mbconv_expand_ratio: float = 4.0
+    local_conv_size: int = 3
+    out_chans: int = 256
+
+    @property
+    def embedding_size(self) -> int:
+        return self.img_size // 4
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+    """SAM's prompt encoder + mask decoder (two-way transformer) sizes."""
+
+    transformer_dim: int = 256
+    depth: int = 2
+    num_heads: int = 8
+    mlp_dim: int = 2048
+    attention_downsample_rate: int = 2
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    mask_in_chans: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameConfig:
+    """How a raw image (any H×W) becomes the encoder's square input, and how masks come back.
+
+    resize:      ``"stretch"`` resizes the whole image to ``size``×``size`` (MedSAM);
+                 ``"longest"`` resizes the longest side to ``size`` keeping the aspect ratio and
+                 zero-pads bottom/right (SAM, LiteMedSAM).
+    interpolation: ``"bicubic"`` or ``"area"`` (box filter; cv2's INTER_AREA when downscaling).
+    normalize:   ``"minmax"`` maps each image to [0, 1]; ``"imagenet"`` does (x − mean)/std on the
+                 0–255 scale with SAM's pixel mean/std.
+    postprocess: ``"sam"`` upsamples the 4× low-res logits to the input frame, crops the padding and
+                 resizes to the original size (SAM's ``postprocess_masks``); ``"medsam"`` crops the
+                 padding in the low-res frame and resizes straight to the original size.
+    """
+
+    size: int = 1024
+    resize: Literal["stretch", "longest"] = "stretch"
+    interpolation: Literal["bicubic", "area"] = "bicubic"
+    normalize: Literal["minmax", "imagenet"] = "minmax"
+    postprocess: Literal["sam", "medsam"] = "medsam"
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamConfig:
+    """A whole SAM-family model: image encoder, prompt encoder, mask decoder and image frame."""
+
+    name: str
+    encoder: ViTConfig | TinyViTConfig
+    decoder: DecoderConfig = DecoderConfig()
+    frame: FrameConfig = FrameConfig()
+
+    @property
+    def family(self) -> str:
+        return "vit" if isinstance(self.encoder, ViTConfig) else "tinyvit"
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square encoder input (px): 1024 for SAM/MedSAM, 256 for LiteMedSAM."""
+        return self.encoder.img_size
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the image embedding grid (64 for every full-size preset)."""
+        return self.encoder.embedding_size
+
+    @property
+    def low_res_size(self) -> int:
+        """Side of the decoder's low-res mask logits: 4× the embedding (256 for full presets)."""
+        return 4 * self.embedding_size
+
+    # -- presets ---------------------------------------------------------------------------
+    @classmethod
+    def preset(cls, name: str) -> "SamConfig":
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return PRESETS[name]()
+
+    # -- (de)serialisation -----------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["family"] = self.family
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SamConfig":
+        d = dict(d)
+        family = d.pop("family")
+        enc_cls = ViTConfig if family == "vit" else TinyViTConfig
+        return cls(
+            name=d["name"],
+            encoder=_from_dict(enc_cls, d["encoder"]),
+            decoder=_from_dict(DecoderConfig, d["decoder"]),
+            frame=_from_dict(FrameConfig, d["frame"]),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "SamConfig":
+        return cls.from_dict(json.loads(text))
+
+
+def _from_dict(klass, d: dict):
+    fields = {f.name: f for f in dataclasses.fields(klass)}
+    unknown = set(d) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown {klass.__name__} fields {sorted(unknown)}")
+    return klass(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+SAM_FRAME = FrameConfig(size=1024, resize="longest", interpolation="bicubic", normalize="imagenet",
+                        postprocess="sam")
+MEDSAM_FRAME = FrameConfig(size=1024, resize="stretch", interpolation="bicubic", normalize="minmax",
+                           postprocess="medsam")
+LITEMEDSAM_FRAME = FrameConfig(size=256, resize="longest", interpolation="area", normalize="minmax",
+                               postprocess="medsam")
+
+
+def sam_vit_b() -> SamConfig:
+    return SamConfig("sam_vit_b", ViTConfig(), frame=SAM_FRAME)
+
+
+def sam_vit_l() -> SamConfig:
+    return SamConfig("sam_vit_l", ViTConfig(embed_dim=1024, depth=24, num_heads=16,
+                                            global_attn_indexes=(5, 11, 17, 23)), frame=SAM_FRAME)
+
+
+def sam_vit_h() -> SamConfig:
+    return SamConfig("sam_vit_h", ViTConfig(embed_dim=1280, depth=32, num_heads=16,
+                                            global_attn_indexes=(7, 15, 23, 31)), frame=SAM_FRAME)
+
+
+def medsam_vit_b() -> SamConfig:
+    return SamConfig("medsam_vit_b", ViTConfig(), frame=MEDSAM_FRAME)
+
+
+def litemedsam() -> SamConfig:
+    return SamConfig("litemedsam", TinyViTConfig(), frame=LITEMEDSAM_FRAME)
+
+
+TINY_DECODER = DecoderConfig(transformer_dim=32, depth=2, num_heads=2, mlp_dim=64,
+                             iou_head_hidden_dim=32, mask_in_chans=4)
+
+
+def tiny_vit_b() -> SamConfig:
+    """ViT family at 96 px: 6×6 embedding, window 4 (so windows are padded), 2 heads."""
+    enc = ViTConfig(img_size=96, embed_dim=32, depth=2, num_heads=2, out_chans=32,
+                    window_size=4, global_attn_indexes=(1,))
+    return SamConfig("tiny_vit_b", enc, decoder=TINY_DECODER,
+                     frame=dataclasses.replace(MEDSAM_FRAME, size=96))
+
+
+def tiny_litemedsam() -> SamConfig:
+    """TinyViT family at 256 px with tiny widths. The PyTorch reference fixes what stays: the
+    last width 320 (its rule for a stride-1 last PatchMerging), the 64×64 grid and 256 channels."""
+    enc = TinyViTConfig(embed_dims=(8, 16, 16, 320), depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4),
+                        window_sizes=(7, 7, 14, 7))
+    dec = dataclasses.replace(TINY_DECODER, transformer_dim=256)
+    return SamConfig("tiny_litemedsam", enc, decoder=dec, frame=LITEMEDSAM_FRAME)
+
+
+PRESETS = {f.__name__: f for f in (sam_vit_b, sam_vit_l, sam_vit_h, medsam_vit_b, litemedsam,
+                                   tiny_vit_b, tiny_litemedsam)}
+
+__all__ = ["ViTConfig", "TinyViTConfig", "DecoderConfig", "FrameConfig", "SamConfig", "PRESETS"]

@@ -1,0 +1,80 @@
+"""Layers shared by every part (segment-anything's ``modeling/common.py``), channels-last (NHWC).
+
+Names mirror PyTorch so that a reader holding a state dict finds each tensor: a PyTorch
+``nn.Sequential`` is a :class:`Sequential` whose items keep their indices (activations included),
+``LayerNorm2d`` on NCHW is an ordinary LayerNorm over the last axis here.
+"""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+
+class Buffer(nnx.Variable):
+    """A constant carried with the weights (PyTorch ``register_buffer``): saved, never trained."""
+
+
+def gelu(x: jax.Array) -> jax.Array:
+    """Exact (erf) GELU, as ``torch.nn.GELU()``; the tanh approximation breaks parity."""
+    return jax.nn.gelu(x, approximate=False)
+
+
+class GELU(nnx.Module):
+    """Parameter-free GELU, so ``Sequential`` indices match PyTorch's."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return gelu(x)
+
+
+class ReLU(nnx.Module):
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jax.nn.relu(x)
+
+
+class Sequential(nnx.List):
+    """``nn.Sequential``: items at the same integer indices, applied in order."""
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for layer in self:
+            x = layer(x)
+        return x
+
+
+def layer_norm(dim: int, eps: float, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """LayerNorm over the last axis with PyTorch's numerics (two-pass variance)."""
+    return nnx.LayerNorm(dim, epsilon=eps, use_fast_variance=False, rngs=rngs)
+
+
+def layer_norm_2d(dim: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    """SAM's ``LayerNorm2d`` (eps 1e-6) over channels; on NHWC that is the last axis."""
+    return layer_norm(dim, 1e-6, rngs=rngs)
+
+
+def conv2d(cin: int, cout: int, kernel: int, *, stride: int = 1, padding: int = 0, groups: int = 1,
+           bias: bool = True, rngs: nnx.Rngs) -> nnx.Conv:
+    """``nn.Conv2d`` with PyTorch's symmetric explicit padding (never Flax's 'SAME')."""
+    return nnx.Conv(cin, cout, (kernel, kernel), strides=(stride, stride),
+                    padding=((padding, padding), (padding, padding)), feature_group_count=groups,
+                    use_bias=bias, rngs=rngs)
+
+
+def conv_transpose_2x2(cin: int, cout: int, *, rngs: nnx.Rngs) -> nnx.ConvTranspose:
+    """``nn.ConvTranspose2d(cin, cout, kernel_size=2, stride=2)``: doubles H and W.
+
+    The kernel is stored as Flax's ``(kh, kw, cin, cout)`` *spatially flipped* relative to
+    PyTorch's ``(cin, cout, kh, kw)``; the converter does the flip.
+    """
+    return nnx.ConvTranspose(cin, cout, (2, 2), strides=(2, 2), padding="VALID", rngs=rngs)
+
+
+class MLPBlock(nnx.Module):
+    """``lin2(act(lin1(x)))`` — the transformer MLP of SAM's encoder (GELU) and decoder (ReLU)."""
+
+    def __init__(self, embedding_dim: int, mlp_dim: int, act=gelu, *, rngs: nnx.Rngs):
+        self.lin1 = nnx.Linear(embedding_dim, mlp_dim, rngs=rngs)
+        self.lin2 = nnx.Linear(mlp_dim, embedding_dim, rngs=rngs)
+        self.act = act
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.lin2(self.act(self.lin1(x)))
