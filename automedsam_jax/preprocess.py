@@ -60,16 +60,16 @@ def resize_image(image: np.ndarray, size: tuple[int, int], interpolation: str) -
                      for c in range(image.shape[-1])], axis=-1)
 
 
-def to_rgb(image: np.ndarray) -> np.ndarray:
-    """``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` → ``(H, W, 3)``; anything else is an error."""
+def check_image(image: np.ndarray) -> np.ndarray:
+    """``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` finite pixels → ``(H, W)`` or ``(H, W, 3)``."""
     image = np.asarray(image)
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.ndim != 3 or image.shape[-1] not in (1, 3):
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
         raise ValueError(f"expected an image of shape (H, W) or (H, W, 3), got {image.shape}; "
                          "convert RGBA or multi-channel images to RGB or grayscale first")
-    if image.shape[-1] == 1:
-        image = np.repeat(image, 3, axis=-1)
+    if not np.all(np.isfinite(image)):
+        raise ValueError("image contains NaN or Inf pixels")
     return image
 
 
@@ -80,13 +80,14 @@ def preprocess_image(image: np.ndarray, frame: FrameConfig) -> tuple[np.ndarray,
     LiteMedSAM (``longest``/``area``/``minmax``): longest side to S, min-max to [0, 1], zero-pad.
     SAM (``longest``/``bicubic``/``imagenet``): longest side to S, ``(x − mean)/std`` on the
     0–255 scale (a float image is taken to be on that scale), zero-pad bottom/right.
+    A grayscale image is resized once and then repeated to 3 channels.
     """
-    image = to_rgb(image)
-    if not np.all(np.isfinite(image)):
-        raise ValueError("image contains NaN or Inf pixels")
+    image = check_image(image)
     original = image.shape[:2]
     h, w = resized_size(original, frame)
     x = resize_image(image, (h, w), frame.interpolation)
+    if x.ndim == 2:
+        x = np.repeat(x[..., None], 3, axis=-1)
     if frame.normalize == "minmax":
         lo, hi = x.min(), x.max()
         x = (x - lo) / max(hi - lo, 1e-8)
@@ -145,6 +146,6 @@ def mask_to_low_res(mask: np.ndarray, resized: Resized, frame: FrameConfig, low:
     return out
 
 
-__all__ = ["Resized", "resized_size", "resize_image", "to_rgb", "preprocess_image",
+__all__ = ["Resized", "resized_size", "resize_image", "check_image", "preprocess_image",
            "boxes_to_input_frame", "points_to_input_frame", "resize_logits", "postprocess_masks",
            "mask_to_low_res"]

@@ -24,6 +24,7 @@ collected into one :class:`CheckpointMismatch`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Mapping
 
 import jax.numpy as jnp
@@ -141,6 +142,7 @@ def problems(expected: Mapping[str, Leaf], state: Mapping[str, Array]) -> list[s
     return out
 
 
+@functools.cache
 def _torch_shapes(cfg: SamConfig) -> dict[str, Leaf]:
     return table(abstract_sam(cfg))
 
@@ -176,17 +178,17 @@ def check_state(cfg: SamConfig, state: Mapping[str, Array], source: str = "check
 
 def load_state(model: nnx.Module, state: Mapping[str, Array], source: str = "checkpoint",
                prefix: str = "") -> None:
-    """Copy a PyTorch state dict into ``model`` in place (shapes checked, every key used)."""
+    """Copy a PyTorch state dict into ``model`` in place (shapes checked, every key used).
+
+    ``model`` may be abstract (``nnx.eval_shape``): converting never runs a random init.
+    """
     expected = table(model, prefix)
     found = problems(expected, state)
     if found:
         raise CheckpointMismatch(f"{source} does not fit the model:\n" + "\n".join(found))
-    by_path = {l.path: l for l in expected.values()}
-    flat = nnx.to_flat_state(nnx.state(model))
-    for path, var in flat:
-        leaf = by_path[path]
-        var.set_value(jnp.asarray(np.array(leaf.to_flax(state[leaf.torch_name]), order="C"),
-                                  dtype=leaf.dtype))
+    flat = [(leaf.path, jnp.asarray(np.array(leaf.to_flax(state[name]), order="C"),
+                                    dtype=leaf.dtype))
+            for name, leaf in expected.items()]
     nnx.update(model, nnx.from_flat_state(flat))
 
 
@@ -217,7 +219,7 @@ def sam_from_torch(state: Mapping[str, Array], cfg: SamConfig | str | None = Non
     if isinstance(cfg, str):
         cfg = SamConfig.preset(cfg)
     check_state(cfg, state, source)
-    model = Sam(cfg, rngs=nnx.Rngs(0))
+    model = abstract_sam(cfg)
     load_state(model, state, source)
     return model
 

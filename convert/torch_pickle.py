@@ -83,6 +83,10 @@ def load_pth(path: str | Path):
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":
+                raise ValueError(f"{path} is truncated or corrupt (a zip without its directory); "
+                                 "download or copy it again")
         raise ValueError(f"{path} is not a PyTorch zip checkpoint (torch.save ≥ 1.6 format); "
                          "re-save it with torch.save(state_dict, path) or install torch")
     try:
