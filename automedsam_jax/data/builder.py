@@ -1,0 +1,187 @@
+"""The tfds builder that cuts every source into 2D slices, stored as array_record.
+
+One builder, ``automedsam_slices``, with one config per dataset preset (``brats``, ``abdomenct1k``,
+``abdomenct1k_split_kidney``, ``kvasir``, ``chestxml``, ``demo``) plus any synthetic config. Every
+record is one slice at its original resolution (so one built dataset serves the 1024 and the 256
+frames; the frame-specific preprocessing happens in the grain pipeline):
+
+``image``       ``(H, W, C)`` uint8, original frame, ``C`` = 1 (grey) or 3 (RGB)
+``label``       ``(H, W)`` uint8 class ids ``0..K``, original frame
+``case_id``     the case (npz file stem, or the demo z block); bytes when read back
+``slice_index`` the slice's z index within its case (0 for 2D images)
+``depth``       number of slices of the case's volume (1 for 2D images)
+``spacing``     ``(3,)`` float32 (z, y, x) in mm; (1, 1, 1) for 2D images
+
+The ``train`` split holds only slices with foreground; ``validation`` and ``test`` hold every slice,
+in case order and z order (``disable_shuffling``), so evaluation can rebuild volumes. The case
+lists of each split, the class names and every skipped file (with its problem) are stored in the
+dataset's metadata (``builder.info.metadata``). Only Tensor/Text/Scalar features are used, so
+neither building nor reading imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from .demo import demo_cases
+from .errors import BadInputError
+from .npz import read_npz
+from .presets import PRESETS, DatasetConfig, get_preset
+from .splits import SPLITS, split_cases
+from .synthetic import SyntheticConfig, synthetic_case
+from .volume import Volume
+
+log = logging.getLogger(__name__)
+
+MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+The challenge presets read the CVPR 2024 "MedSAM on Laptop" challenge training data
+(https://www.codabench.org/competitions/1847/, data on Hugging Face and Google Drive as linked there):
+one .npz per case with `imgs`, `gts` and (3D) `spacing`. Put (or link) the .npz files of a dataset
+directly in the manual directory (`manual_dir=`, default `<data_dir>/downloads/manual`). File names:
+  brats                              MR_BraTS_FLAIR_*.npz
+  abdomenct1k, abdomenct1k_split_kidney  CT_AbdomenCT*.npz
+  kvasir                             Endoscopy_Kvasir-SEG_*.npz
+  chestxml                           XRay_Chest-Xray-Masks-and-Labels_*.npz
+"""
+
+
+@dataclasses.dataclass(eq=False)
+class SlicesConfig(tfds.core.BuilderConfig):
+    """A tfds config wrapping a :class:`DatasetConfig` (and the sizes of a synthetic one)."""
+
+    dataset: DatasetConfig | None = None
+    synthetic: SyntheticConfig | None = None
+
+
+def slices_config(dataset: str | DatasetConfig | SyntheticConfig) -> SlicesConfig:
+    """The builder config of a preset name, a :class:`DatasetConfig` or a :class:`SyntheticConfig`."""
+    if isinstance(dataset, SyntheticConfig):
+        return SlicesConfig(name=dataset.name, dataset=dataset.dataset(), synthetic=dataset,
+                            description="synthetic organ-like structures")
+    if isinstance(dataset, str):
+        dataset = get_preset(dataset)
+    return SlicesConfig(name=dataset.name, dataset=dataset, description=", ".join(dataset.class_names))
+
+
+class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
+    """2D slices with class-id labels for AutoMedSAM training and evaluation (see module doc)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+    BUILDER_CONFIGS = [slices_config(name) for name in PRESETS]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
+
+    def __init__(self, *, strict: bool = False, **kwargs):
+        """``strict=True`` makes any bad input file fatal; otherwise bad files are skipped, logged
+        and listed in ``info.metadata["skipped_files"]``."""
+        kwargs.setdefault("file_format", "array_record")
+        self._strict = strict
+        super().__init__(**kwargs)
+
+    @property
+    def dataset(self) -> DatasetConfig:
+        return self.builder_config.dataset
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        ds = self.dataset
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=f"{ds.name}: {ds.modality} {ds.ndim}D slices, classes {list(ds.class_names)}",
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Tensor(shape=(None, None, None), dtype=np.uint8,
+                                              encoding="zlib"),
+                "label": tfds.features.Tensor(shape=(None, None), dtype=np.uint8, encoding="zlib"),
+                "case_id": tfds.features.Text(),
+                "slice_index": tfds.features.Scalar(dtype=np.int32),
+                "depth": tfds.features.Scalar(dtype=np.int32),
+                "spacing": tfds.features.Tensor(shape=(3,), dtype=np.float32),
+            }),
+            disable_shuffling=True,
+            metadata=tfds.core.MetadataDict(
+                class_names=list(ds.class_names), modality=ds.modality, ndim=ds.ndim),
+        )
+
+    # -- where the volumes come from ------------------------------------------------------------
+    def _split_generators(self, dl_manager):
+        ds = self.dataset
+        skipped: dict[str, str] = {}
+        self.info.metadata["skipped_files"] = skipped
+        if ds.source == "demo":
+            cases = {split: demo_cases(split) for split in SPLITS}
+            volumes = {split: iter(cases[split]) for split in SPLITS}
+            assignment = {split: [v.case_id for v in cases[split]] for split in SPLITS}
+        elif ds.source == "synthetic":
+            syn = self.builder_config.synthetic
+            by_id = {f"synthetic_{i:04d}": i for i in range(syn.num_cases)}
+            assignment = split_cases(by_id, ds.split_fractions)
+            volumes = {split: (synthetic_case(syn, by_id[c]) for c in assignment[split])
+                       for split in SPLITS}
+        else:
+            manual = Path(dl_manager.manual_dir)
+            paths = {p.stem: p for p in sorted(manual.glob(ds.file_glob))}
+            if not paths:
+                raise BadInputError(manual, f"no files matching {ds.file_glob!r} for dataset "
+                                            f"{ds.name!r}\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+            assignment = split_cases(paths, ds.split_fractions)
+            volumes = {split: self._read_files([paths[c] for c in assignment[split]], skipped)
+                       for split in SPLITS}
+        self.info.metadata["splits"] = assignment
+        return {split: self._generate_examples(volumes[split], split, skipped)
+                for split in SPLITS if assignment[split]}
+
+    def _read_files(self, paths: list[Path], skipped: dict[str, str]) -> Iterator[Volume]:
+        for path in paths:
+            try:
+                yield read_npz(path, self.dataset)
+            except BadInputError as e:
+                if self._strict:
+                    raise
+                log.warning("skipping bad input file %s", e)
+                skipped[e.path] = e.problem
+
+    # -- volumes → slice records ---------------------------------------------------------------
+    def _generate_examples(self, volumes: Iterator[Volume], split: str, skipped: dict[str, str]):
+        num_slices = num_cases = 0
+        for volume in volumes:
+            num_cases += 1
+            depth = volume.image.shape[0]
+            for z in range(depth):
+                if split == "train" and not volume.label[z].any():
+                    continue
+                num_slices += 1
+                yield f"{volume.case_id}/{z:05d}", {
+                    "image": volume.image[z], "label": volume.label[z],
+                    "case_id": volume.case_id, "slice_index": z, "depth": depth,
+                    "spacing": volume.spacing}
+        log.info("%s/%s: %d slices from %d cases; %d bad files skipped so far%s", self.dataset.name,
+                 split, num_slices, num_cases, len(skipped),
+                 "".join(f"\n  {path}: {problem}" for path, problem in skipped.items()))
+        if num_slices == 0:
+            raise ValueError(f"{self.dataset.name}/{split}: no usable slices (skipped files: "
+                             f"{skipped or 'none'})")
+
+
+def prepare(dataset: str | DatasetConfig | SyntheticConfig, data_dir: str | Path, *,
+            manual_dir: str | Path | None = None, strict: bool = False) -> AutomedsamSlices:
+    """Build the dataset under ``data_dir`` if it is not built yet, and return its builder.
+
+    Read a split with ``builder.as_data_source("train")``; class names are in
+    ``builder.info.metadata["class_names"]``. ``manual_dir`` holds the challenge ``.npz`` files.
+    """
+    if isinstance(dataset, DatasetConfig) and PRESETS.get(dataset.name) == dataset:
+        dataset = dataset.name
+    config = dataset if isinstance(dataset, str) else slices_config(dataset)
+    builder = AutomedsamSlices(config=config, data_dir=str(data_dir), strict=strict)
+    download = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
+    builder.download_and_prepare(download_config=download)
+    skipped = builder.info.metadata.get("skipped_files", {})
+    if skipped:
+        log.warning("%s: %d bad input files were skipped:%s", builder.dataset.name, len(skipped),
+                    "".join(f"\n  {path}: {problem}" for path, problem in skipped.items()))
+    return builder

@@ -1,0 +1,152 @@
+"""grain input pipelines: training batches and per-slice evaluation records.
+
+Both read a random-access source of slice records (``builder.as_data_source(split)``, see
+:mod:`.builder`) and apply the frame-specific preprocessing of :mod:`.sample` on the fly, so one
+built dataset serves the 1024 (SAM/MedSAM) and 256 (LiteMedSAM) frames.
+
+Training (:func:`train_dataset`): global shuffle (reshuffled every epoch) → per-sample random
+transform (one class present in the slice, chosen at random; random horizontal/vertical flips of
+image and label in the original frame, so image, mask, box and distance map stay consistent;
+box jitter) → this process's share (multi-host) → batches. Everything is a deterministic
+function of the seed and the element index, so the iterator state (``it.get_state()`` /
+``it.set_state(state)``) resumes a run exactly, with or without worker processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import grain
+import numpy as np
+from absl import flags
+
+from ..config import FrameConfig
+from ..preprocess import preprocess_image
+from .labels import present_classes
+from .sample import class_sample
+
+Record = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Training pipeline options.
+
+    batch_size:  per-process batch (global batch / number of processes).
+    seed:        shuffle and augmentation seed.
+    num_epochs:  ``None`` repeats forever; epochs are reshuffled.
+    flips:       random horizontal and vertical flips (p = 0.5 each).
+    box_jitter:  move each box side outwards by 0..J px (J = 20 at 1024, 5 at 256).
+    num_workers: worker processes (0 = in the main process, with ``num_threads`` threads).
+    num_threads, prefetch: grain ``ReadOptions`` of each process. The per-sample work is numpy and
+                 Pillow under the GIL, so more threads do not help; use worker processes.
+    shard:       this process's share; default ``ShardByJaxProcess`` (jax.process_index/count).
+                 With ``drop_remainder`` (the default) and finite epochs every process gets the
+                 same number of samples, so multi-host steps stay in lockstep.
+    """
+
+    batch_size: int = 16
+    seed: int = 0
+    num_epochs: int | None = None
+    flips: bool = True
+    box_jitter: bool = True
+    num_workers: int = 0
+    num_threads: int = 1
+    prefetch: int = 16
+    shard: grain.sharding.ShardOptions | None = None
+
+
+class TrainTransform(grain.transforms.RandomMap):
+    """Slice record (original frame) → one training sample (see :func:`sample.class_sample`).
+
+    Output: ``image`` (S, S, 3) float32 input frame, ``class_id`` int32, ``mask`` (L, L) float32
+    low-res frame, ``box`` (4,) float32 input frame, ``dist`` (L, L) float32 low-res frame, and the
+    metadata ``case_id`` (str), ``slice_index`` int32, ``flips`` (2,) bool (horizontal, vertical).
+    """
+
+    def __init__(self, frame: FrameConfig, low_res: int, flips: bool, box_jitter: bool):
+        self.frame, self.low_res, self.flips, self.box_jitter = frame, low_res, flips, box_jitter
+
+    def random_map(self, record: Record, rng: np.random.Generator) -> Record:
+        image, label = record["image"], record["label"]
+        classes = present_classes(label)
+        if classes.size == 0:
+            raise ValueError(f"slice {record['slice_index']} of {record['case_id']!r} has no "
+                             "foreground; training splits hold only slices with foreground")
+        class_id = int(rng.choice(classes))
+        flips = rng.random(2) < 0.5 if self.flips else np.zeros(2, bool)
+        if flips[0]:
+            image, label = image[:, ::-1], label[:, ::-1]
+        if flips[1]:
+            image, label = image[::-1], label[::-1]
+        out = class_sample(image, label, class_id, self.frame, self.low_res,
+                           rng if self.box_jitter else None)
+        out.update(class_id=np.int32(class_id), case_id=_text(record["case_id"]),
+                   slice_index=np.int32(record["slice_index"]), flips=flips)
+        return out
+
+
+def train_dataset(source: Sequence[Record], frame: FrameConfig, low_res: int = 256,
+                  config: PipelineConfig = PipelineConfig()) -> grain.IterDataset:
+    """Infinite (or ``config.num_epochs``) stream of training batches of this process.
+
+    A batch is a dict of numpy arrays: ``image`` (B, S, S, 3) float32, ``class_id`` (B,) int32,
+    ``mask`` (B, L, L) float32, ``box`` (B, 4) float32, ``dist`` (B, L, L) float32, ``case_id``
+    (B,) str, ``slice_index`` (B,) int32, ``flips`` (B, 2) bool. Iterate with ``it = iter(ds)``;
+    ``it.get_state()`` / ``it.set_state(state)`` save and restore the position.
+    """
+    shard = config.shard or grain.sharding.ShardByJaxProcess(drop_remainder=True)
+    ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat(config.num_epochs)
+    ds = ds.random_map(TrainTransform(frame, low_res, config.flips, config.box_jitter),
+                       seed=config.seed)
+    if shard.drop_remainder and config.num_epochs is not None:
+        ds = ds[:len(ds) - len(ds) % shard.shard_count]
+    ds = ds[shard.shard_index::shard.shard_count]
+    ds = ds.batch(config.batch_size, drop_remainder=True)
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=config.num_threads,
+                                              prefetch_buffer_size=config.prefetch))
+    if config.num_workers > 0:
+        # grain's worker processes read absl flags; outside an absl app they are unparsed, which
+        # grain turns into an error. Use the defaults.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.num_workers))
+    return it
+
+
+def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
+    """Optimizer steps that make one pass over ``num_examples`` slices (last partial batch dropped)."""
+    return num_examples // global_batch_size
+
+
+class EvalTransform(grain.transforms.Map):
+    """Slice record → evaluation record (see :func:`eval_dataset`)."""
+
+    def __init__(self, frame: FrameConfig):
+        self.frame = frame
+
+    def map(self, record: Record) -> Record:
+        image, resized = preprocess_image(record["image"], self.frame)
+        return {"image": image, "label": record["label"], "classes": present_classes(record["label"]),
+                "case_id": _text(record["case_id"]), "slice_index": int(record["slice_index"]),
+                "depth": int(record["depth"]), "spacing": record["spacing"],
+                "original_size": resized.original_size, "resized_size": resized.resized_size}
+
+
+def eval_dataset(source: Sequence[Record], frame: FrameConfig) -> grain.MapDataset:
+    """Every slice of a split, in stored order (case by case, z ascending), one record each:
+
+    ``image`` (S, S, 3) float32 input frame; ``label`` (H, W) uint8 class ids, original frame;
+    ``classes`` int32 ids present in the slice; ``case_id`` str; ``slice_index`` and ``depth``
+    (slice z and number of slices of the case, to rebuild volumes); ``spacing`` (3,) float32
+    (z, y, x) mm; ``original_size`` and ``resized_size`` (h, w): with them
+    ``preprocess.Resized(original_size, resized_size)`` maps logits back to the original frame.
+    Not batched (original sizes differ); iterate it directly or with ``.to_iter_dataset()``.
+    """
+    return grain.MapDataset.source(source).map(EvalTransform(frame))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

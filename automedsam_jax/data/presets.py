@@ -1,0 +1,88 @@
+"""Dataset presets: which files, which classes, which modality (SPEC §4).
+
+Class ids are small contiguous integers ``1..K`` (the class prompt encoder feeds the id through a
+linear layer), and 0 is background. ``label_map`` says how the raw label values of a source file
+become class ids; a raw value that is neither 0 nor in the map makes the file bad.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+Source = Literal["npz", "demo", "synthetic"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetConfig:
+    """One dataset preset.
+
+    name:        preset name (also the tfds config name).
+    class_names: name of class id ``i + 1`` at index ``i``.
+    modality:    ``"CT"``, ``"MR"``, ``"Endoscopy"``, ``"XRay"`` or ``"synthetic"``.
+    ndim:        2 for 2D images (one slice per file), 3 for volumes (cut into axial slices).
+    source:      ``"npz"`` (challenge files from a manual directory), ``"demo"`` (the pip-fetched CT)
+                 or ``"synthetic"`` (generated).
+    file_glob:   for ``npz``: file name pattern inside the manual directory.
+    label_map:   raw label value → class id; ``None`` maps every non-zero value to class 1.
+    other_labels: what a raw value outside ``label_map`` means: ``"error"`` (the file is bad) or
+                 ``"background"`` (it becomes 0; for multi-organ sources of which we keep a few).
+    split_kidney_by_midline: replace class ``kidney_class`` by kidney_right (same id, image left
+                 of the body midline: radiological display) and kidney_left (id K).
+    split_fractions: (train, validation, test) fractions of the cases.
+    """
+
+    name: str
+    class_names: tuple[str, ...]
+    modality: Literal["CT", "MR", "Endoscopy", "XRay", "synthetic"]
+    ndim: Literal[2, 3]
+    source: Source = "npz"
+    file_glob: str = ""
+    label_map: tuple[tuple[int, int], ...] | None = None
+    other_labels: Literal["error", "background"] = "error"
+    split_kidney_by_midline: bool = False
+    kidney_class: int = 0
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+BRATS = DatasetConfig(
+    name="brats", class_names=("tumour",), modality="MR", ndim=3,
+    file_glob="MR_BraTS_FLAIR_*.npz", label_map=None)
+
+ABDOMENCT1K = DatasetConfig(
+    name="abdomenct1k", class_names=("liver", "kidney", "spleen", "pancreas"), modality="CT",
+    ndim=3, file_glob="CT_AbdomenCT*.npz", label_map=((1, 1), (2, 2), (3, 3), (4, 4)))
+
+ABDOMENCT1K_SPLIT_KIDNEY = dataclasses.replace(
+    ABDOMENCT1K, name="abdomenct1k_split_kidney",
+    class_names=("liver", "kidney_right", "spleen", "pancreas", "kidney_left"),
+    split_kidney_by_midline=True, kidney_class=2)
+
+KVASIR = DatasetConfig(
+    name="kvasir", class_names=("polyp",), modality="Endoscopy", ndim=2,
+    file_glob="Endoscopy_Kvasir-SEG_*.npz", label_map=((1, 1),))
+
+CHESTXML = DatasetConfig(
+    name="chestxml", class_names=("lungs",), modality="XRay", ndim=2,
+    file_glob="XRay_Chest-Xray-Masks-and-Labels_*.npz", label_map=((1, 1), (255, 1)))
+
+DEMO = DatasetConfig(
+    name="demo", class_names=("liver", "spleen", "pancreas", "kidney_right", "kidney_left"),
+    modality="CT", ndim=3, source="demo",
+    # TotalSegmentator ids of the example segmentation → demo class ids.
+    label_map=((5, 1), (1, 2), (7, 3), (2, 4), (3, 5)), other_labels="background")
+
+PRESETS: dict[str, DatasetConfig] = {c.name: c for c in (
+    BRATS, ABDOMENCT1K, ABDOMENCT1K_SPLIT_KIDNEY, KVASIR, CHESTXML, DEMO)}
+
+
+def get_preset(name: str) -> DatasetConfig:
+    """The preset called ``name`` (synthetic datasets come from :class:`synthetic.SyntheticConfig`)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(PRESETS)} "
+                         "or build a synthetic one with automedsam_jax.data.SyntheticConfig(...)")
+    return PRESETS[name]

@@ -1,0 +1,80 @@
+"""Per-sample preprocessing of one slice and one class, built on :mod:`automedsam_jax.preprocess`.
+
+Frames:
+
+* **original frame** — the stored slice, image ``(H, W, C)`` uint8, label ``(H, W)`` class ids.
+* **input frame** — ``(S, S, 3)`` float32 encoder input, ``S = frame.size`` (1024 for SAM/MedSAM,
+  256 for LiteMedSAM); boxes are ``x0, y0, x1, y1`` pixels of this frame.
+* **low-res frame** — ``(L, L)`` with ``L = 256``: the decoder's mask logits, the training target
+  mask and the shape-distance map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from ..config import FrameConfig
+from ..preprocess import boxes_to_input_frame, mask_to_low_res, preprocess_image
+
+BOX_JITTER_AT_1024 = 20
+
+
+def box_jitter_pixels(frame: FrameConfig) -> int:
+    """Largest box jitter per side, in input-frame pixels: 20 at 1024, 5 at 256 (∝ frame size)."""
+    return round(BOX_JITTER_AT_1024 * frame.size / 1024)
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """Tight box ``(4,)`` float32 ``x0, y0, x1, y1`` of a non-empty binary mask, in the mask's frame
+    (inclusive pixel indices of the first/last foreground column and row, as MedSAM)."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        raise ValueError("cannot take the box of an empty mask")
+    return np.array([cols.min(), rows.min(), cols.max(), rows.max()], np.float32)
+
+
+def jitter_box(box: np.ndarray, max_shift: int, extent: tuple[int, int],
+               rng: np.random.Generator) -> np.ndarray:
+    """Move each side of an input-frame box outwards by a random integer 0..``max_shift`` pixels
+    and clip to the image's extent ``(h, w)`` in the input frame (as MedSAM's training)."""
+    h, w = extent
+    shift = rng.integers(0, max_shift + 1, size=4).astype(np.float32)
+    x0, y0, x1, y1 = box
+    return np.array([max(0.0, x0 - shift[0]), max(0.0, y0 - shift[1]),
+                     min(float(w), x1 + shift[2]), min(float(h), y1 + shift[3])], np.float32)
+
+
+def shape_distance_map(mask: np.ndarray) -> np.ndarray:
+    """SPEC §2's D for a binary low-res mask ``(L, L)``: Euclidean distance of every pixel to the
+    GT boundary divided by ``L``, float32.
+
+    Inside pixels get their distance to the nearest background pixel, outside pixels their
+    distance to the nearest foreground pixel (so pixels next to the boundary get ``1/L``). An
+    empty mask has no boundary: D is all zeros, and the shape-distance loss vanishes for it.
+    """
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return np.zeros(mask.shape, np.float32)
+    dist = np.where(mask, ndimage.distance_transform_edt(mask),
+                    ndimage.distance_transform_edt(~mask))
+    return (dist / mask.shape[-1]).astype(np.float32)
+
+
+def class_sample(image: np.ndarray, label: np.ndarray, class_id: int, frame: FrameConfig,
+                 low_res: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    """Everything the loss needs for one slice and one class present in it.
+
+    Inputs in the original frame: ``image (H, W, C)``, ``label (H, W)``. Returns ``image``
+    ``(S, S, 3)`` float32 (input frame), ``mask`` ``(low_res, low_res)`` float32 0/1 (low-res
+    frame), ``box`` ``(4,)`` float32 (input frame; jittered by 0..J px per side when ``rng`` is
+    given), ``dist`` ``(low_res, low_res)`` float32 (low-res frame).
+    """
+    x, resized = preprocess_image(image, frame)
+    target = label == class_id
+    box = boxes_to_input_frame(mask_box(target), resized)
+    if rng is not None:
+        box = jitter_box(box, box_jitter_pixels(frame), resized.resized_size, rng)
+    low = mask_to_low_res(target, resized, frame, low_res)
+    return {"image": x, "mask": low.astype(np.float32), "box": box, "dist": shape_distance_map(low)}
+
