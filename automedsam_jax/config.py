@@ -10,7 +10,7 @@ Presets (``SamConfig.preset(name)`` or ``PRESETS[name]()``):
 ``medsam_vit_b``   SAM ViT-B at 1024 px, MedSAM preprocessing (stretch to 1024², bicubic, min-max).
 ``sam_vit_b/l/h``  SAM ViT-B/L/H at 1024 px, SAM preprocessing (longest side 1024, mean/std, pad).
 ``litemedsam``     TinyViT at 256 px as in LiteMedSAM (longest side 256, area, min-max, pad).
-``tiny_vit_b``     a 2-block ViT at 64 px with tiny decoder: unit tests only.
+``tiny_vit_b``     a 2-block ViT at 96 px with a tiny decoder: unit tests only.
 ``tiny_litemedsam`` a TinyViT with tiny widths at 256 px: unit tests only.
 """
 
@@ -226,3 +226,73 @@ PRESETS = {f.__name__: f for f in (sam_vit_b, sam_vit_l, sam_vit_h, medsam_vit_b
                                    tiny_vit_b, tiny_litemedsam)}
 
 __all__ = ["ViTConfig", "TinyViTConfig", "DecoderConfig", "FrameConfig", "SamConfig", "PRESETS"]
+
+
+# -- AutoMedSAM ------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ClassPromptConfig:
+    """The diffusion class prompt encoder (SPEC §1.2); embedding side and channels come from the
+    backbone's :class:`SamConfig`.
+
+    widths:    channels of enc1, enc2 and the middle block's hidden layer (64, 128, 256 in the
+               paper); the middle block returns ``widths[1]`` channels.
+    timesteps: T of the forward diffusion (closed form, so T costs nothing).
+    diffusion: False feeds the image embedding itself (x_T = F) — paper Table 6.
+    branches:  ``"both"``, or ``"dense"``/``"sparse"`` alone — paper Table 5; a disabled branch
+               is not built and is replaced by MedSAM's no-prompt output (no sparse tokens, or
+               ``no_mask_embed``).
+    """
+
+    widths: tuple[int, int, int] = (64, 128, 256)
+    timesteps: int = 100
+    diffusion: bool = True
+    branches: Literal["both", "dense", "sparse"] = "both"
+
+    @property
+    def has_dense(self) -> bool:
+        return self.branches in ("both", "dense")
+
+    @property
+    def has_sparse(self) -> bool:
+        return self.branches in ("both", "sparse")
+
+
+TINY_CLASS_PROMPT = ClassPromptConfig(widths=(8, 16, 32))
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoMedSamConfig:
+    """AutoMedSAM: a SAM-family backbone (frozen encoder and prompt encoder, trained decoder) and
+    the class prompt encoder."""
+
+    sam: SamConfig
+    class_prompt: ClassPromptConfig = ClassPromptConfig()
+
+    def to_dict(self) -> dict:
+        return {"sam": self.sam.to_dict(), "class_prompt": dataclasses.asdict(self.class_prompt)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AutoMedSamConfig":
+        return cls(SamConfig.from_dict(d["sam"]), _from_dict(ClassPromptConfig, d["class_prompt"]))
+
+
+LossTerm = Literal["mse", "ce", "dice", "sd"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """The joint loss of SPEC §2: which terms, and how they are weighted (paper Table 7).
+
+    weighting: ``"uncertainty"`` learns one σ per term (Σ L/(2σ²) + log(1 + σ²)); ``"fixed"``
+               sums the terms with weight 1.
+    """
+
+    terms: tuple[LossTerm, ...] = ("mse", "ce", "dice", "sd")
+    weighting: Literal["uncertainty", "fixed"] = "uncertainty"
+
+    def __post_init__(self):
+        unknown = set(self.terms) - {"mse", "ce", "dice", "sd"}
+        if unknown or not self.terms or len(set(self.terms)) != len(self.terms):
+            raise ValueError(f"loss terms must be distinct items of mse/ce/dice/sd, got {self.terms}")
+
+__all__ += ["ClassPromptConfig", "TINY_CLASS_PROMPT", "AutoMedSamConfig", "LossConfig"]

@@ -47,6 +47,7 @@ class SamPredictor:
         self._post = jax.jit(postprocess_masks, static_argnums=(1, 2))
         self.features: jax.Array | None = None
         self.resized: list[Resized] = []
+        self._batched = False
 
     @classmethod
     def from_checkpoint(cls, directory: str | Path) -> "SamPredictor":

@@ -1,0 +1,54 @@
+"""AutoMedSAM checkpoints in the authors' PyTorch layout ⇄ Flax :class:`AutoMedSAM`.
+
+The PyTorch state dict has four parts: ``image_encoder.*``, ``prompt_encoder.*``,
+``mask_decoder.*`` (SAM's names, converted by :mod:`convert.params`' table) and
+``class_prmpt_encoder.*`` (the authors' misspelling; ``class_prompt_encoder`` in Flax, names
+otherwise as in ``convert/torch_automedsam.py``). Every tensor must be used and every leaf
+filled: all problems of all parts are collected into one :class:`CheckpointMismatch`.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from automedsam_jax.automedsam import AutoMedSAM
+from automedsam_jax.config import AutoMedSamConfig
+from convert.params import (CheckpointMismatch, load_state, problems, table, to_torch_state,
+                            unwrap_state_dict)
+
+# Flax attribute → PyTorch key prefix.
+PARTS = {"image_encoder": "image_encoder.", "prompt_encoder": "prompt_encoder.",
+         "mask_decoder": "mask_decoder.", "class_prompt_encoder": "class_prmpt_encoder."}
+
+
+def automedsam_from_torch(state: Mapping, cfg: AutoMedSamConfig,
+                          source: str = "checkpoint") -> AutoMedSAM:
+    """A Flax :class:`AutoMedSAM` from a PyTorch AutoMedSAM state dict (wrappers and
+    ``module.`` prefixes accepted)."""
+    state = unwrap_state_dict(state, source)
+    model = AutoMedSAM.abstract(cfg)  # conversion never runs a random init
+    parts = {attr: {k: v for k, v in state.items() if k.startswith(prefix)}
+             for attr, prefix in PARTS.items()}
+    stray = [k for k in state if not k.startswith(tuple(PARTS.values()))]
+    found = [f"  {len(stray)} outside the four parts:\n    " + "\n    ".join(stray[:12])] if stray else []
+    for attr, prefix in PARTS.items():
+        found += problems(table(getattr(model, attr), prefix), parts[attr])
+    if found:
+        raise CheckpointMismatch(f"{source} does not fit AutoMedSAM on {cfg.sam.name!r} with "
+                                 f"{cfg.class_prompt}:\n" + "\n".join(found))
+    for attr, prefix in PARTS.items():
+        load_state(getattr(model, attr), parts[attr], source, prefix)
+    return model
+
+
+def automedsam_to_torch(model: AutoMedSAM) -> dict[str, np.ndarray]:
+    """Flax :class:`AutoMedSAM` → the authors' PyTorch state dict (NumPy arrays)."""
+    out = {}
+    for attr, prefix in PARTS.items():
+        out.update(to_torch_state(getattr(model, attr), prefix))
+    return out
+
+
+__all__ = ["PARTS", "automedsam_from_torch", "automedsam_to_torch"]
