@@ -39,6 +39,9 @@ class SamPredictor:
     """Embed an image (or a batch) once, then decode any number of box/point prompts against it."""
 
     def __init__(self, model: Sam):
+        if not isinstance(model, Sam):
+            raise TypeError(f"SamPredictor takes a box/point-prompted Sam, not a "
+                            f"{type(model).__name__} (AutoMedSAM is prompted by class ids)")
         self.model = model
         self.config = model.config
         self._graphdef, self._state = nnx.split(model)

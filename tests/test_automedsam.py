@@ -169,3 +169,20 @@ def test_from_sam_keeps_the_pretrained_backbone(pair):
     w = back["class_prmpt_encoder.unet.enc1.0.weight"]
     assert w.shape == state["class_prmpt_encoder.unet.enc1.0.weight"].shape
     assert np.isfinite(w).all() and w.std() > 0
+
+
+def test_model_directory_round_trip(pair, tmp_path):
+    """save_model/load_model keep an AutoMedSAM whole: config and every variable."""
+    from flax import nnx
+
+    from automedsam_jax.checkpoint import load_model, save_model
+    from automedsam_jax.predictor import SamPredictor
+    cfg, _, jm, _ = pair
+    save_model(jm, tmp_path / "m", extra={"class_names": ["a", "b"]})
+    back = load_model(tmp_path / "m")
+    assert type(back).__name__ == "AutoMedSAM" and back.config == cfg
+    for (p, a), (q, b) in zip(nnx.to_flat_state(nnx.state(jm)), nnx.to_flat_state(nnx.state(back))):
+        assert p == q
+        np.testing.assert_array_equal(a.get_value(), b.get_value(), err_msg=str(p))
+    with pytest.raises(TypeError, match="prompted by class ids"):
+        SamPredictor(back)

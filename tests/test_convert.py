@@ -145,5 +145,5 @@ def test_model_directory_of_the_wrong_size(lite, tmp_path):
     meta = json.loads(cfg_file.read_text())
     meta["model"]["encoder"]["depths"] = [2, 1, 2, 1]  # one MBConv block more than was saved
     cfg_file.write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="does not hold the weights of preset"):
+    with pytest.raises(ValueError, match="does not hold the weights of 'tiny_litemedsam'"):
         load_model(tmp_path / "m")

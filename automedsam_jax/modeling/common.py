@@ -8,6 +8,7 @@ Names mirror PyTorch so that a reader holding a state dict finds each tensor: a 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 
@@ -51,12 +52,32 @@ def layer_norm_2d(dim: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
     return layer_norm(dim, 1e-6, rngs=rngs)
 
 
+class DepthwiseConv(nnx.Conv):
+    """``nn.Conv2d(c, c, k, stride, padding, groups=c)`` computed as k² shifted multiply-adds.
+
+    Same variables and result (up to float rounding) as ``nnx.Conv`` with one group per channel,
+    which XLA on CPU runs ~7× slower than PyTorch; the shifted form fuses into one loop.
+    """
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        (pt, pb), (pl, pr) = self.padding
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+        h, w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+        k = self.kernel[...].astype(x.dtype)  # (kh, kw, 1, c)
+        out = sum(x[:, i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw] * k[i, j, 0]
+                  for i in range(kh) for j in range(kw))
+        return out if self.bias is None else out + self.bias[...]
+
+
 def conv2d(cin: int, cout: int, kernel: int, *, stride: int = 1, padding: int = 0, groups: int = 1,
            bias: bool = True, rngs: nnx.Rngs) -> nnx.Conv:
-    """``nn.Conv2d`` with PyTorch's symmetric explicit padding (never Flax's 'SAME')."""
-    return nnx.Conv(cin, cout, (kernel, kernel), strides=(stride, stride),
-                    padding=((padding, padding), (padding, padding)), feature_group_count=groups,
-                    use_bias=bias, rngs=rngs)
+    """``nn.Conv2d`` with PyTorch's symmetric explicit padding (never Flax's 'SAME');
+    depthwise (``groups == cin == cout``) as :class:`DepthwiseConv`."""
+    conv = DepthwiseConv if groups == cin == cout > 1 else nnx.Conv
+    return conv(cin, cout, (kernel, kernel), strides=(stride, stride),
+                padding=((padding, padding), (padding, padding)), feature_group_count=groups,
+                use_bias=bias, rngs=rngs)
 
 
 def conv_transpose_2x2(cin: int, cout: int, *, rngs: nnx.Rngs) -> nnx.ConvTranspose:
