@@ -6,7 +6,6 @@ thresholded masks must agree on ≥ 99.9 % of pixels: logits within 1e-5 can onl
 logit is within ~1e-5 of 0.
 """
 
-import jax
 import numpy as np
 import pytest
 
@@ -18,7 +17,8 @@ from convert.__main__ import main as convert_main
 from convert.params import sam_from_torch
 
 torch = pytest.importorskip("torch")
-from torch_reference import nchw, nhwc, randomized_torch_sam, rel_err  # noqa: E402
+from torch_reference import (jax_box_forward, nchw, randomized_torch_sam, rel_err,  # noqa: E402
+                             torch_box_forward)
 
 TOL = 1e-5
 
@@ -29,16 +29,12 @@ def test_vit_b_1024_end_to_end():
     jm = sam_from_torch({k: v.numpy() for k, v in tm.state_dict().items()}, cfg)
     x = np.random.RandomState(0).rand(1, 1024, 1024, 3).astype(np.float32)
     box = np.array([[100.0, 200.0, 600.0, 700.0]], np.float32)
-    with torch.no_grad():
-        emb = tm.image_encoder(nchw(x))
-        sp, de = tm.prompt_encoder(points=None, boxes=torch.from_numpy(box), masks=None)
-        low, iou = tm.mask_decoder(emb, tm.prompt_encoder.get_dense_pe(), sp, de, False)
-    j_emb = jax.jit(lambda m, x: m.image_encoder(x))(jm, x)
-    j_low, j_iou = jax.jit(lambda m, e, b: m.decode(e, boxes=b))(jm, j_emb, box)
+    emb, low, iou = torch_box_forward(tm, x, box)
+    j_emb, j_low, j_iou = jax_box_forward(jm, x, box)
     assert j_emb.shape == (1, 64, 64, 256) and j_low.shape == (1, 1, 256, 256)
-    assert rel_err(j_emb, nhwc(emb)) < TOL
-    assert rel_err(j_low, low.numpy()) < TOL
-    assert rel_err(j_iou, iou.numpy()) < TOL
+    assert rel_err(j_emb, emb) < TOL
+    assert rel_err(j_low, low) < TOL
+    assert rel_err(j_iou, iou) < TOL
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +52,11 @@ def test_litemedsam_real_weights_random_image(real_lite):
     assert jm.config.name == "litemedsam"
     x = np.random.RandomState(1).rand(2, 256, 256, 3).astype(np.float32)
     box = np.array([[30.0, 40.0, 150.0, 200.0], [0.0, 0.0, 255.0, 255.0]], np.float32)
-    with torch.no_grad():
-        emb = tm.image_encoder(nchw(x))
-        sp, de = tm.prompt_encoder(points=None, boxes=torch.from_numpy(box), masks=None)
-        low, iou = tm.mask_decoder(emb, tm.prompt_encoder.get_dense_pe(), sp, de, False)
-    j_emb = jax.jit(lambda m, x: m.image_encoder(x))(jm, x)
-    j_low, j_iou = jax.jit(lambda m, e, b: m.decode(e, boxes=b))(jm, j_emb, box)
-    assert rel_err(j_emb, nhwc(emb)) < TOL
-    assert rel_err(j_low, low.numpy()) < TOL
-    assert rel_err(j_iou, iou.numpy()) < TOL
+    emb, low, iou = torch_box_forward(tm, x, box)
+    j_emb, j_low, j_iou = jax_box_forward(jm, x, box)
+    assert rel_err(j_emb, emb) < TOL
+    assert rel_err(j_low, low) < TOL
+    assert rel_err(j_iou, iou) < TOL
 
 
 def test_litemedsam_real_ct_slice(real_lite):

@@ -55,3 +55,24 @@ def nchw(x: np.ndarray):
 def nhwc(t) -> np.ndarray:
     """NCHW torch tensor → NHWC numpy."""
     return t.detach().numpy().transpose(0, 2, 3, 1)
+
+
+def torch_box_forward(tm, images: np.ndarray, boxes: np.ndarray):
+    """PyTorch SAM-family forward: NHWC images, ``(B, 4)`` boxes → NHWC embedding, low-res
+    logits ``(B, 1, L, L)`` and IoU ``(B, 1)``, as NumPy."""
+    import torch
+
+    with torch.no_grad():
+        emb = tm.image_encoder(nchw(images))
+        sparse, dense = tm.prompt_encoder(points=None, boxes=torch.from_numpy(boxes), masks=None)
+        low, iou = tm.mask_decoder(emb, tm.prompt_encoder.get_dense_pe(), sparse, dense, False)
+    return nhwc(emb), low.numpy(), iou.numpy()
+
+
+def jax_box_forward(jm, images: np.ndarray, boxes: np.ndarray):
+    """The same through the Flax model, jitted: embedding, low-res logits, IoU."""
+    import jax
+
+    emb = jax.jit(lambda m, x: m.image_encoder(x))(jm, images)
+    low, iou = jax.jit(lambda m, e, b: m.decode(e, boxes=b))(jm, emb, boxes)
+    return emb, low, iou
