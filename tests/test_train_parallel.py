@@ -41,7 +41,7 @@ SCRIPT = textwrap.dedent("""
                         "class_id": rs.randint(1, 4, B).astype(np.int32), "mask": mask,
                         "box": np.sort(rs.rand(B, 4).astype(np.float32) * S, -1),
                         "dist": rs.rand(B, L, L).astype(np.float32) * 0.1})
-    tx = optax.sgd(0.5)
+    tx = optax.sgd(0.01)
     out = {}
     for n in (1, 8):
         mesh = data_mesh(jax.devices()[:n])

@@ -1,0 +1,139 @@
+"""The training configuration: a frozen dataclass, the paper's recipe as defaults (SPEC §3), one
+preset per dataset, and the command line that overrides it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Literal
+
+from ..config import ClassPromptConfig, LossConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs.
+
+    dataset:       a data preset (``brats``, ``abdomenct1k``, ``abdomenct1k_split_kidney``,
+                   ``kvasir``, ``chestxml``, ``demo``) or ``synthetic:k=v,...`` (SyntheticConfig
+                   fields, e.g. ``synthetic:num_cases=8,num_classes=3,height=64,width=64``).
+    weights:       converted MedSAM/LiteMedSAM model directory; ``pretrained`` = LiteMedSAM fetched
+                   with pip; ``random`` = random weights (tests, smoke runs).
+    batch_size:    global batch (over every device and host).
+    plateau_*:     lr × factor when the mean epoch loss has not improved for ``patience`` epochs.
+    """
+
+    dataset: str = "demo"
+    data_dir: str = "~/tensorflow_datasets"
+    manual_dir: str | None = None
+    backbone: str = "litemedsam"
+    weights: str = "pretrained"
+    workdir: str = "runs/demo"
+    epochs: int = 100
+    batch_size: int = 16
+    lr: float = 1e-4
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    plateau_patience: int = 5
+    plateau_factor: float = 0.9
+    seed: int = 0
+    diffusion: bool = True
+    branches: Literal["both", "dense", "sparse"] = "both"
+    class_prompt_widths: tuple[int, int, int] = (64, 128, 256)
+    loss_terms: tuple[str, ...] = ("mse", "ce", "dice", "sd")
+    loss_weighting: Literal["uncertainty", "fixed"] = "uncertainty"
+    cache_embeddings: bool = False
+    encoder_dtype: Literal["float32", "bfloat16"] = "float32"
+    keep_checkpoints: int = 3
+    checkpoint_every: int = 0
+    eval_every: int = 0
+    num_workers: int = 0
+    max_steps: int = 0
+    progress: bool = True
+
+    def class_prompt(self) -> ClassPromptConfig:
+        return ClassPromptConfig(widths=tuple(self.class_prompt_widths), diffusion=self.diffusion,
+                                 branches=self.branches)
+
+    def loss(self) -> LossConfig:
+        return LossConfig(terms=tuple(self.loss_terms), weighting=self.loss_weighting)
+
+
+_CHALLENGE = dict(backbone="medsam_vit_b", weights="", cache_embeddings=False, eval_every=5)
+
+PRESETS: dict[str, TrainConfig] = {
+    # The offline demo: real CT (17 training slices), real LiteMedSAM weights, ≤ 15 min on 2 CPU
+    # cores. Frozen encoder ⇒ embeddings cached once per flip variant. Smaller batches than the
+    # paper's 16 so that 17 slices give more than one optimizer step per epoch.
+    "demo": TrainConfig(dataset="demo", backbone="litemedsam", weights="pretrained",
+                        workdir="runs/demo", epochs=60, batch_size=4, lr=1e-3,
+                        cache_embeddings=True, eval_every=0, checkpoint_every=0),
+    **{name: TrainConfig(dataset=name, workdir=f"runs/{name}", **_CHALLENGE)
+       for name in ("brats", "abdomenct1k", "abdomenct1k_split_kidney", "kvasir", "chestxml")},
+}
+
+
+def preset(dataset: str) -> TrainConfig:
+    if dataset in PRESETS:
+        return PRESETS[dataset]
+    return TrainConfig(dataset=dataset, workdir=f"runs/{dataset.split(':')[0]}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="train.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train AutoMedSAM (class prompt encoder + mask decoder on a frozen "
+                    "MedSAM/LiteMedSAM encoder). With no arguments: the offline demo (real CT, "
+                    "real LiteMedSAM weights, embeddings cached). Options left out "
+                    "take the dataset preset's value; re-running the same command resumes from "
+                    "the latest checkpoint in --workdir.")
+    a = p.add_argument
+    a("--dataset", default="demo", help="data preset (brats, abdomenct1k, "
+      "abdomenct1k_split_kidney, kvasir, chestxml, demo) or synthetic:num_cases=8,num_classes=3,"
+      "height=64,width=64")
+    a("--data-dir", help="tfds data directory (built datasets are cached there)")
+    a("--manual-dir", help="directory with the challenge .npz files (default <data-dir>/downloads/manual)")
+    a("--backbone", help="SAM-family preset: litemedsam, medsam_vit_b, sam_vit_b, tiny_litemedsam, tiny_vit_b, ...")
+    a("--weights", help="converted model dir (python -m convert), 'pretrained' (LiteMedSAM via pip) or 'random'")
+    a("--workdir", help="checkpoints, TensorBoard events, exported best/final models")
+    a("--epochs", type=int, help="training epochs (paper: 100)")
+    a("--batch-size", type=int, help="global batch size over all devices and hosts (paper: 16)")
+    a("--lr", type=float, help="AdamW learning rate (paper: 1e-4)")
+    a("--seed", type=int, help="data order, augmentation, diffusion noise and init seed")
+    a("--no-diffusion", action="store_true", help="ablation (Table 6): feed the image embedding to "
+      "the class prompt encoder without forward diffusion")
+    a("--branches", choices=("both", "dense", "sparse"), help="ablation (Table 5): prompt branches")
+    a("--class-prompt-widths", type=lambda s: tuple(int(x) for x in s.split(",")),
+      help="class prompt encoder widths, e.g. 64,128,256 (paper) or 8,16,32 (tests)")
+    a("--loss-terms", type=lambda s: tuple(s.split(",")), help="ablation (Table 7): comma-separated "
+      "subset of mse,ce,dice,sd")
+    a("--loss-weighting", choices=("uncertainty", "fixed"), help="learned σ per term or sum")
+    a("--cache-embeddings", action=argparse.BooleanOptionalAction, default=None,
+      help="compute each training image's embedding once per flip variant (frozen encoder), then "
+      "train from the cache")
+    a("--encoder-dtype", choices=("float32", "bfloat16"), help="compute dtype of the frozen encoder")
+    a("--keep-checkpoints", type=int, help="latest checkpoints kept")
+    a("--checkpoint-every", type=int, help="also checkpoint every N steps (0: once per epoch)")
+    a("--eval-every", type=int, help="validate every N epochs (0: only at the end)")
+    a("--num-workers", type=int, help="grain worker processes")
+    a("--max-steps", type=int, help="stop after N steps (0: all epochs)")
+    a("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def from_args(argv=None) -> TrainConfig:
+    args = parser().parse_args(argv)
+    cfg = preset(args.dataset)
+    over = {k: v for k, v in vars(args).items()
+            if v is not None and k not in ("no_diffusion", "no_progress")}
+    if args.no_diffusion:
+        over["diffusion"] = False
+    if args.no_progress:
+        over["progress"] = False
+    if over.get("dataset", cfg.dataset) != cfg.dataset:
+        over.setdefault("workdir", f"runs/{args.dataset.split(':')[0]}")
+    cfg = dataclasses.replace(cfg, **over)
+    LossConfig(terms=tuple(cfg.loss_terms), weighting=cfg.loss_weighting)  # validate early
+    return cfg

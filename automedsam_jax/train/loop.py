@@ -1,0 +1,260 @@
+"""The training run: data, model, the sharded step, epochs, the plateau scheduler, checkpoints,
+SIGTERM, NaN guard, logging, validation and the exported models.
+
+Restarting with the same ``workdir`` resumes from the latest checkpoint (parameters, optimizer,
+step, scheduler, PRNG key and the exact position of the grain iterator), so an interrupted run
+ends with the parameters of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..automedsam import AutoMedSAM
+from ..checkpoint import load_model, save_model
+from ..config import AutoMedSamConfig, SamConfig
+from ..data import PipelineConfig, SyntheticConfig, prepare, steps_per_epoch, train_dataset
+from ..losses import LossWeights
+from ..optim import Trainee, adamw
+from .checkpointing import Checkpoints, key_from_json, key_to_json
+from .config import TrainConfig
+from .embedding_cache import EmbeddingCache
+from .evaluate import evaluate, summary_table
+from .init import random_automedsam
+from .logging import Logger
+from .step import (data_mesh, init_state, learning_rate, make_embed_fn, make_train_step,
+                   set_learning_rate, shard_batch)
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss; the last good checkpoint is left as it was."""
+
+
+def maybe_initialize_distributed() -> None:
+    """``jax.distributed.initialize()`` when the environment describes a multi-process job."""
+    if any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")) or \
+            int(os.environ.get("SLURM_NTASKS", "1")) > 1 or \
+            int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
+        jax.distributed.initialize()
+
+
+def dataset_spec(name: str):
+    """A preset name, or ``synthetic:k=v,...`` → :class:`SyntheticConfig`."""
+    if not name.startswith("synthetic"):
+        return name
+    kwargs = {}
+    for item in filter(None, name.partition(":")[2].split(",")):
+        k, _, v = item.partition("=")
+        kwargs[k.strip()] = int(v)
+    return SyntheticConfig(**kwargs)
+
+
+def build_model(cfg: TrainConfig) -> AutoMedSAM:
+    sam = SamConfig.preset(cfg.backbone)
+    if cfg.weights == "random":
+        return random_automedsam(AutoMedSamConfig(sam, cfg.class_prompt()), cfg.seed)
+    weights = cfg.weights
+    if weights == "pretrained":
+        if cfg.backbone != "litemedsam":
+            raise ValueError("--weights pretrained is LiteMedSAM only; convert MedSAM/SAM with "
+                             "`python -m convert SRC.pth DIR` and pass --weights DIR")
+        from ..weights import pretrained_litemedsam
+        weights = pretrained_litemedsam()
+    if not weights:
+        raise ValueError(f"--weights is required for backbone {cfg.backbone!r} (a directory made "
+                         "by `python -m convert`)")
+    base = load_model(weights)
+    if base.config != sam:
+        raise ValueError(f"{weights} holds {base.config.name!r}, not --backbone {cfg.backbone!r}")
+    return AutoMedSAM.from_sam(base, cfg.class_prompt(), cfg.seed)
+
+
+def make_tx(cfg: TrainConfig) -> optax.GradientTransformation:
+    return optax.inject_hyperparams(adamw)(learning_rate=cfg.lr, b1=cfg.b1, b2=cfg.b2,
+                                           eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+def plateau_update(plateau: dict, epoch_loss: float, cfg: TrainConfig) -> bool:
+    """ReduceLROnPlateau(mode=min, factor, patience, cooldown=0, threshold=0). True: reduce."""
+    if epoch_loss < plateau["best"]:
+        plateau["best"], plateau["bad_epochs"] = epoch_loss, 0
+        return False
+    plateau["bad_epochs"] += 1
+    if plateau["bad_epochs"] > cfg.plateau_patience - 1 and plateau["bad_epochs"] >= cfg.plateau_patience:
+        plateau["bad_epochs"] = 0
+        return True
+    return False
+
+
+def run(cfg: TrainConfig) -> dict:
+    """Train (or resume) per ``cfg``; returns a summary dict (also written to workdir)."""
+    maybe_initialize_distributed()
+    workdir = Path(cfg.workdir).expanduser().absolute()
+    main = jax.process_index() == 0
+    if main:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+
+    # -- data ------------------------------------------------------------------------------
+    builder = prepare(dataset_spec(cfg.dataset), os.path.expanduser(cfg.data_dir),
+                      manual_dir=cfg.manual_dir)
+    class_names = list(builder.info.metadata["class_names"])
+    train_src = builder.as_data_source("train")
+    n_proc = jax.process_count()
+    if cfg.batch_size % (n_proc * 1) or cfg.batch_size % jax.device_count():
+        raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the device count "
+                         f"{jax.device_count()}")
+    spe = steps_per_epoch(len(train_src), cfg.batch_size)
+    if spe == 0:
+        raise ValueError(f"{len(train_src)} training slices < batch size {cfg.batch_size}")
+    total = cfg.epochs * spe
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+
+    # -- model, state, step -----------------------------------------------------------------
+    model = build_model(cfg)
+    frame = model.config.sam.frame
+    trainee = Trainee(model, LossWeights(cfg.loss()))
+    tx = make_tx(cfg)
+    mesh = data_mesh()
+    state, frozen, graphdef = init_state(trainee, tx, mesh)
+    enc_dtype = jnp.bfloat16 if cfg.encoder_dtype == "bfloat16" else jnp.float32
+    step_fn = make_train_step(graphdef, tx, mesh, cached=cfg.cache_embeddings,
+                              encoder_dtype=enc_dtype)
+
+    ckpts = Checkpoints(workdir / "checkpoints", cfg.keep_checkpoints)
+    meta = {"step": 0, "epoch_loss_sum": 0.0, "epoch_steps": 0, "epoch_losses": [],
+            "plateau": {"best": math.inf, "bad_epochs": 0}, "best_loss": math.inf,
+            "key": key_to_json(jax.random.key(cfg.seed)), "data": None}
+    ds = train_dataset(train_src, frame, model.config.sam.low_res_size,
+                       PipelineConfig(batch_size=cfg.batch_size // n_proc, seed=cfg.seed,
+                                      num_epochs=cfg.epochs, num_workers=cfg.num_workers))
+    it = iter(ds)
+    if ckpts.latest_step() is not None:
+        state, meta = ckpts.restore(state)
+        it.set_state(meta["data"])
+    key = key_from_json(meta["key"])
+    start = int(meta["step"])
+    log = Logger(str(workdir / "tb"), total, start, cfg.progress)
+    log.info(f"{cfg.dataset}: {len(train_src)} training slices, {spe} steps/epoch, "
+             f"{cfg.epochs} epochs, global batch {cfg.batch_size} on {jax.device_count()} "
+             f"device(s); backbone {cfg.backbone}"
+             + (f"; resuming at step {start}" if start else ""))
+
+    cache = None
+    if cfg.cache_embeddings:
+        embed = make_embed_fn(graphdef, mesh, enc_dtype)
+        chunk = max(jax.device_count(), 8 // jax.device_count() * jax.device_count())
+        cache = EmbeddingCache.build(train_src, frame, lambda x: embed(
+            state["params"], frozen, jax.device_put(x, jax.sharding.NamedSharding(
+                mesh, jax.sharding.PartitionSpec("data")))), chunk=chunk, log=log.info)
+
+    stop = {"sigterm": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
+
+    def save(step):
+        if ckpts.latest_step() == step:
+            return
+        meta["step"], meta["data"] = step, it.get_state()
+        ckpts.save(step, state, meta)
+
+    def export(name):
+        m = nnx_model(graphdef, state, frozen)
+        if main:
+            save_model(m, workdir / name, extra={"class_names": class_names,
+                                                 "train_config": dataclasses.asdict(cfg),
+                                                 "step": int(meta["step"])})
+
+    step = start
+    t_last = time.perf_counter()
+    try:
+        while step < total:
+            batch = next(it)
+            if cache is not None:
+                batch["embedding"] = cache.lookup(batch)
+            state, metrics = step_fn(state, frozen, shard_batch(batch, mesh, cfg.cache_embeddings),
+                                     key)
+            scalars = {k: float(v) for k, v in metrics.items()}
+            if not all(math.isfinite(v) for v in scalars.values()):
+                last = ckpts.latest_step()
+                raise TrainingDiverged(
+                    f"non-finite loss at step {step + 1} (loss={scalars['loss']}); stopping. The "
+                    f"last good checkpoint (step {last}) in {ckpts.directory} is untouched.")
+            step += 1
+            now = time.perf_counter()
+            ips = cfg.batch_size / max(now - t_last, 1e-9)
+            t_last = now
+            scalars["lr"] = learning_rate(state)
+            log.step(step, scalars, ips)
+            meta["epoch_loss_sum"] += scalars["loss"]
+            meta["epoch_steps"] += 1
+            end_of_epoch = step % spe == 0
+            if end_of_epoch:
+                epoch = step // spe
+                epoch_loss = meta["epoch_loss_sum"] / meta["epoch_steps"]
+                meta["epoch_losses"].append(epoch_loss)
+                meta["epoch_loss_sum"], meta["epoch_steps"] = 0.0, 0
+                if plateau_update(meta["plateau"], epoch_loss, cfg):
+                    state = set_learning_rate(state, learning_rate(state) * cfg.plateau_factor)
+                    log.info(f"epoch {epoch}: no improvement for {cfg.plateau_patience} epochs, "
+                             f"lr → {learning_rate(state):.3g}")
+                log.scalars(step, {"epoch_loss": epoch_loss}, "train")
+                if epoch_loss < meta["best_loss"]:
+                    meta["best_loss"] = epoch_loss
+                    export("best")
+                if cfg.eval_every and epoch % cfg.eval_every == 0 and step < total:
+                    _validate(builder, nnx_model(graphdef, state, frozen), class_names, frame,
+                              log, step)
+            if end_of_epoch or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) \
+                    or step == total:
+                save(step)
+            if stop["sigterm"]:
+                save(step)
+                log.info(f"SIGTERM: checkpoint saved at step {step}; exiting. Re-run the same "
+                         "command to resume.")
+                log.close()
+                ckpts.close()
+                raise SystemExit(143)
+    except TrainingDiverged:
+        log.close()
+        ckpts.close()
+        raise
+    log.info(f"training done: {step} steps")
+    export("final")
+    summary = {"steps": step, "epoch_losses": meta["epoch_losses"]}
+    metrics = _validate(builder, nnx_model(graphdef, state, frozen), class_names, frame, log, step)
+    if metrics is not None:
+        summary["validation"] = {"mean_dsc": metrics.dsc, "mean_nsd": metrics.nsd, "per_class": {
+            class_names[c - 1]: {"dsc": s.dsc, "nsd": s.nsd} for c, s in metrics.per_class.items()}}
+    if main:
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.close()
+    ckpts.close()
+    return summary
+
+
+def nnx_model(graphdef, state, frozen) -> AutoMedSAM:
+    from flax import nnx
+    return nnx.merge(graphdef, jax.device_get(state["params"]), jax.device_get(frozen)).model
+
+
+def _validate(builder, model, class_names, frame, log, step):
+    src = builder.as_data_source("validation")
+    if len(src) == 0:
+        return None
+    metrics = evaluate(model, src, len(class_names), frame)
+    log.scalars(step, {"dsc": metrics.dsc, "nsd": metrics.nsd, **{
+        f"dsc/{class_names[c - 1]}": s.dsc for c, s in metrics.per_class.items()}}, "validation")
+    log.info(f"validation at step {step}:\n" + summary_table(metrics, class_names))
+    return metrics

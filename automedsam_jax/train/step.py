@@ -1,0 +1,158 @@
+"""The training step: one ``jax.jit`` over a 1-D ``data`` mesh of every device (SPEC §6).
+
+The batch is sharded on ``data``, the state is replicated. The loss is the mean over the
+*global* batch and the gradient is taken of that global mean, so XLA's partitioner inserts the
+one cross-device reduction itself: gradients are averaged exactly once (no ``pmap``, no
+``shard_map`` whose replicated-parameter gradients would already be summed before a ``pmean``).
+Only the trainable variables (:data:`~automedsam_jax.optim.TRAINABLE`) are differentiated; the
+frozen image encoder runs inside the step under ``stop_gradient`` (optionally in bfloat16), or
+is skipped when the batch carries cached ``embedding``\\ s. Diffusion noise comes from an explicit
+key folded with the step number. The state argument is donated.
+
+    mesh = data_mesh()
+    state, frozen, graphdef = init_state(trainee, tx, mesh)
+    step = make_train_step(graphdef, tx, mesh, cached=False)
+    state, metrics = step(state, frozen, shard_batch(batch, mesh), key)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ..losses import joint_loss
+from ..optim import TRAINABLE, Trainee
+
+STEP_KEYS = ("class_id", "mask", "box", "dist")
+"""Batch entries the step reads, besides ``image`` (online) or ``embedding`` (cached)."""
+
+
+def data_mesh(devices=None) -> Mesh:
+    """1-D mesh ``("data",)`` over ``devices`` (default: every device of every process)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), ("data",))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P("data"))
+
+
+def split_trainee(trainee: Trainee):
+    """``(graphdef, trainable, frozen)``: the trained variables and everything else."""
+    return nnx.split(trainee, TRAINABLE, ...)
+
+
+def init_state(trainee: Trainee, tx: optax.GradientTransformation, mesh: Mesh):
+    """Replicated ``state`` (``{"params", "opt", "step"}``), ``frozen`` variables, graphdef."""
+    graphdef, params, frozen = split_trainee(trainee)
+    state = {"params": params, "opt": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+    rep = replicated(mesh)
+    return jax.device_put(state, rep), jax.device_put(frozen, rep), graphdef
+
+
+def shard_batch(batch: dict[str, Any], mesh: Mesh, cached: bool = False) -> dict[str, jax.Array]:
+    """This process's share of a batch (numpy) → global arrays sharded on ``data``."""
+    keys = ("embedding" if cached else "image",) + STEP_KEYS
+    sharding = batch_sharding(mesh)
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k]))
+            for k in keys}
+
+
+def embed_frozen(model, images: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """The frozen encoder's embeddings, without gradient, computed in ``dtype`` (returned f32)."""
+    if jnp.dtype(dtype) == jnp.float32:
+        emb = model.embed(images)
+    else:
+        graphdef, enc = nnx.split(model.image_encoder)
+        enc = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+                           else x, enc)
+        emb = nnx.merge(graphdef, enc)(images.astype(dtype))
+    return jax.lax.stop_gradient(emb.astype(jnp.float32))
+
+
+def loss_and_terms(trainee: Trainee, batch: dict, key: jax.Array, cached: bool,
+                   encoder_dtype=jnp.float32):
+    """Joint loss of one batch: (total, terms). ``key`` draws the diffusion noise."""
+    model = trainee.model
+    emb = (jax.lax.stop_gradient(batch["embedding"]) if cached
+           else embed_frozen(model, batch["image"], encoder_dtype))
+    out = model.decode(emb, batch["class_id"], key=key)
+    return joint_loss(out, batch, model.teacher(batch["box"]), trainee.loss_weights)
+
+
+def _step(graphdef, tx, cached, encoder_dtype, state, frozen, batch, key):
+    noise_key = jax.random.fold_in(key, state["step"])
+
+    def loss_fn(params):
+        trainee = nnx.merge(graphdef, params, frozen)
+        return loss_and_terms(trainee, batch, noise_key, cached, encoder_dtype)
+
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+    updates, opt = tx.update(grads, state["opt"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    metrics = {"loss": loss, **{f"loss/{k}": v for k, v in terms.items()},
+               "grad_norm": optax.global_norm(grads)}
+    if "loss_weights" in params and "sigma" in params["loss_weights"]:
+        sigma = params["loss_weights"]["sigma"][...]
+        for i in range(sigma.shape[0]):
+            metrics[f"sigma/{i}"] = sigma[i]
+    return {"params": params, "opt": opt, "step": state["step"] + 1}, metrics
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, mesh: Mesh, *,
+                    cached: bool = False, encoder_dtype=jnp.float32):
+    """``step(state, frozen, batch, key) -> (state, metrics)``, jitted on ``mesh``; ``state``
+    is donated. ``cached``: the batch holds ``embedding`` (B, g, g, C) instead of ``image``."""
+    rep, data = replicated(mesh), batch_sharding(mesh)
+
+    def step(state, frozen, batch, key):
+        return _step(graphdef, tx, cached, encoder_dtype, state, frozen, batch, key)
+
+    return jax.jit(step, in_shardings=(rep, rep, data, rep), out_shardings=(rep, rep),
+                   donate_argnums=(0,))
+
+
+def make_loss_fn(graphdef, mesh: Mesh, *, cached: bool = False, encoder_dtype=jnp.float32):
+    """``loss(state, frozen, batch, key) -> (total, terms)`` without an update (tests, eval)."""
+    rep, data = replicated(mesh), batch_sharding(mesh)
+
+    def loss(state, frozen, batch, key):
+        trainee = nnx.merge(graphdef, state["params"], frozen)
+        return loss_and_terms(trainee, batch, jax.random.fold_in(key, state["step"]), cached,
+                              encoder_dtype)
+
+    return jax.jit(loss, in_shardings=(rep, rep, data, rep), out_shardings=rep)
+
+
+def make_embed_fn(graphdef, mesh: Mesh, encoder_dtype=jnp.float32):
+    """``embed(frozen, params, images) -> embeddings`` sharded on ``data`` (for the cache)."""
+    rep, data = replicated(mesh), batch_sharding(mesh)
+
+    def embed(params, frozen, images):
+        trainee = nnx.merge(graphdef, params, frozen)
+        return embed_frozen(trainee.model, images, encoder_dtype)
+
+    return jax.jit(embed, in_shardings=(rep, rep, data), out_shardings=data)
+
+
+def set_learning_rate(state: dict, lr: float) -> dict:
+    """Set the ``learning_rate`` of an ``optax.inject_hyperparams`` optimizer state."""
+    opt = state["opt"]
+    hp = opt.hyperparams
+    old = hp["learning_rate"]
+    hp["learning_rate"] = jax.device_put(jnp.asarray(lr, old.dtype), old.sharding)
+    return state
+
+
+def learning_rate(state: dict) -> float:
+    return float(state["opt"].hyperparams["learning_rate"])

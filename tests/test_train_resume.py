@@ -1,0 +1,104 @@
+"""Checkpoints (SPEC §3 run hygiene): a real ``train.py`` process killed with SIGKILL mid-run and
+restarted ends with the parameters of an uninterrupted run; SIGTERM checkpoints before exiting;
+a non-finite loss stops the run naming the step and leaves the last checkpoint intact."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).parents[1]
+DATASET = "synthetic:num_cases=10,num_classes=3,height=48,width=48"
+
+
+def _cmd(workdir, data_dir, *extra):
+    return [sys.executable, str(ROOT / "train.py"), "--dataset", DATASET, "--backbone",
+            "tiny_vit_b", "--weights", "random", "--class-prompt-widths", "8,16,32",
+            "--workdir", str(workdir), "--data-dir", str(data_dir), "--epochs", "3",
+            "--batch-size", "2", "--checkpoint-every", "1", "--keep-checkpoints", "2",
+            "--no-progress", *extra]
+
+
+def _env():
+    return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+
+
+def _final_params(workdir):
+    from flax import nnx
+    from automedsam_jax.checkpoint import load_model
+    model = load_model(workdir / "final")
+    return {p: np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(model))}
+
+
+def _latest(workdir):
+    steps = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+    return max(steps) if steps else None
+
+
+def _wait_for_checkpoint(proc, workdir, at_least, timeout=240):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if (workdir / "checkpoints").exists() and (_latest(workdir) or 0) >= at_least:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise TimeoutError
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ref")
+    subprocess.run(_cmd(root / "run", root / "data"), check=True, env=_env(), timeout=300,
+                   capture_output=True)
+    return root
+
+
+def test_sigkill_then_restart_matches_uninterrupted(reference, tmp_path):
+    work = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(work, reference / "data"), env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _wait_for_checkpoint(proc, work, 4)  # mid epoch 2 of 3 (4 steps/epoch)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _latest(work)
+    assert killed_at < 12, "the run finished before it could be killed"
+    out = subprocess.run(_cmd(work, reference / "data"), env=_env(), timeout=300,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"resuming at step {killed_at}" in out.stdout + out.stderr
+    ref, got = _final_params(reference / "run"), _final_params(work)
+    assert ref.keys() == got.keys()
+    for p in ref:  # same program, same inputs, same order: bitwise equal
+        np.testing.assert_array_equal(got[p], ref[p], err_msg=str(p))
+    # TensorBoard events were written by the run (loss terms, σ, lr, img/s, validation).
+    assert list((work / "tb").glob("events.out.tfevents.*"))
+
+
+def test_sigterm_saves_a_checkpoint(reference, tmp_path):
+    work = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(work, reference / "data", "--checkpoint-every", "100"),
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _wait_for_checkpoint(proc, work, 4)  # the end-of-epoch-1 checkpoint
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, out
+    assert "SIGTERM: checkpoint saved at step" in out
+    step = int(out.split("SIGTERM: checkpoint saved at step ")[1].split(";")[0])
+    assert _latest(work) == step
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(reference, tmp_path):
+    work = tmp_path / "run"
+    # lr 1e30: the first update blows the parameters up, the second step's loss is not finite.
+    out = subprocess.run(_cmd(work, reference / "data", "--lr", "1e30"), env=_env(),
+                         timeout=300, capture_output=True, text=True)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "non-finite loss at step" in out.stderr
+    bad = int(out.stderr.split("non-finite loss at step ")[1].split(" ")[0])
+    assert _latest(work) == bad - 1
+    assert not (work / "final").exists()

@@ -1,0 +1,60 @@
+"""The step's parts: cached embeddings give the losses of the online encoder path; the step
+trains only the trainable variables; the plateau scheduler follows ReduceLROnPlateau."""
+
+import jax
+import numpy as np
+import pytest
+
+from automedsam_jax.config import TINY_CLASS_PROMPT, AutoMedSamConfig, LossConfig, SamConfig
+from automedsam_jax.data import PipelineConfig, SyntheticConfig, prepare, train_dataset
+from automedsam_jax.losses import LossWeights
+from automedsam_jax.optim import Trainee
+from automedsam_jax.train.config import TrainConfig
+from automedsam_jax.train.embedding_cache import EmbeddingCache
+from automedsam_jax.train.init import random_automedsam
+from automedsam_jax.train.loop import make_tx, plateau_update
+from automedsam_jax.train.step import (data_mesh, init_state, make_embed_fn, make_loss_fn,
+                                       shard_batch)
+
+
+def test_cached_and_online_losses_agree(tmp_path):
+    cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
+    builder = prepare(SyntheticConfig(num_cases=6, num_classes=3, height=40, width=40), str(tmp_path))
+    src = builder.as_data_source("train")
+    frame = cfg.sam.frame
+    trainee = Trainee(random_automedsam(cfg, 1), LossWeights(LossConfig()))
+    tx = make_tx(TrainConfig())
+    mesh = data_mesh()
+    state, frozen, graphdef = init_state(trainee, tx, mesh)
+    embed = make_embed_fn(graphdef, mesh)
+    cache = EmbeddingCache.build(src, frame, lambda x: embed(state["params"], frozen, x),
+                                 chunk=4, log=lambda *_: None)
+    assert len(cache.embeddings) == 4 * len(src)
+    it = iter(train_dataset(src, frame, cfg.sam.low_res_size, PipelineConfig(batch_size=4)))
+    online, cached = make_loss_fn(graphdef, mesh), make_loss_fn(graphdef, mesh, cached=True)
+    key = jax.random.key(3)
+    flips_seen = set()
+    for _ in range(2):
+        batch = next(it)
+        flips_seen |= {tuple(f) for f in batch["flips"]}
+        batch["embedding"] = cache.lookup(batch)
+        a_total, a_terms = online(state, frozen, shard_batch(batch, mesh), key)
+        b_total, b_terms = cached(state, frozen, shard_batch(batch, mesh, cached=True), key)
+        np.testing.assert_allclose(float(b_total), float(a_total), rtol=1e-5)
+        for k in a_terms:
+            np.testing.assert_allclose(float(b_terms[k]), float(a_terms[k]), rtol=1e-5, atol=1e-7)
+    assert len(flips_seen) > 1  # flipped variants were really looked up
+    # A wrong flip variant gives a different loss: the comparison can fail.
+    batch["flips"] = ~batch["flips"]
+    batch["embedding"] = cache.lookup(batch)
+    c_total, _ = cached(state, frozen, shard_batch(batch, mesh, cached=True), key)
+    assert abs(float(c_total) - float(a_total)) > 1e-6
+
+
+def test_plateau_scheduler():
+    cfg = TrainConfig(plateau_patience=5)
+    plateau = {"best": float("inf"), "bad_epochs": 0}
+    losses = [1.0, 0.9, 0.95, 0.95, 0.95, 0.95] + [0.95] + [0.8] + [0.9] * 5
+    reduced = [plateau_update(plateau, x, cfg) for x in losses]
+    # 5 epochs without improvement after 0.9 → reduce at the 5th (index 6); 0.8 resets.
+    assert [i for i, r in enumerate(reduced) if r] == [6, 12]
