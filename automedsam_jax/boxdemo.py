@@ -17,6 +17,7 @@ from PIL import Image
 
 from .data.demo import demo_volume
 from .data.presets import DEMO
+from .data.sample import mask_box
 from .predictor import SamPredictor
 from .weights import pretrained_litemedsam
 
@@ -31,12 +32,9 @@ def segment_volume(predictor: SamPredictor, image: np.ndarray, label: np.ndarray
         classes = [c for c in np.unique(label[z]) if c]
         if not classes:
             continue
-        boxes = []
-        for c in classes:
-            ys, xs = np.nonzero(label[z] == c)
-            boxes.append([xs.min(), ys.min(), xs.max(), ys.max()])
+        boxes = np.stack([mask_box(label[z] == c) for c in classes])
         predictor.set_image(image[z])
-        logits, _, _ = predictor.predict(boxes=np.asarray(boxes, np.float32), return_logits=True)
+        logits, _, _ = predictor.predict(boxes=boxes, return_logits=True)
         best = logits[:, 0].argmax(axis=0)
         fg = logits[:, 0].max(axis=0) > 0
         out[z][fg] = np.asarray(classes)[best[fg]]

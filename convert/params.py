@@ -128,12 +128,19 @@ def unwrap_state_dict(obj, source: str = "checkpoint") -> dict[str, Array]:
     return out
 
 
-def problems(expected: Mapping[str, Leaf], state: Mapping[str, Array]) -> list[str]:
-    """Every missing, unexpected and mis-shaped tensor of ``state`` against ``expected``."""
+def _mismatches(expected: Mapping[str, Leaf], state: Mapping[str, Array]):
+    """(missing, unexpected, mis-shaped) names of ``state`` against ``expected``."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
+    misshaped = [k for k in expected if k in state and tuple(state[k].shape) != expected[k].torch_shape]
+    return missing, unexpected, misshaped
+
+
+def problems(expected: Mapping[str, Leaf], state: Mapping[str, Array]) -> list[str]:
+    """Every missing, unexpected and mis-shaped tensor of ``state`` against ``expected``."""
+    missing, unexpected, misshaped = _mismatches(expected, state)
     misshaped = [f"{k}: checkpoint {tuple(state[k].shape)}, model {expected[k].torch_shape}"
-                 for k in expected if k in state and tuple(state[k].shape) != expected[k].torch_shape]
+                 for k in misshaped]
     out = []
     for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
         if items:
@@ -151,12 +158,8 @@ def infer_preset(state: Mapping[str, Array], hint: str = "") -> tuple[str | None
     """The preset whose tensors match ``state`` exactly (None if none does), and the number of
     problems for every preset. ``medsam_vit_b`` and ``sam_vit_b`` share shapes; ``hint`` (e.g. the
     file name) containing "medsam" picks MedSAM, otherwise SAM."""
-    scores = {}
-    for name in PRESETS:
-        expected = _torch_shapes(SamConfig.preset(name))
-        scores[name] = (sum(k not in state for k in expected) + sum(k not in expected for k in state)
-                        + sum(k in state and tuple(state[k].shape) != expected[k].torch_shape
-                              for k in expected))
+    scores = {name: sum(map(len, _mismatches(_torch_shapes(SamConfig.preset(name)), state)))
+              for name in PRESETS}
     exact = [n for n, s in scores.items() if s == 0]
     if {"medsam_vit_b", "sam_vit_b"} <= set(exact):
         exact = ["medsam_vit_b" if "medsam" in hint.lower() else "sam_vit_b"]

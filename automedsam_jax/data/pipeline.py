@@ -25,7 +25,7 @@ from absl import flags
 from ..config import FrameConfig
 from ..preprocess import preprocess_image
 from .labels import present_classes
-from .sample import class_sample
+from .sample import class_sample, flip
 
 Record = dict[str, Any]
 
@@ -77,10 +77,7 @@ class TrainTransform(grain.transforms.RandomMap):
                              "foreground; training splits hold only slices with foreground")
         class_id = int(rng.choice(classes))
         flips = rng.random(2) < 0.5 if self.flips else np.zeros(2, bool)
-        if flips[0]:
-            image, label = image[:, ::-1], label[:, ::-1]
-        if flips[1]:
-            image, label = image[::-1], label[::-1]
+        image, label = flip(image, *flips), flip(label, *flips)
         out = class_sample(image, label, class_id, self.frame, self.low_res,
                            rng if self.box_jitter else None)
         out.update(class_id=np.int32(class_id), case_id=_text(record["case_id"]),

@@ -45,6 +45,15 @@ def jitter_box(box: np.ndarray, max_shift: int, extent: tuple[int, int],
                      min(float(w), x1 + shift[2]), min(float(h), y1 + shift[3])], np.float32)
 
 
+def flip(array: np.ndarray, horizontal: bool, vertical: bool) -> np.ndarray:
+    """Flip an original-frame ``(H, W, ...)`` array left-right and/or up-down (a view)."""
+    if horizontal:
+        array = array[:, ::-1]
+    if vertical:
+        array = array[::-1]
+    return array
+
+
 def shape_distance_map(mask: np.ndarray) -> np.ndarray:
     """SPEC §2's D for a binary low-res mask ``(L, L)``: Euclidean distance of every pixel to the
     GT boundary divided by ``L``, float32.

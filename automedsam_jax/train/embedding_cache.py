@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from ..data.sample import flip
 from ..preprocess import preprocess_image
 
 FLIP_VARIANTS = ((False, False), (True, False), (False, True), (True, True))
@@ -31,13 +32,8 @@ class EmbeddingCache:
             r = source[i]
             case = r["case_id"].decode() if isinstance(r["case_id"], bytes) else str(r["case_id"])
             for hf, vf in variants:
-                img = r["image"]
-                if hf:
-                    img = img[:, ::-1]
-                if vf:
-                    img = img[::-1]
                 index[(case, int(r["slice_index"]), hf, vf)] = len(images)
-                images.append(preprocess_image(img, frame)[0])
+                images.append(preprocess_image(flip(r["image"], hf, vf), frame)[0])
         for s in range(0, len(images), chunk):
             part = np.stack(images[s:s + chunk])
             n = len(part)
