@@ -19,7 +19,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from automedsam_jax.automedsam import AutoMedSAM
-from automedsam_jax.config import AutoMedSamConfig, ClassPromptConfig, SamConfig
+from automedsam_jax.config import AutoMedSamConfig, ClassPromptConfig, SamConfig, ViTConfig
+from automedsam_jax.modeling import Sam
 from automedsam_jax.modeling.class_prompt_encoder import (diffuse_stepwise,
                                                           init_class_prompt_encoder)
 
@@ -30,6 +31,36 @@ def flops(fn, *args) -> float:
     cost = jax.jit(fn).lower(*args).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost["flops"])
+
+
+def encoder_flops(cfg: SamConfig, batch: int = 1) -> float:
+    """XLA's FLOPs of the image encoder alone on a shape-only model (per ``batch`` images)."""
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: Sam(cfg, rngs=nnx.Rngs(0))).image_encoder)
+    images = jax.ShapeDtypeStruct((batch, cfg.image_size, cfg.image_size, 3), jnp.float32)
+    return flops(lambda s, x: nnx.merge(graphdef, s)(x), state, images)
+
+
+def vit_encoder_flops(enc: ViTConfig) -> float:
+    """Analytic FLOPs (2 per multiply-add, matmuls and convolutions only) of one image through
+    SAM's ViT encoder, as the code computes it: windowed blocks run their qkv/proj projections and
+    attention on the grid zero-padded to whole windows (64 → 70 at window 14), global blocks on
+    the g² tokens; the decomposed relative-position terms are counted; norms, softmax and GELU
+    are not. ViT-B at 1024²: ≈ 0.97 TFLOP."""
+    g, D, hidden = enc.embedding_size, enc.embed_dim, int(enc.embed_dim * enc.mlp_ratio)
+    n = g * g
+    total = 2 * n * (enc.patch_size ** 2 * 3) * D                       # patch embedding
+    for i in range(enc.depth):
+        if i in enc.global_attn_indexes:
+            tokens, keys, side = n, n, g
+        else:
+            w = enc.window_size
+            tokens, keys, side = (-(-g // w) * w) ** 2, w * w, w
+        total += 2 * tokens * D * 3 * D + 2 * tokens * D * D              # qkv, proj
+        total += 2 * 2 * tokens * keys * D                               # q·kᵀ, p·v
+        total += 2 * 2 * tokens * side * D                               # rel-pos h and w
+        total += 2 * 2 * n * D * hidden                                  # MLP
+    total += 2 * n * D * enc.out_chans + 2 * n * enc.out_chans ** 2 * 9  # neck 1×1, 3×3
+    return float(total)
 
 
 def forward_flops(preset: str, batch: int) -> dict[str, float]:
@@ -85,6 +116,10 @@ def main() -> None:
     for preset in BACKBONES:
         parts = forward_flops(preset, args.batch)
         print(f"{preset:>13}: " + ", ".join(f"{k} {v:.1f} GFLOPs" for k, v in parts.items()))
+        enc = SamConfig.preset(preset).encoder
+        if isinstance(enc, ViTConfig):
+            print(f"{'':>13}  analytic ViT encoder (matmuls only): "
+                  f"{args.batch * vit_encoder_flops(enc) / 1e9:.1f} GFLOPs")
     for name, stepwise in (("closed form", False), ("T-step loop", True)):
         t = encoder_step_time(args.batch, args.repeats, stepwise)
         print(f"class prompt encoder fwd+bwd, {name}: {1e3 * t:.1f} ms")

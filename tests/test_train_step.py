@@ -1,8 +1,13 @@
 """The step's parts: cached embeddings give the losses of the online encoder path; the step
 trains only the trainable variables; the plateau scheduler follows ReduceLROnPlateau."""
 
+import dataclasses
+import math
+
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from automedsam_jax.config import TINY_CLASS_PROMPT, AutoMedSamConfig, LossConfig, SamConfig
@@ -31,15 +36,21 @@ def test_cached_and_online_losses_agree(tmp_path):
                                  chunk=4, log=lambda *_: None)
     assert len(cache.embeddings) == 4 * len(src)
     it = iter(train_dataset(src, frame, cfg.sam.low_res_size, PipelineConfig(batch_size=4)))
+    # The cached run's pipeline skips the images but must draw the same samples.
+    it_cached = iter(train_dataset(src, frame, cfg.sam.low_res_size,
+                                   PipelineConfig(batch_size=4, images=False)))
     online, cached = make_loss_fn(graphdef, mesh), make_loss_fn(graphdef, mesh, cached=True)
     key = jax.random.key(3)
     flips_seen = set()
     for _ in range(2):
-        batch = next(it)
+        batch, batch_c = next(it), next(it_cached)
+        assert "image" not in batch_c
+        for k in ("class_id", "mask", "box", "dist", "flips", "slice_index"):
+            np.testing.assert_array_equal(batch_c[k], batch[k], err_msg=k)
         flips_seen |= {tuple(f) for f in batch["flips"]}
-        batch["embedding"] = cache.lookup(batch)
+        batch_c["embedding"] = cache.lookup(batch_c)
         a_total, a_terms = online(state, frozen, shard_batch(batch, mesh), key)
-        b_total, b_terms = cached(state, frozen, shard_batch(batch, mesh, cached=True), key)
+        b_total, b_terms = cached(state, frozen, shard_batch(batch_c, mesh, cached=True), key)
         np.testing.assert_allclose(float(b_total), float(a_total), rtol=1e-5)
         for k in a_terms:
             np.testing.assert_allclose(float(b_terms[k]), float(a_terms[k]), rtol=1e-5, atol=1e-7)
@@ -58,3 +69,23 @@ def test_plateau_scheduler():
     reduced = [plateau_update(plateau, x, cfg) for x in losses]
     # 5 epochs without improvement after 0.9 → reduce at the 5th (index 6); 0.8 resets.
     assert [i for i, r in enumerate(reduced) if r] == [6, 12]
+
+
+def test_cosine_schedule_decays_to_zero_over_the_run():
+    """Update k (1..10) of a 10-step run uses lr·½(1 + cos(π(k−1)/10)); the optimizer state then
+    holds that lr, which the loop logs."""
+    cfg = dataclasses.replace(TrainConfig(), lr=2e-3, weight_decay=0.0, lr_schedule="cosine")
+    tx = make_tx(cfg, total_steps=10)
+    params = {"w": jnp.zeros(3)}
+    opt = tx.init(params)
+    used, logged = [], []
+    for _ in range(10):
+        updates, opt = tx.update({"w": jnp.ones(3)}, opt, params)
+        used.append(-float(updates["w"][0]))  # Adam's first steps on a constant gradient: lr·1
+        logged.append(float(opt.hyperparams["learning_rate"]))
+        params = optax.apply_updates(params, updates)
+    expected = [2e-3 * 0.5 * (1 + math.cos(math.pi * k / 10)) for k in range(10)]
+    np.testing.assert_allclose(used, expected, rtol=1e-5)
+    np.testing.assert_allclose(logged, expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="total number of steps"):
+        make_tx(cfg)

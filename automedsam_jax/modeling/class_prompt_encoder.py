@@ -138,8 +138,9 @@ class ClassPromptEncoder(nnx.Module):
         self.unet = ClassPromptUNet(cfg, embed_dim, rngs=rngs)
 
     def class_map(self, class_id: jax.Array) -> jax.Array:
-        """P(c): ``(B,)`` class ids → ``(B, g, g, 1)`` through ``Linear(1 → g²)``."""
-        proj = self.fc_label(class_id.astype(jnp.float32)[:, None])
+        """P(c): ``(B,)`` class ids → ``(B, g, g, 1)`` through ``Linear(1 → g²)``, in the
+        layer's dtype (float32, or bfloat16 under a mixed-precision cast of the module)."""
+        proj = self.fc_label(class_id.astype(self.fc_label.kernel.dtype)[:, None])
         return proj.reshape(-1, self.grid, self.grid, 1)
 
     def __call__(self, embedding: jax.Array, class_id: jax.Array, *,

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ..config import ViTConfig
-from .common import MLPBlock, Sequential, conv2d, layer_norm, layer_norm_2d
+from .common import MLPBlock, Sequential, attention, conv2d, layer_norm, layer_norm_2d
 
 
 class PatchEmbed(nnx.Module):
@@ -56,15 +56,14 @@ class Attention(nnx.Module):
         nh = self.num_heads
         qkv = self.qkv(x).reshape(B, H, W, 3, nh, C // nh)
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]  # (B, H, W, nh, d)
-        Rh = get_rel_pos(H, H, self.rel_pos_h[...])  # (H, H', d)
-        Rw = get_rel_pos(W, W, self.rel_pos_w[...])  # (W, W', d)
+        Rh = get_rel_pos(H, H, self.rel_pos_h[...]).astype(q.dtype)  # (H, H', d)
+        Rw = get_rel_pos(W, W, self.rel_pos_w[...]).astype(q.dtype)  # (W, W', d)
         rel_h = jnp.einsum("bhwnc,hkc->bnhwk", q, Rh)
         rel_w = jnp.einsum("bhwnc,wkc->bnhwk", q, Rw)
-        attn = jnp.einsum("bhwnc,bklnc->bnhwkl", q * self.scale, k)
-        attn = attn + rel_h[..., :, None] + rel_w[..., None, :]
-        attn = jax.nn.softmax(attn.reshape(B, nh, H, W, H * W), axis=-1).reshape(attn.shape)
-        out = jnp.einsum("bnhwkl,bklnc->bhwnc", attn, v).reshape(B, H, W, C)
-        return self.proj(out)
+        bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(B, nh, H * W, H * W)
+        out = attention(*(x.reshape(B, H * W, nh, C // nh) for x in (q, k, v)), bias,
+                        scale=self.scale)
+        return self.proj(out.reshape(B, H, W, C))
 
 
 def window_partition(x: jax.Array, window: int) -> tuple[jax.Array, tuple[int, int]]:

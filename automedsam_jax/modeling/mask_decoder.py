@@ -83,7 +83,7 @@ class MaskDecoder(nnx.Module):
                              "pass one embedding per prompt set, or a single shared one")
         src = image_embeddings + dense_prompt_embeddings
         g, C = src.shape[1], src.shape[-1]
-        pos_src = jnp.broadcast_to(image_pe, (B, *image_pe.shape[1:]))
+        pos_src = jnp.broadcast_to(image_pe.astype(src.dtype), (B, *image_pe.shape[1:]))
         hs, src = self.transformer(src, pos_src, tokens)
         iou_token_out = hs[:, 0]
         mask_tokens_out = hs[:, 1:1 + self.num_mask_tokens]

@@ -25,7 +25,8 @@ class PositionEmbeddingRandom(nnx.Module):
 
     def _pe_encoding(self, coords: jax.Array) -> jax.Array:
         """Encode points normalised to [0, 1]: ``(..., 2) → (..., C)``."""
-        coords = (2 * coords - 1) @ self.positional_encoding_gaussian_matrix[...]
+        gaussian = self.positional_encoding_gaussian_matrix[...]
+        coords = (2 * coords - 1).astype(gaussian.dtype) @ gaussian
         coords = 2 * math.pi * coords
         return jnp.concatenate([jnp.sin(coords), jnp.cos(coords)], axis=-1)
 

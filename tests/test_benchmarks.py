@@ -1,0 +1,132 @@
+"""The framework benchmark at a tiny size (``benchmarks/frameworks.py --tiny``), its PyTorch loss
+against ``automedsam_jax.losses``, the mixed-precision step it times, and the FLOP counts."""
+
+import collections
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from automedsam_jax.automedsam import AutoMedSamOutput
+from automedsam_jax.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, LossConfig, SamConfig,
+                                   ViTConfig)
+from automedsam_jax.losses import LossWeights, joint_loss
+from automedsam_jax.optim import Trainee, adamw
+from automedsam_jax.train import step as st
+from automedsam_jax.train.init import random_automedsam
+
+torch = pytest.importorskip("torch")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import frameworks  # noqa: E402
+import torch_side  # noqa: E402
+from automedsam_cost import vit_encoder_flops  # noqa: E402
+
+CFG = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
+
+
+def test_vit_b_analytic_flops():
+    """SAM ViT-B at 1024²: about 0.97 TFLOP (the issue's figure)."""
+    assert vit_encoder_flops(ViTConfig()) == pytest.approx(0.972e12, rel=0.005)
+
+
+@pytest.mark.parametrize("weighting", ["uncertainty", "fixed"])
+def test_torch_joint_loss_matches_jax(weighting):
+    rs = np.random.RandomState(0)
+    B, g, C = 2, 4, 8
+    inputs = frameworks.make_inputs(CFG, B)  # masks and distance maps at the tiny frame
+    mask, dist = inputs["mask"], inputs["dist"]
+    low = 3 * rs.randn(*mask.shape).astype(np.float32)
+    sparse, ts = rs.randn(2, B, 2, C).astype(np.float32)
+    dense, td = rs.randn(2, B, g, g, C).astype(np.float32)
+    sigma = np.array([1.0, 0.5, 2.0, 1.5], np.float32)
+    cfg = LossConfig(weighting=weighting)
+    weights = LossWeights(cfg)
+    if weighting == "uncertainty":
+        weights.sigma.set_value(jnp.asarray(sigma))
+    ref, ref_terms = joint_loss(AutoMedSamOutput(low, None, sparse, dense),
+                                {"mask": mask, "dist": dist}, (ts, td), weights)
+    t = torch.from_numpy
+    nchw = lambda x: t(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # noqa: E731
+    got, terms = torch_side.joint_loss(t(low), t(sparse), nchw(dense),
+                                       {"mask": t(mask), "dist": t(dist)}, (t(ts), nchw(td)),
+                                       t(sigma), cfg)
+    assert float(got) == pytest.approx(float(ref), rel=1e-6)
+    for k in ref_terms:
+        assert float(terms[k]) == pytest.approx(float(ref_terms[k]), rel=1e-6), k
+
+
+def _count_dots(jaxpr, counter):
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+            counter[tuple(str(v.aval.dtype) for v in eqn.invars[:2])] += 1
+        for p in eqn.params.values():
+            sub = getattr(p, "jaxpr", None)
+            if sub is not None:
+                _count_dots(getattr(sub, "jaxpr", sub), counter)
+    return counter
+
+
+def _step_inputs(seed=0):
+    trainee = Trainee(random_automedsam(CFG, seed), LossWeights(LossConfig()))
+    tx, mesh = adamw(), st.data_mesh()
+    state, frozen, graphdef = st.init_state(trainee, tx, mesh)
+    batch = {k: v for k, v in frameworks.make_inputs(CFG, 2).items()}
+    return graphdef, tx, mesh, state, frozen, batch
+
+
+def test_bf16_step_computes_in_bf16_with_f32_params_and_loss():
+    """Every matmul and convolution of the bf16 step is bf16×bf16 but the teacher's box
+    encoding; parameters, optimizer state and loss stay float32, and the loss is close to the
+    float32 one (same noise, passed in the batch)."""
+    graphdef, tx, mesh, state, frozen, batch = _step_inputs()
+    key = jax.random.key(0)
+    jaxpr = jax.make_jaxpr(lambda s, f, b, k: st._step(graphdef, tx, False, jnp.bfloat16,
+                                                       jnp.bfloat16, s, f, b, k))(
+        state, frozen, batch, key)
+    dots = _count_dots(jaxpr.jaxpr, collections.Counter())
+    assert dots[("bfloat16", "bfloat16")] > 100
+    assert set(dots) == {("bfloat16", "bfloat16"), ("float32", "float32")}
+    assert dots[("float32", "float32")] == 1  # the teacher's box positional encoding
+    shard = st.shard_batch(batch, mesh)
+    losses = {}
+    for dt in (jnp.float32, jnp.bfloat16):
+        step = st.make_train_step(graphdef, tx, mesh, encoder_dtype=dt, compute_dtype=dt)
+        new, metrics = step(jax.tree.map(jnp.copy, state), frozen, shard, key)
+        assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(new["params"]))
+        assert all(x.dtype in (jnp.float32, jnp.int32) for x in jax.tree.leaves(new["opt"]))
+        assert metrics["loss"].dtype == jnp.float32
+        losses[dt] = float(metrics["loss"])
+    assert losses[jnp.bfloat16] == pytest.approx(losses[jnp.float32], rel=2e-2)
+
+
+def test_explicit_noise_in_the_batch_replaces_the_key():
+    graphdef, tx, mesh, state, frozen, batch = _step_inputs()
+    loss = st.make_loss_fn(graphdef, mesh)
+    a = float(loss(state, frozen, st.shard_batch(batch, mesh), jax.random.key(0))[0])
+    b = float(loss(state, frozen, st.shard_batch(batch, mesh), jax.random.key(1))[0])
+    assert a == b  # the batch's noise is used, not the key's
+    del batch["noise"]
+    c = float(loss(state, frozen, st.shard_batch(batch, mesh), jax.random.key(0))[0])
+    assert c != a
+
+
+def test_frameworks_tiny(tmp_path, capsys):
+    """One command prints the table and writes JSON; JAX and PyTorch, fed the same weights,
+    inputs and noise, reach the same loss after N steps in float32."""
+    out = tmp_path / "bench.json"
+    result = frameworks.main(["--tiny", "--repeats", "1", "--modes", "infer", "cached",
+                              "--rows", "jax-fp32", "torch-eager-fp32", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "| jax-fp32 |" in text and "| torch-eager-fp32 |" in text and out.is_file()
+    rows = {(r["mode"], r["row"]): r for r in result["rows"]}
+    assert len(rows) == 4 and not any(r["error"] for r in rows.values())
+    for mode in ("infer", "cached"):
+        j, t = rows[(mode, "jax-fp32")], rows[(mode, "torch-eager-fp32")]
+        assert j["images_per_s_median"] > 0 and t["images_per_s_median"] > 0
+        assert j["loss"] == pytest.approx(t["loss"], rel=1e-5), mode
+        assert j["gflop_per_image"] > 0
+    assert rows[("cached", "jax-fp32")]["loss_steps"] == frameworks.WARMUP + 1
+    assert "analytic ViT" in result["flops_note"]
