@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
@@ -25,13 +26,18 @@ PARAMS_DIR = "params"
 
 def save_model(model: nnx.Module, directory: str | Path, extra: dict | None = None) -> Path:
     """Write a :class:`Sam` or :class:`AutoMedSAM` (config + every variable) to ``directory``;
-    ``extra`` goes into the JSON (e.g. class names, where the weights came from)."""
+    ``extra`` goes into the JSON (e.g. class names, where the weights came from).
+
+    In a multi-process job every process must call it (Orbax synchronises them); process 0
+    writes."""
     from .automedsam import AutoMedSAM
 
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(directory / PARAMS_DIR, nnx.to_pure_dict(nnx.state(model)), force=True)
+    if jax.process_index() != 0:
+        return directory
     key = "automedsam" if isinstance(model, AutoMedSAM) else "model"
     meta = {key: model.config.to_dict(), **(extra or {})}
     tmp = directory / (CONFIG_FILE + ".tmp")

@@ -102,3 +102,23 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(reference, tmp_path):
     bad = int(out.stderr.split("non-finite loss at step ")[1].split(" ")[0])
     assert _latest(work) == bad - 1
     assert not (work / "final").exists()
+
+
+def test_tensorboard_events_hold_every_scalar(reference):
+    """The uninterrupted run's event file, read by TensorBoard's own reader (no TensorFlow):
+    one value per step for each loss term, σ, lr and img/s; per-epoch loss = mean of its steps;
+    validation DSC per class."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(reference / "run" / "tb"), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    per_step = ["train/loss", "train/loss/mse", "train/loss/ce", "train/loss/dice", "train/loss/sd",
+                "train/sigma/0", "train/sigma/3", "train/lr", "train/img_per_s", "train/grad_norm"]
+    for tag in per_step:
+        assert [e.step for e in acc.Scalars(tag)] == list(range(1, 13)), tag
+    loss = np.array([e.value for e in acc.Scalars("train/loss")])
+    epoch = np.array([e.value for e in acc.Scalars("train/epoch_loss")])
+    np.testing.assert_allclose(epoch, loss.reshape(3, 4).mean(axis=1), rtol=1e-5)
+    assert {"validation/dsc", "validation/nsd", "validation/dsc/structure_1"} <= tags, tags
+    dsc = acc.Scalars("validation/dsc")[-1].value
+    assert 0.0 <= dsc <= 1.0

@@ -39,6 +39,8 @@ class PipelineConfig:
     num_epochs:  ``None`` repeats forever; epochs are reshuffled.
     flips:       random horizontal and vertical flips (p = 0.5 each).
     box_jitter:  move each box side outwards by 0..J px (J = 20 at 1024, 5 at 256).
+    images:      emit the input-frame ``image``; False when training from cached embeddings
+                 (the batch then carries only the class, targets and the cache key).
     num_workers: worker processes (0 = in the main process, with ``num_threads`` threads).
     num_threads, prefetch: grain ``ReadOptions`` of each process. The per-sample work is numpy and
                  Pillow under the GIL, so more threads do not help; use worker processes.
@@ -52,6 +54,7 @@ class PipelineConfig:
     num_epochs: int | None = None
     flips: bool = True
     box_jitter: bool = True
+    images: bool = True
     num_workers: int = 0
     num_threads: int = 1
     prefetch: int = 16
@@ -64,10 +67,13 @@ class TrainTransform(grain.transforms.RandomMap):
     Output: ``image`` (S, S, 3) float32 input frame, ``class_id`` int32, ``mask`` (L, L) float32
     low-res frame, ``box`` (4,) float32 input frame, ``dist`` (L, L) float32 low-res frame, and the
     metadata ``case_id`` (str), ``slice_index`` int32, ``flips`` (2,) bool (horizontal, vertical).
+    ``images=False`` leaves ``image`` out.
     """
 
-    def __init__(self, frame: FrameConfig, low_res: int, flips: bool, box_jitter: bool):
+    def __init__(self, frame: FrameConfig, low_res: int, flips: bool, box_jitter: bool,
+                 images: bool = True):
         self.frame, self.low_res, self.flips, self.box_jitter = frame, low_res, flips, box_jitter
+        self.images = images
 
     def random_map(self, record: Record, rng: np.random.Generator) -> Record:
         image, label = record["image"], record["label"]
@@ -78,8 +84,8 @@ class TrainTransform(grain.transforms.RandomMap):
         class_id = int(rng.choice(classes))
         flips = rng.random(2) < 0.5 if self.flips else np.zeros(2, bool)
         image, label = flip(image, *flips), flip(label, *flips)
-        out = class_sample(image, label, class_id, self.frame, self.low_res,
-                           rng if self.box_jitter else None)
+        out = class_sample(image if self.images else None, label, class_id, self.frame,
+                           self.low_res, rng if self.box_jitter else None)
         out.update(class_id=np.int32(class_id), case_id=_text(record["case_id"]),
                    slice_index=np.int32(record["slice_index"]), flips=flips)
         return out
@@ -89,15 +95,16 @@ def train_dataset(source: Sequence[Record], frame: FrameConfig, low_res: int = 2
                   config: PipelineConfig = PipelineConfig()) -> grain.IterDataset:
     """Infinite (or ``config.num_epochs``) stream of training batches of this process.
 
-    A batch is a dict of numpy arrays: ``image`` (B, S, S, 3) float32, ``class_id`` (B,) int32,
+    A batch is a dict of numpy arrays: ``image`` (B, S, S, 3) float32 (unless
+    ``config.images`` is False), ``class_id`` (B,) int32,
     ``mask`` (B, L, L) float32, ``box`` (B, 4) float32, ``dist`` (B, L, L) float32, ``case_id``
     (B,) str, ``slice_index`` (B,) int32, ``flips`` (B, 2) bool. Iterate with ``it = iter(ds)``;
     ``it.get_state()`` / ``it.set_state(state)`` save and restore the position.
     """
     shard = config.shard or grain.sharding.ShardByJaxProcess(drop_remainder=True)
     ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat(config.num_epochs)
-    ds = ds.random_map(TrainTransform(frame, low_res, config.flips, config.box_jitter),
-                       seed=config.seed)
+    ds = ds.random_map(TrainTransform(frame, low_res, config.flips, config.box_jitter,
+                                      config.images), seed=config.seed)
     if shard.drop_remainder and config.num_epochs is not None:
         ds = ds[:len(ds) - len(ds) % shard.shard_count]
     ds = ds[shard.shard_index::shard.shard_count]

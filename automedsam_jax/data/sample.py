@@ -15,7 +15,8 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import FrameConfig
-from ..preprocess import boxes_to_input_frame, mask_to_low_res, preprocess_image
+from ..preprocess import (Resized, boxes_to_input_frame, mask_to_low_res, preprocess_image,
+                          resized_size)
 
 BOX_JITTER_AT_1024 = 20
 
@@ -70,20 +71,26 @@ def shape_distance_map(mask: np.ndarray) -> np.ndarray:
     return (dist / mask.shape[-1]).astype(np.float32)
 
 
-def class_sample(image: np.ndarray, label: np.ndarray, class_id: int, frame: FrameConfig,
+def class_sample(image: np.ndarray | None, label: np.ndarray, class_id: int, frame: FrameConfig,
                  low_res: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
     """Everything the loss needs for one slice and one class present in it.
 
     Inputs in the original frame: ``image (H, W, C)``, ``label (H, W)``. Returns ``image``
     ``(S, S, 3)`` float32 (input frame), ``mask`` ``(low_res, low_res)`` float32 0/1 (low-res
     frame), ``box`` ``(4,)`` float32 (input frame; jittered by 0..J px per side when ``rng`` is
-    given), ``dist`` ``(low_res, low_res)`` float32 (low-res frame).
+    given), ``dist`` ``(low_res, low_res)`` float32 (low-res frame). ``image=None`` (training from
+    cached embeddings) leaves ``image`` out and skips its preprocessing.
     """
-    x, resized = preprocess_image(image, frame)
+    out = {}
+    if image is None:
+        resized = Resized(label.shape[:2], resized_size(label.shape[:2], frame))
+    else:
+        out["image"], resized = preprocess_image(image, frame)
     target = label == class_id
     box = boxes_to_input_frame(mask_box(target), resized)
     if rng is not None:
         box = jitter_box(box, box_jitter_pixels(frame), resized.resized_size, rng)
     low = mask_to_low_res(target, resized, frame, low_res)
-    return {"image": x, "mask": low.astype(np.float32), "box": box, "dist": shape_distance_map(low)}
+    out.update(mask=low.astype(np.float32), box=box, dist=shape_distance_map(low))
+    return out
 

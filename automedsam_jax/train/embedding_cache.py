@@ -6,6 +6,7 @@ transform makes them (flip in the original frame, then ``preprocess_image``)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -22,26 +23,34 @@ class EmbeddingCache:
         self.index, self.embeddings = index, embeddings
 
     @classmethod
-    def build(cls, source, frame, embed_images, flips: bool = True, chunk: int = 8,
-              log=print) -> "EmbeddingCache":
-        """``embed_images((n, S, S, 3)) -> (n, g, g, C)``; ``chunk`` images per call."""
+    def build(cls, source, frame, embed_images: Callable[[np.ndarray], np.ndarray],
+              flips: bool = True, chunk: int = 8, log=print) -> "EmbeddingCache":
+        """``embed_images((chunk, S, S, 3)) -> (chunk, g, g, C)``; the images are made ``chunk``
+        at a time (the last chunk zero-padded), so only the embeddings are held in memory."""
         variants = FLIP_VARIANTS if flips else FLIP_VARIANTS[:1]
-        index, images, out = {}, [], []
+        index, out = {}, []
         t0 = time.time()
-        for i in range(len(source)):
-            r = source[i]
-            case = r["case_id"].decode() if isinstance(r["case_id"], bytes) else str(r["case_id"])
-            for hf, vf in variants:
-                index[(case, int(r["slice_index"]), hf, vf)] = len(images)
-                images.append(preprocess_image(flip(r["image"], hf, vf), frame)[0])
-        for s in range(0, len(images), chunk):
-            part = np.stack(images[s:s + chunk])
+
+        def images() -> Iterator[np.ndarray]:
+            for i in range(len(source)):
+                r = source[i]
+                case = r["case_id"].decode() if isinstance(r["case_id"], bytes) else str(r["case_id"])
+                for hf, vf in variants:
+                    index[(case, int(r["slice_index"]), hf, vf)] = len(index)
+                    yield preprocess_image(flip(r["image"], hf, vf), frame)[0]
+
+        part = []
+        for image in images():
+            part.append(image)
+            if len(part) == chunk:
+                out.append(np.asarray(embed_images(np.stack(part))))
+                part = []
+        if part:
             n = len(part)
-            if n < chunk:
-                part = np.concatenate([part, np.zeros((chunk - n, *part.shape[1:]), part.dtype)])
-            out.append(np.asarray(embed_images(part))[:n])
+            part += [np.zeros_like(part[0])] * (chunk - n)
+            out.append(np.asarray(embed_images(np.stack(part)))[:n])
         emb = np.concatenate(out)
-        log(f"embedding cache: {len(images)} images ({len(source)} slices × {len(variants)} flip "
+        log(f"embedding cache: {len(emb)} images ({len(source)} slices × {len(variants)} flip "
             f"variants), {emb.nbytes / 2**20:.0f} MiB, {time.time() - t0:.1f} s")
         return cls(index, emb)
 

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
 from ..automedsam import AutoMedSAM
 from ..checkpoint import load_model, save_model
@@ -41,12 +42,32 @@ class TrainingDiverged(RuntimeError):
     """A non-finite loss; the last good checkpoint is left as it was."""
 
 
-def maybe_initialize_distributed() -> None:
-    """``jax.distributed.initialize()`` when the environment describes a multi-process job."""
-    if any(v in os.environ for v in ("JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS")) or \
-            int(os.environ.get("SLURM_NTASKS", "1")) > 1 or \
-            int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1:
-        jax.distributed.initialize()
+def multi_process_env() -> bool:
+    """Whether the environment describes a multi-process job: an explicit coordinator
+    (``JAX_COORDINATOR_ADDRESS``), Slurm or Open MPI with several tasks, or a multi-host Cloud
+    TPU VM (``TPU_WORKER_HOSTNAMES`` lists several hosts)."""
+    env = os.environ
+    return ("JAX_COORDINATOR_ADDRESS" in env or int(env.get("SLURM_NTASKS", "1")) > 1
+            or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+            or "," in env.get("TPU_WORKER_HOSTNAMES", ""))
+
+
+def maybe_initialize_distributed(mode: str = "auto") -> None:
+    """``jax.distributed.initialize()`` when ``mode`` is ``"on"``, or ``"auto"`` and
+    :func:`multi_process_env`. JAX detects TPU, Slurm and Open MPI jobs itself; elsewhere set
+    ``JAX_COORDINATOR_ADDRESS=host:port``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``."""
+    if mode == "on" or (mode == "auto" and multi_process_env()):
+        env = os.environ
+        jax.distributed.initialize(
+            num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
+            process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None)
+
+
+def to_host(tree):
+    """Replicated global arrays → numpy, from this process's first shard (works on several
+    hosts, where a global array is not fully addressable)."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))
+                        if isinstance(x, jax.Array) else x, tree)
 
 
 def dataset_spec(name: str):
@@ -80,8 +101,15 @@ def build_model(cfg: TrainConfig) -> AutoMedSAM:
     return AutoMedSAM.from_sam(base, cfg.class_prompt(), cfg.seed)
 
 
-def make_tx(cfg: TrainConfig) -> optax.GradientTransformation:
-    return optax.inject_hyperparams(adamw)(learning_rate=cfg.lr, b1=cfg.b1, b2=cfg.b2,
+def make_tx(cfg: TrainConfig, total_steps: int = 0) -> optax.GradientTransformation:
+    """AdamW with the learning rate in its state (``inject_hyperparams``): a constant the plateau
+    scheduler lowers, or ``cfg.lr_schedule == "cosine"``: ``lr → 0`` over ``total_steps``."""
+    lr = cfg.lr
+    if cfg.lr_schedule == "cosine":
+        if total_steps <= 0:
+            raise ValueError("the cosine schedule needs the run's total number of steps")
+        lr = optax.cosine_decay_schedule(cfg.lr, total_steps)
+    return optax.inject_hyperparams(adamw)(learning_rate=lr, b1=cfg.b1, b2=cfg.b2,
                                            eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 
@@ -99,7 +127,7 @@ def plateau_update(plateau: dict, epoch_loss: float, cfg: TrainConfig) -> bool:
 
 def run(cfg: TrainConfig) -> dict:
     """Train (or resume) per ``cfg``; returns a summary dict (also written to workdir)."""
-    maybe_initialize_distributed()
+    maybe_initialize_distributed(cfg.distributed)
     workdir = Path(cfg.workdir).expanduser().absolute()
     main = jax.process_index() == 0
     if main:
@@ -107,8 +135,16 @@ def run(cfg: TrainConfig) -> dict:
         (workdir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
 
     # -- data ------------------------------------------------------------------------------
-    builder = prepare(dataset_spec(cfg.dataset), os.path.expanduser(cfg.data_dir),
-                      manual_dir=cfg.manual_dir)
+    def build():
+        return prepare(dataset_spec(cfg.dataset), os.path.expanduser(cfg.data_dir),
+                       manual_dir=cfg.manual_dir)
+
+    if jax.process_count() == 1:
+        builder = build()
+    else:  # process 0 builds; the others open the built dataset (shared or per-host disk)
+        builder = build() if main else None
+        multihost_utils.sync_global_devices("automedsam_jax: dataset prepared")
+        builder = builder or build()
     class_names = list(builder.info.metadata["class_names"])
     train_src = builder.as_data_source("train")
     n_proc = jax.process_count()
@@ -126,7 +162,7 @@ def run(cfg: TrainConfig) -> dict:
     model = build_model(cfg)
     frame = model.config.sam.frame
     trainee = Trainee(model, LossWeights(cfg.loss()))
-    tx = make_tx(cfg)
+    tx = make_tx(cfg, total)
     mesh = data_mesh()
     state, frozen, graphdef = init_state(trainee, tx, mesh)
     enc_dtype = jnp.bfloat16 if cfg.encoder_dtype == "bfloat16" else jnp.float32
@@ -139,7 +175,9 @@ def run(cfg: TrainConfig) -> dict:
             "key": key_to_json(jax.random.key(cfg.seed)), "data": None}
     ds = train_dataset(train_src, frame, model.config.sam.low_res_size,
                        PipelineConfig(batch_size=cfg.batch_size // n_proc, seed=cfg.seed,
-                                      num_epochs=cfg.epochs, num_workers=cfg.num_workers))
+                                      num_epochs=cfg.epochs, flips=cfg.flips,
+                                      images=not cfg.cache_embeddings,
+                                      num_workers=cfg.num_workers))
     it = iter(ds)
     if ckpts.latest_step() is not None:
         state, meta = ckpts.restore(state)
@@ -149,7 +187,8 @@ def run(cfg: TrainConfig) -> dict:
     log = Logger(str(workdir / "tb"), total, start, cfg.progress)
     log.info(f"{cfg.dataset}: {len(train_src)} training slices, {spe} steps/epoch, "
              f"{cfg.epochs} epochs, global batch {cfg.batch_size} on {jax.device_count()} "
-             f"device(s); backbone {cfg.backbone}"
+             f"device(s); backbone {cfg.backbone}, class prompt widths "
+             f"{tuple(cfg.class_prompt_widths)}, lr {cfg.lr:g}, flips {cfg.flips}"
              + (f"; resuming at step {start}" if start else ""))
 
     cache = None
@@ -158,7 +197,8 @@ def run(cfg: TrainConfig) -> dict:
         chunk = max(jax.device_count(), 8 // jax.device_count() * jax.device_count())
         cache = EmbeddingCache.build(train_src, frame, lambda x: embed(
             state["params"], frozen, jax.device_put(x, jax.sharding.NamedSharding(
-                mesh, jax.sharding.PartitionSpec("data")))), chunk=chunk, log=log.info)
+                mesh, jax.sharding.PartitionSpec("data")))), flips=cfg.flips, chunk=chunk,
+            log=log.info)
 
     stop = {"sigterm": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
@@ -170,11 +210,10 @@ def run(cfg: TrainConfig) -> dict:
         ckpts.save(step, state, meta)
 
     def export(name):
-        m = nnx_model(graphdef, state, frozen)
-        if main:
-            save_model(m, workdir / name, extra={"class_names": class_names,
-                                                 "train_config": dataclasses.asdict(cfg),
-                                                 "step": int(meta["step"])})
+        """Every process calls it (Orbax synchronises); process 0 writes."""
+        save_model(nnx_model(graphdef, state, frozen), workdir / name, extra={
+            "class_names": class_names, "train_config": dataclasses.asdict(cfg),
+            "step": int(meta["step"])})
 
     step = start
     t_last = time.perf_counter()
@@ -185,7 +224,7 @@ def run(cfg: TrainConfig) -> dict:
                 batch["embedding"] = cache.lookup(batch)
             state, metrics = step_fn(state, frozen, shard_batch(batch, mesh, cfg.cache_embeddings),
                                      key)
-            scalars = {k: float(v) for k, v in metrics.items()}
+            scalars = {k: float(v) for k, v in to_host(metrics).items()}
             if not all(math.isfinite(v) for v in scalars.values()):
                 last = ckpts.latest_step()
                 raise TrainingDiverged(
@@ -205,7 +244,8 @@ def run(cfg: TrainConfig) -> dict:
                 epoch_loss = meta["epoch_loss_sum"] / meta["epoch_steps"]
                 meta["epoch_losses"].append(epoch_loss)
                 meta["epoch_loss_sum"], meta["epoch_steps"] = 0.0, 0
-                if plateau_update(meta["plateau"], epoch_loss, cfg):
+                if cfg.lr_schedule == "plateau" and plateau_update(meta["plateau"], epoch_loss,
+                                                                   cfg):
                     state = set_learning_rate(state, learning_rate(state) * cfg.plateau_factor)
                     log.info(f"epoch {epoch}: no improvement for {cfg.plateau_patience} epochs, "
                              f"lr → {learning_rate(state):.3g}")
@@ -246,7 +286,7 @@ def run(cfg: TrainConfig) -> dict:
 
 def nnx_model(graphdef, state, frozen) -> AutoMedSAM:
     from flax import nnx
-    return nnx.merge(graphdef, jax.device_get(state["params"]), jax.device_get(frozen)).model
+    return nnx.merge(graphdef, to_host(state["params"]), to_host(frozen)).model
 
 
 def _validate(builder, model, class_names, frame, log, step):
