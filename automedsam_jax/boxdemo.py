@@ -13,16 +13,13 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from .data.demo import demo_volume
 from .data.presets import DEMO
 from .data.sample import mask_box
+from .overlay import render_overlay
 from .predictor import SamPredictor
 from .weights import pretrained_litemedsam
-
-COLOURS = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
-                    [245, 130, 48]], np.uint8)
 
 
 def segment_volume(predictor: SamPredictor, image: np.ndarray, label: np.ndarray) -> np.ndarray:
@@ -53,10 +50,9 @@ def main(argv: list[str] | None = None) -> None:
         g, s = vol.label == c, pred == c
         print(f"  {name:14s} DSC {2 * (g & s).sum() / max(g.sum() + s.sum(), 1):.3f}")
     z = int(np.argmax((vol.label > 0).sum(axis=(1, 2))))
-    grey = np.repeat(vol.image[z], 3, axis=-1).astype(np.float32)
-    overlay = np.where(pred[z, ..., None] > 0, 0.5 * grey + 0.5 * COLOURS[pred[z]], grey)
     args.out.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay.astype(np.uint8)).save(args.out / f"slice_{z:02d}.png")
+    render_overlay(vol.image[z, ..., 0], pred[z], dict(enumerate(DEMO.class_names, start=1))
+                   ).save(args.out / f"slice_{z:02d}.png")
     print(f"overlay: {args.out / f'slice_{z:02d}.png'}")
 
 

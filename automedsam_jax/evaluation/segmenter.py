@@ -1,0 +1,210 @@
+"""Batched slice segmentation: B slices embedded at once, K prompts decoded against each embedding.
+
+Two prompt kinds, one driver (:func:`segment_slices`):
+
+* :class:`ClassSegmenter` — AutoMedSAM: every requested class id of every slice (the class prompt
+  encoder needs nothing else).
+* :class:`BoxSegmenter` — the manual-prompt baseline of the paper's §4.5 (Table 8): a converted
+  MedSAM/LiteMedSAM prompted with the ground-truth box of each class present in the slice,
+  enlarged by ``offset`` original-frame pixels per side and clipped to the image, or with the
+  whole image (``offset="image"``). A class absent from the slice's ground truth gets no box:
+  its prediction is empty. Classes with the same box (every class, for the whole image) get one
+  mask, labelled with the lowest of their ids — the model has nothing to tell them apart.
+
+A slice is a record of :func:`automedsam_jax.data.eval_dataset` (``image`` ``(S, S, 3)`` float32
+input frame, ``original_size``/``resized_size``, and ``label`` ``(H, W)`` for box prompts).
+Shapes stay static: the jitted model call always sees ``batch_size`` slices (the last batch is
+zero-padded and the padding's outputs dropped) and K prompts per slice, so it compiles once;
+the per-slice step back to the original frame
+(:func:`automedsam_jax.preprocess.postprocess_masks`, then
+:func:`automedsam_jax.automedsam.label_map`) compiles once per original image size.
+
+Overlapping masks are resolved per pixel by the highest logit (ties to the lower id); pixels
+where no class exceeds logit 0 (probability 0.5) are background. The same rule holds for both
+prompt kinds, so AutoMedSAM and MedSAM are scored on equal terms.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ..automedsam import AutoMedSAM, label_map
+from ..config import FrameConfig
+from ..data.sample import mask_box
+from ..modeling import Sam
+from ..preprocess import Resized, boxes_to_input_frame, postprocess_masks
+
+Record = dict[str, Any]
+BoxOffset = int | Literal["image"]
+
+
+class Segmenter:
+    """Shared batching: subclasses set ``frame``, ``class_ids`` (the K decoded prompts' ids) and
+    the jitted ``_logits(state, images (B, S, S, 3), prompts (B, K, ...)) → (B, K, L, L)``, and
+    give each slice's prompts."""
+
+    frame: FrameConfig
+    class_ids: np.ndarray  # (K,) int32: the id each decoded prompt stands for
+
+    def __init__(self, model: nnx.Module, batch_size: int):
+        if batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self._graphdef, self._state = nnx.split(model)
+
+    def prompts(self, record: Record) -> tuple[np.ndarray, np.ndarray]:
+        """(prompt array ``(K, ...)``, which of the K prompts are real ``(K,)`` bool)."""
+        raise NotImplementedError
+
+    def logits(self, images: np.ndarray, prompts: np.ndarray) -> jax.Array:
+        """``(B, S, S, 3)`` input-frame images, ``(B, K, ...)`` prompts → ``(B, K, L, L)``."""
+        return self._logits(self._state, images, prompts)
+
+    def run_batch(self, records: Sequence[Record]) -> tuple[jax.Array, np.ndarray]:
+        """Dispatch one batch (≤ ``batch_size`` records; padded here) → low-res logits
+        ``(B, K, L, L)`` (asynchronous) and the valid-prompt mask ``(n, K)``."""
+        n, size = len(records), self.frame.size
+        if not 0 < n <= self.batch_size:
+            raise ValueError(f"a batch holds 1..{self.batch_size} slices, got {n}")
+        images = np.zeros((self.batch_size, size, size, 3), np.float32)
+        prompts, valid = zip(*(self.prompts(r) for r in records))
+        prompts = np.stack(prompts + (np.zeros_like(prompts[0]),) * (self.batch_size - n))
+        for i, r in enumerate(records):
+            images[i] = r["image"]
+        return self.logits(images, prompts), np.stack(valid)
+
+    def to_labels(self, logits: jax.Array, valid: np.ndarray, record: Record) -> np.ndarray:
+        """One slice's ``(K, L, L)`` logits → ``(H, W)`` uint8 class ids, original frame."""
+        resized = Resized(tuple(int(x) for x in record["original_size"]),
+                          tuple(int(x) for x in record["resized_size"]))
+        index = _labels(logits, jnp.asarray(valid), resized, self.frame)
+        lut = np.concatenate([[0], self.class_ids]).astype(np.uint8)
+        return lut[np.asarray(index)]
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _labels(logits, valid, resized: Resized, frame: FrameConfig):
+    """``(K, L, L)`` logits → ``(H, W)`` int32 index 1..K into the decoded prompts (0: none).
+    :func:`label_map` runs on the logits with threshold 0 (p > 0.5, SAM's mask threshold),
+    which also avoids float32 sigmoids rounding to exactly 0.5 near the boundary."""
+    up = postprocess_masks(logits, resized, frame)
+    return label_map(jnp.where(valid[:, None, None], up, -jnp.inf), threshold=0.0)
+
+
+class ClassSegmenter(Segmenter):
+    """AutoMedSAM on B slices × the K class ids ``class_ids``: one embedding per slice, the K
+    class prompts decoded against it, noise-free diffusion (deterministic)."""
+
+    def __init__(self, model: AutoMedSAM, class_ids: Iterable[int], batch_size: int = 4):
+        if not isinstance(model, AutoMedSAM):
+            raise TypeError(f"ClassSegmenter needs an AutoMedSAM, not a {type(model).__name__}")
+        super().__init__(model, batch_size)
+        self.frame = model.config.sam.frame
+        self.class_ids = np.asarray(list(class_ids), np.int32)
+        if self.class_ids.size == 0:
+            raise ValueError("no class ids to segment")
+        self._logits = jax.jit(functools.partial(_class_logits, self._graphdef))
+
+    def prompts(self, record: Record) -> tuple[np.ndarray, np.ndarray]:
+        return self.class_ids, np.ones(self.class_ids.size, bool)
+
+
+def _class_logits(graphdef, state, images, class_ids):
+    """``(B, S, S, 3)`` images, ``(B, K)`` ids → ``(B, K, L, L)`` low-res logits."""
+    model = nnx.merge(graphdef, state)
+    (b, k), emb = class_ids.shape, model.embed(images)
+    out = model.decode(jnp.repeat(emb, k, axis=0), class_ids.reshape(b * k))
+    return out.low_res_logits.reshape(b, k, *out.low_res_logits.shape[1:])
+
+
+class BoxSegmenter(Segmenter):
+    """A box-prompted SAM/MedSAM/LiteMedSAM on B slices × classes 1..K: the GT box of each class
+    present in a slice, ``offset`` px larger per side (original frame, clipped to the image), or
+    the whole image for ``offset="image"``. Classes absent from the slice's GT are not prompted
+    (empty prediction). Classes whose boxes coincide (always so for ``"image"``) cannot be told
+    apart: the box is decoded once, for the lowest of their ids."""
+
+    def __init__(self, model: Sam, num_classes: int, offset: BoxOffset, batch_size: int = 4):
+        if not isinstance(model, Sam):
+            raise TypeError(f"box prompts need a SAM-family model (python -m convert), not a "
+                            f"{type(model).__name__}")
+        if offset != "image" and (not isinstance(offset, int) or offset < 0):
+            raise ValueError(f"box offset must be a non-negative number of pixels or 'image', "
+                             f"got {offset!r}")
+        super().__init__(model, batch_size)
+        self.frame = model.config.frame
+        self.class_ids = np.arange(1, num_classes + 1, dtype=np.int32)
+        self.offset = offset
+        self._logits = jax.jit(functools.partial(_box_logits, self._graphdef))
+
+    def prompts(self, record: Record) -> tuple[np.ndarray, np.ndarray]:
+        label = np.asarray(record["label"])
+        boxes = np.zeros((self.class_ids.size, 4), np.float32)
+        valid = np.zeros(self.class_ids.size, bool)
+        for i, c in enumerate(self.class_ids):
+            if (label == c).any():
+                boxes[i] = gt_box(label == c, self.offset)
+                # Identical boxes give identical masks: one prompt, for the lowest id.
+                valid[i] = not any((boxes[j] == boxes[i]).all() for j in np.flatnonzero(valid))
+        resized = Resized(tuple(record["original_size"]), tuple(record["resized_size"]))
+        return boxes_to_input_frame(boxes, resized), valid
+
+
+def _box_logits(graphdef, state, images, boxes):
+    """``(B, S, S, 3)`` images, ``(B, K, 4)`` input-frame boxes → ``(B, K, L, L)`` logits."""
+    model = nnx.merge(graphdef, state)
+    b, k = boxes.shape[:2]
+    emb = model.image_encoder(images)
+    low, _ = model.decode(jnp.repeat(emb, k, axis=0), boxes=boxes.reshape(b * k, 4))
+    return low[:, 0].reshape(b, k, *low.shape[2:])
+
+
+def gt_box(mask: np.ndarray, offset: BoxOffset) -> np.ndarray:
+    """Box ``(4,)`` ``x0, y0, x1, y1`` (original-frame pixels) of a non-empty ``(H, W)`` mask:
+    its tight box (:func:`automedsam_jax.data.sample.mask_box`) moved out by ``offset`` px per
+    side and clipped to ``[0, W] × [0, H]``; ``"image"`` gives ``(0, 0, W, H)``."""
+    h, w = mask.shape
+    if offset == "image":
+        return np.array([0, 0, w, h], np.float32)
+    x0, y0, x1, y1 = mask_box(mask)
+    return np.array([max(x0 - offset, 0), max(y0 - offset, 0), min(x1 + offset, w),
+                     min(y1 + offset, h)], np.float32)
+
+
+def segment_slices(segmenter: Segmenter, records: Iterable[Record]
+                   ) -> Iterator[tuple[Record, np.ndarray]]:
+    """``(record, labels)`` for every record, in order; labels ``(H, W)`` uint8 class ids in the
+    original frame. Batch i + 1 is dispatched before batch i is brought back to the original
+    frame, so host work overlaps the model on accelerators."""
+    pending = None
+    for batch in _batches(records, segmenter.batch_size):
+        running = (batch, segmenter.run_batch(batch))
+        if pending is not None:
+            yield from _finish(segmenter, *pending)
+        pending = running
+    if pending is not None:
+        yield from _finish(segmenter, *pending)
+
+
+def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    batch = []
+    for rec in records:
+        batch.append(rec)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _finish(segmenter, records, outputs):
+    logits, valid = outputs
+    for i, rec in enumerate(records):
+        yield rec, segmenter.to_labels(logits[i], valid[i], rec)

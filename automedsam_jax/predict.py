@@ -1,0 +1,137 @@
+"""Segment new images with a trained AutoMedSAM — no prompt but the class names.
+
+    python -m automedsam_jax.predict scan.nii.gz --checkpoint runs/demo --overlays
+    python -m automedsam_jax.predict slice.png --classes liver,spleen --out liver_spleen.png
+
+INPUT is a PNG/JPEG, a challenge-style npz or a NIfTI volume (read and written by
+:mod:`automedsam_jax.scan_io`: axial slices in the orientation training used, CT windowed at
+40/400 HU). Every slice is embedded once and the requested classes (default: all the model
+knows) are decoded against that embedding, ``--batch-size`` slices per model call; a pixel gets
+the most probable class above 0.5 (:class:`automedsam_jax.evaluation.ClassSegmenter`). Writes
+the label map in the input's format (NIfTI: the input's voxel grid, affine and header), a sidecar
+JSON naming every label value, and with ``--overlays`` PNGs of the slices that hold a prediction
+(every slice of a 2D input) with a legend of class names, in ``<out name>_overlays/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .config import FrameConfig
+from .data.errors import BadInputError
+from .evaluation import ClassSegmenter, load_automedsam, segment_slices
+from .evaluation.cli import DEFAULT_WORKDIR
+from .overlay import render_overlay
+from .preprocess import preprocess_image
+from .scan_io import Scan, output_path, read_scan, sidecar_path, write_labels
+
+
+def class_ids(text: str | None, class_names: Sequence[str]) -> list[int]:
+    """``--classes``: comma-separated class names (or ids) → ids; None → every class."""
+    if text is None:
+        return list(range(1, len(class_names) + 1))
+    ids = []
+    for item in (s.strip() for s in text.split(",") if s.strip()):
+        if item in class_names:
+            ids.append(class_names.index(item) + 1)
+        elif item.isdigit() and 1 <= int(item) <= len(class_names):
+            ids.append(int(item))
+        else:
+            raise ValueError(f"unknown class {item!r}; this model knows "
+                             + ", ".join(f"{i} {n}" for i, n in enumerate(class_names, start=1)))
+    if not ids:
+        raise ValueError("--classes names no class")
+    return sorted(set(ids))
+
+
+def segment_scan(segmenter: ClassSegmenter, scan: Scan) -> np.ndarray:
+    """``(D, H, W)`` uint8 class ids for every slice of ``scan`` (original frame)."""
+    records = (_record(pixels, segmenter.frame) for pixels in scan.slices)
+    return np.stack([labels for _, labels in segment_slices(segmenter, records)])
+
+
+def _record(pixels: np.ndarray, frame: FrameConfig) -> dict:
+    image, resized = preprocess_image(pixels, frame)
+    return {"image": image, "original_size": resized.original_size,
+            "resized_size": resized.resized_size}
+
+
+def write_overlays(scan: Scan, labels: np.ndarray, legend: dict[int, str], directory: Path
+                   ) -> list[Path]:
+    """Overlay PNGs: ``slice_ZZZ.png`` for each slice of a volume holding a prediction (z in the
+    radiological slice order), ``overlay.png`` for a 2D image."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for z in range(labels.shape[0]):
+        if scan.volume and not labels[z].any():
+            continue
+        path = directory / (f"slice_{z:03d}.png" if scan.volume else "overlay.png")
+        render_overlay(scan.slices[z], labels[z], legend).save(path)
+        paths.append(path)
+    return paths
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m automedsam_jax.predict",
+                                description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    a = p.add_argument
+    a("input", type=Path, help="a .png/.jpg image, a challenge .npz or a .nii/.nii.gz volume")
+    a("--checkpoint", default=DEFAULT_WORKDIR, help="training work directory or AutoMedSAM model "
+      "directory")
+    a("--classes", help="comma-separated class names (default: all)")
+    a("--out", type=Path, help="label map file, or a directory for <input>_seg.<ext> "
+      "(default runs/predict/)")
+    a("--overlays", action="store_true", help="also write overlay PNGs with a class legend")
+    a("--intensity", default="auto", choices=("auto", "ct", "mr", "none"),
+      help="intensity step before the model (auto: CT window for NIfTI in HU, MR percentiles "
+      "for other NIfTI, none for PNG/JPEG/npz)")
+    a("--batch-size", type=int, default=4, help="slices per model call")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    if args.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    try:
+        trained = load_automedsam(args.checkpoint)
+        try:
+            ids = class_ids(args.classes, trained.class_names)
+        except ValueError as e:
+            p.error(str(e))
+        out = output_path(args.input, args.out)
+        scan = read_scan(args.input, args.intensity)
+    except (FileNotFoundError, BadInputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    names = trained.class_names
+    segmenter = ClassSegmenter(trained.model, ids, args.batch_size)
+    labels = segment_scan(segmenter, scan)
+    written = write_labels(scan, labels, out, names, {
+        "checkpoint": str(trained.directory), "classes": [names[i - 1] for i in ids]})
+    print(f"{scan.path}: {len(scan.slices)} slice(s) of {scan.slices.shape[1:3]}, intensity "
+          f"{scan.intensity}; {trained.model.config.sam.name} AutoMedSAM from {trained.directory}")
+    voxel_ml = np.prod(scan.spacing) / 1000 if scan.spacing else None
+    for i in ids:
+        count = int((labels == i).sum())
+        size = f"{count * voxel_ml:.1f} ml" if voxel_ml else f"{count} px"
+        print(f"  {names[i - 1]:<16} {size:>12}  on {int((labels == i).any(axis=(1, 2)).sum())} "
+              "slice(s)")
+    print("wrote " + ", ".join(str(x) for x in written))
+    if args.overlays:
+        directory = out.with_name(sidecar_path(out).stem + "_overlays")
+        shown = write_overlays(scan, labels, {i: names[i - 1] for i in ids}, directory)
+        print(f"overlays: {len(shown)} PNG(s) in {directory}" if shown else
+              "overlays: no slice holds a prediction, none written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Reading images and volumes for inference, and writing label maps back in the input's format.
+
+Inputs (:func:`read_scan`):
+
+* ``.png`` / ``.jpg`` / ``.jpeg`` — one 2D image; greyscale (8/16-bit) or RGB (alpha and
+  palettes are converted to RGB).
+* ``.npz`` — the challenge format: ``imgs`` ``(H, W)``/``(H, W, 3)`` (2D) or ``(D, H, W)`` (3D),
+  ``spacing`` optional.
+* ``.nii`` / ``.nii.gz`` — a 3D volume (a 4D one with one volume is accepted), read with nibabel
+  and brought to the radiological ``(z, y, x)`` layout training used
+  (:func:`automedsam_jax.data.orientation.to_radiological`): axial slices, row 0 anterior,
+  column 0 the patient's right.
+
+Intensities: ``ct`` windows at 40/400 HU and ``mr`` clips to the 0.5–99.5 percentiles of the
+non-zero voxels, both to uint8 (:mod:`automedsam_jax.data.intensity`, what the datasets were
+built with); ``none`` keeps the stored pixels (challenge npz files and PNGs are uint8 already).
+``auto`` (default) is ``ct`` for a NIfTI volume whose minimum is ≤ −500 (air in Hounsfield
+units), ``mr`` for any other NIfTI, ``none`` for the rest. Each slice then gets the model's own
+preprocessing (:func:`automedsam_jax.preprocess.preprocess_image`).
+
+Outputs (:func:`write_labels`): the label map — uint8 class ids, 0 background — in the input's
+format: a NIfTI in the input's voxel order with its affine and header (intent ``label``, the
+class names in ``descrip`` as far as 80 bytes go); a PNG (grey values are class ids; JPEG inputs
+get a PNG, JPEG is lossy); an npz with ``segs`` (the challenge's key, ``(H, W)`` or ``(D, H, W)``)
+and ``class_names`` (index = label value, ``class_names[0] == "background"``). Every format also
+gets a sidecar ``<out>.json`` mapping label values to class names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import nibabel as nib
+import numpy as np
+from PIL import Image
+
+from .data.errors import BadInputError
+from .data.intensity import ct_window_to_uint8, mr_percentile_to_uint8
+from .data.orientation import from_radiological, to_radiological
+
+Kind = Literal["image", "npz", "nifti"]
+Intensity = Literal["auto", "ct", "mr", "none"]
+SUFFIXES: dict[str, Kind] = {".png": "image", ".jpg": "image", ".jpeg": "image", ".npz": "npz",
+                             ".nii": "nifti", ".nii.gz": "nifti"}
+HU_AIR_BELOW = -500
+
+
+def suffix(path: str | Path) -> str:
+    """The format suffix of ``path`` (``.nii.gz`` counts as one), lower case."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def input_kind(path: str | Path) -> Kind:
+    """``image``, ``npz`` or ``nifti`` from the file name; BadInputError for anything else."""
+    kind = SUFFIXES.get(suffix(path))
+    if kind is None:
+        raise BadInputError(path, f"unsupported input type {suffix(path) or '(no extension)'!r}; "
+                                  f"expected one of {', '.join(SUFFIXES)}")
+    return kind
+
+
+@dataclasses.dataclass(frozen=True)
+class Scan:
+    """An input ready for the model.
+
+    slices:    ``(D, H, W)`` or ``(D, H, W, 3)`` — each slice as the model gets it (after the
+               intensity step), original frame; a 2D image has D = 1.
+    volume:    True for 3D inputs (NIfTI, 3D npz): the output keeps the D axis.
+    spacing:   (z, y, x) mm where the file says, else None.
+    intensity: the intensity step applied (``ct``, ``mr`` or ``none``).
+    nifti:     the nibabel image, for writing a NIfTI back in its voxel order.
+    """
+
+    path: Path
+    kind: Kind
+    slices: np.ndarray
+    volume: bool
+    spacing: tuple[float, float, float] | None
+    intensity: str
+    nifti: nib.Nifti1Image | None = None
+
+
+def read_scan(path: str | Path, intensity: Intensity = "auto") -> Scan:
+    """Read an image, npz or NIfTI file (see the module docstring)."""
+    path = Path(path)
+    kind = input_kind(path)
+    if not path.is_file():
+        raise BadInputError(path, "no such file")
+    if kind == "image":
+        pixels, volume, spacing, nifti = _read_image(path)[None], False, None, None
+    elif kind == "npz":
+        pixels, volume, spacing = _read_npz(path)
+        nifti = None
+    else:
+        nifti = nib.load(path)
+        data = np.asanyarray(nifti.dataobj)
+        while data.ndim > 3 and data.shape[-1] == 1:
+            data = data[..., 0]
+        if data.ndim != 3:
+            raise BadInputError(path, f"expected a 3D volume, got shape {data.shape}")
+        pixels, spacing = to_radiological(nifti, data)
+        volume, spacing = True, tuple(float(s) for s in spacing)
+    if not np.all(np.isfinite(pixels)):
+        raise BadInputError(path, "contains NaN or Inf values")
+    if intensity == "auto":
+        intensity = ("ct" if pixels.min() <= HU_AIR_BELOW else "mr") if kind == "nifti" else "none"
+    if intensity == "ct":
+        pixels = ct_window_to_uint8(pixels)
+    elif intensity == "mr":
+        pixels = mr_percentile_to_uint8(pixels)
+    elif intensity != "none":
+        raise ValueError(f"unknown intensity {intensity!r}; choose auto, ct, mr or none")
+    return Scan(path, kind, pixels, volume, spacing, intensity, nifti)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            return np.asarray(im, np.float32)
+        if im.mode not in ("L", "RGB"):
+            im = im.convert("L" if im.mode in ("1", "LA") else "RGB")
+        return np.asarray(im)
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, bool, tuple[float, float, float] | None]:
+    if not zipfile.is_zipfile(path):
+        raise BadInputError(path, "unreadable npz: not a complete zip archive")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            files = sorted(f.files)
+            imgs = f["imgs"] if "imgs" in files else None
+            spacing = f["spacing"] if "spacing" in files else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise BadInputError(path, f"unreadable npz: {e}") from e
+    if imgs is None:
+        raise BadInputError(path, f"no 'imgs' array (has {files}); expected the challenge format")
+    if imgs.ndim == 2 or (imgs.ndim == 3 and imgs.shape[-1] in (1, 3)):
+        return (imgs[..., 0] if imgs.ndim == 3 and imgs.shape[-1] == 1 else imgs)[None], False, None
+    if imgs.ndim != 3:
+        raise BadInputError(path, f"'imgs' must be (H, W), (H, W, 3) or (D, H, W), got "
+                                  f"shape {imgs.shape}")
+    if spacing is not None:
+        spacing = tuple(float(s) for s in np.ravel(spacing))
+    return imgs, True, spacing
+
+
+def output_path(scan_path: str | Path, out: str | Path | None) -> Path:
+    """Where the label map goes: ``out`` if it names a file of the input's format; inside ``out``
+    (or ``runs/predict``) as ``<input name>_seg<suffix>`` if it is a directory or has no suffix.
+    JPEG inputs give PNG label maps."""
+    ext = suffix(scan_path)
+    ext = ".png" if ext in (".jpg", ".jpeg") else ext
+    out = Path(out) if out is not None else Path("runs/predict")
+    if out.is_dir() or not suffix(out):
+        stem = Path(scan_path).name[:-len(suffix(scan_path))]
+        return out / f"{stem}_seg{ext}"
+    if suffix(out) != ext and not (ext == ".nii.gz" and suffix(out) == ".nii") and not (
+            ext == ".nii" and suffix(out) == ".nii.gz"):
+        raise BadInputError(out, f"a {suffix(scan_path)} input gives a {ext} label map; name "
+                                 f"the output accordingly")
+    return out
+
+
+def sidecar_path(out: Path) -> Path:
+    """``labels.nii.gz`` → ``labels.json``."""
+    return out.with_name(out.name[:-len(suffix(out))] + ".json")
+
+
+def write_labels(scan: Scan, labels: np.ndarray, out: Path, class_names: Sequence[str],
+                 info: dict | None = None) -> list[Path]:
+    """Write ``labels`` (``(D, H, W)`` uint8 class ids, radiological for NIfTI) as ``out`` in the
+    scan's format plus the sidecar JSON; ``class_names[i]`` names label value ``i + 1``.
+    Returns the written paths."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    labels = np.asarray(labels, np.uint8)
+    names = ["background", *class_names]
+    if scan.kind == "nifti":
+        data = from_radiological(labels, scan.nifti)
+        img = nib.Nifti1Image(data, scan.nifti.affine, scan.nifti.header.copy())
+        img.set_data_dtype(np.uint8)
+        img.header.set_slope_inter(1, 0)
+        img.header.set_intent("label", name="AutoMedSAM")
+        img.header["descrip"] = " ".join(f"{i}={n}" for i, n in enumerate(names) if i)[:79]
+        nib.save(img, out)
+    elif scan.kind == "npz":
+        np.savez_compressed(out, segs=labels if scan.volume else labels[0],
+                            class_names=np.array(names))
+    else:
+        Image.fromarray(labels[0]).save(out)
+    sidecar = sidecar_path(out)
+    sidecar.write_text(json.dumps({"labels": {str(i): n for i, n in enumerate(names)},
+                                   "input": str(scan.path), "intensity": scan.intensity,
+                                   **(info or {})}, indent=2) + "\n")
+    return [out, sidecar]

@@ -1,0 +1,75 @@
+"""Evaluation throughput of AutoMedSAM: slices per second with every class decoded.
+
+    python benchmarks/eval_speed.py [--presets litemedsam medsam_vit_b] [--classes 5]
+                                    [--batch-size 4] [--batches 2] [--size 512]
+
+What is timed is what ``evaluate.py`` does per slice: host preprocessing of a ``size × size``
+uint8 slice to the preset's input frame, the jitted batched model call (image encoder once per
+slice, the K class prompts decoded against that embedding), and the per-slice step back to the
+original frame (upsampling the K masks, label map) — :func:`automedsam_jax.evaluation.
+segment_slices`. Metrics (NSD distance transforms) are not included. Weights are random
+(``train.init.random_automedsam``; the speed does not depend on them). One warm-up batch
+compiles everything first (its time is reported apart), then ``--batches`` full batches are timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import jax
+import numpy as np
+
+from automedsam_jax.config import AutoMedSamConfig, ClassPromptConfig, SamConfig
+from automedsam_jax.evaluation import ClassSegmenter, segment_slices
+from automedsam_jax.preprocess import preprocess_image
+from automedsam_jax.train.init import random_automedsam
+
+
+def _records(n: int, size: int, frame, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        image, resized = preprocess_image(rng.integers(0, 256, (size, size), np.uint8), frame)
+        yield {"image": image, "original_size": resized.original_size,
+               "resized_size": resized.resized_size}
+
+
+def bench(preset: str, classes: int, batch_size: int, batches: int, size: int) -> dict:
+    model = random_automedsam(AutoMedSamConfig(SamConfig.preset(preset), ClassPromptConfig()))
+    seg = ClassSegmenter(model, range(1, classes + 1), batch_size)
+    t = time.perf_counter()
+    for _ in segment_slices(seg, _records(batch_size, size, seg.frame)):
+        pass
+    warmup = time.perf_counter() - t
+    n = batches * batch_size
+    t = time.perf_counter()
+    for _, labels in segment_slices(seg, _records(n, size, seg.frame, seed=1)):
+        assert labels.shape == (size, size)
+    seconds = time.perf_counter() - t
+    return dict(preset=preset, frame=seg.frame.size, slices=n, seconds=seconds,
+                rate=n / seconds, warmup=warmup)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--presets", nargs="+", default=["litemedsam", "medsam_vit_b"])
+    p.add_argument("--classes", type=int, default=5, help="classes decoded per slice")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batches", type=int, default=2, help="timed batches after the warm-up")
+    p.add_argument("--size", type=int, default=512, help="original slice side (px)")
+    args = p.parse_args()
+    print(f"# evaluation throughput, {args.classes} classes per slice, {args.size}² uint8 slices, "
+          f"batch {args.batch_size}, float32, random weights")
+    print(f"# {platform.processor() or platform.machine()}, {jax.devices()[0].device_kind} "
+          f"× {jax.device_count()}, jax {jax.__version__}\n")
+    print("| preset | input | slices timed | seconds | slices/s | warm-up batch, compiling (s) |")
+    print("|---|---|---|---|---|---|")
+    for name in args.presets:
+        r = bench(name, args.classes, args.batch_size, args.batches, args.size)
+        print(f"| {r['preset']} | {r['frame']}² | {r['slices']} | {r['seconds']:.1f} | "
+              f"{r['rate']:.3f} | {r['warmup']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

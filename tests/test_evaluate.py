@@ -1,0 +1,235 @@
+"""``evaluate.py`` on real files: a tfds dataset built on disk (3D synthetic volumes), an
+AutoMedSAM checkpoint made by actually training a tiny config, and a tiny box-prompted SAM.
+
+Expectations are computed independently of the batched evaluator: slice by slice with
+``AutoMedSAM.segment_all`` (batch 1) or ``SamPredictor`` (box prompts, via ``boxdemo``), the
+volumes stacked here, and scored with :mod:`automedsam_jax.metrics`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from automedsam_jax.boxdemo import segment_volume
+from automedsam_jax.checkpoint import load_model, save_model
+from automedsam_jax.config import TINY_CLASS_PROMPT, AutoMedSamConfig, SamConfig
+from automedsam_jax.data import SyntheticConfig, prepare
+from automedsam_jax.evaluation import gt_box, paper_table
+from automedsam_jax.evaluation.cli import main
+from automedsam_jax.evaluation.evaluator import CaseResult, Evaluation
+from automedsam_jax.evaluation.volumes import VolumeAssembler
+from automedsam_jax.metrics import ClassMetrics, aggregate, dice, nsd
+from automedsam_jax.modeling import Sam
+from automedsam_jax.predictor import SamPredictor
+from automedsam_jax.preprocess import postprocess_masks, preprocess_image
+from automedsam_jax.train.config import TrainConfig
+from automedsam_jax.train.init import random_automedsam
+from automedsam_jax.train.loop import run
+
+SYNTHETIC = SyntheticConfig(num_cases=5, num_classes=3, height=48, width=48, depth=6)
+SPEC = "synthetic:num_cases=5,num_classes=3,height=48,width=48,depth=6"
+NAMES = [f"structure_{k}" for k in (1, 2, 3)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny AutoMedSAM trained for 2 epochs (14 steps) on 3D synthetic volumes."""
+    root = tmp_path_factory.mktemp("evaluate")
+    run(TrainConfig(dataset=SPEC, data_dir=str(root / "data"), backbone="tiny_vit_b",
+                    weights="random", workdir=str(root / "run"), epochs=2, batch_size=2,
+                    class_prompt_widths=(8, 16, 32), progress=False))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_sam(tmp_path_factory):
+    """A random tiny box-prompted SAM model directory (the parts of a random AutoMedSAM)."""
+    cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
+    donor = random_automedsam(cfg, seed=3)
+    sam = nnx.eval_shape(lambda: Sam(cfg.sam, rngs=nnx.Rngs(0)))
+    for part in ("image_encoder", "prompt_encoder", "mask_decoder"):
+        nnx.update(getattr(sam, part), nnx.state(getattr(donor, part)))
+    return save_model(sam, tmp_path_factory.mktemp("sam") / "tiny_sam")
+
+
+def _test_cases(data_dir):
+    """{case: (image (D, H, W), gt (D, H, W), spacing)} of the test split, read raw."""
+    src = prepare(SYNTHETIC, data_dir).as_data_source("test")
+    slices = {}
+    for i in range(len(src)):
+        r = src[i]
+        slices.setdefault(r["case_id"].decode(), []).append(r)
+    out = {}
+    for case, recs in slices.items():
+        recs.sort(key=lambda r: r["slice_index"])
+        assert len(recs) == recs[0]["depth"] == SYNTHETIC.depth
+        out[case] = (np.stack([r["image"][..., 0] for r in recs]),
+                     np.stack([r["label"] for r in recs]), tuple(recs[0]["spacing"]))
+    return out
+
+
+def _check_against(metrics_json, expected_preds, cases):
+    """Every case/class score of metrics.json equals DSC/NSD of the expected volumes."""
+    by_case = {c["case_id"]: c for c in metrics_json["per_case"]}
+    assert set(by_case) == set(cases)
+    predicted_any = False
+    for case, (_, gt, spacing) in cases.items():
+        pred = expected_preds[case]
+        got = by_case[case]
+        assert got["slices"] == gt.shape[0] and got["complete"] and got["spacing"] == list(spacing)
+        for c, name in enumerate(NAMES, start=1):
+            g, p = gt == c, pred == c
+            predicted_any |= p.any()
+            if not (g.any() or p.any()):
+                assert name not in got["classes"]
+                continue
+            assert got["classes"][name]["dsc"] == pytest.approx(dice(g, p), abs=1e-9)
+            assert got["classes"][name]["nsd"] == pytest.approx(nsd(g, p, spacing), abs=1e-9)
+    assert predicted_any, "the model predicts nothing: the comparison would prove little"
+
+
+def test_evaluate_trained_checkpoint(trained, tmp_path):
+    out = tmp_path / "eval"
+    # Dataset and data dir come from the checkpoint's train_config; 6 slices in batches of 4
+    # exercise the padded last batch.
+    assert main(["--checkpoint", str(trained / "run"), "--out", str(out), "--batch-size", "4"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["run"]["checkpoint"] == str(trained / "run" / "best")
+    assert result["nsd_units"] == "mm" and result["class_names"] == {"1": NAMES[0], "2": NAMES[1],
+                                                                      "3": NAMES[2]}
+    model = load_model(trained / "run" / "best")
+    frame = model.config.sam.frame
+    cases = _test_cases(trained / "data")
+    forward = jax.jit(lambda m, x, c: m(x, c).low_res_logits)  # one image, one class
+    preds = {}
+    for case, (image, _, _) in cases.items():
+        slices = []
+        for im in image:
+            x, resized = preprocess_image(im, frame)
+            logits = jnp.concatenate([forward(model, jnp.asarray(x)[None], jnp.array([c]))
+                                      for c in (1, 2, 3)])
+            up = np.asarray(postprocess_masks(logits, resized, frame))
+            slices.append(np.where(up.max(0) > 0, up.argmax(0) + 1, 0))
+        preds[case] = np.stack(slices)
+    _check_against(result, preds, cases)
+
+    # Per class and dataset means follow from the per-case scores.
+    per_case = [{NAMES.index(n) + 1: ClassMetrics(m["dsc"], m["nsd"])
+                 for n, m in c["classes"].items()} for c in result["per_case"]]
+    summary = aggregate(per_case)
+    mean = result["per_dataset"][SYNTHETIC.name]
+    assert mean["dsc"] == pytest.approx(summary.dsc) and mean["nsd"] == pytest.approx(summary.nsd)
+    assert mean["slices"] == 6 and mean["cases"] == 1
+    for c, s in summary.per_class.items():
+        assert result["per_class"][NAMES[c - 1]]["dsc"] == pytest.approx(s.dsc)
+
+    # The CSV holds the same rows; the Markdown table the same numbers in %.
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert len(rows) == sum(len(c["classes"]) for c in result["per_case"])
+    for row in rows:
+        case = next(c for c in result["per_case"] if c["case_id"] == row["case_id"])
+        expected = case["classes"][row["class_name"]]["dsc"]
+        assert float(row["dsc"]) == pytest.approx(expected, abs=1e-6)
+    table = (out / "table.md").read_text()
+    header, _, dsc_row, nsd_row = table.strip().splitlines()[-4:]
+    assert header == "| | " + " | ".join(NAMES) + " | mean |"
+    assert dsc_row.split(" | ")[-1] == f"{100 * mean['dsc']:.3f} |"
+    assert nsd_row.startswith("| NSD (%) |")
+
+
+@pytest.mark.parametrize("offset", [0, 7, "image"])
+def test_box_baseline_matches_predictor(trained, tiny_sam, tmp_path, offset):
+    """--prompt box scores what SamPredictor gives for the same (enlarged, clipped) GT boxes."""
+    out = tmp_path / "box"
+    assert main(["--prompt", "box", "--box-offset", str(offset), "--checkpoint", str(tiny_sam),
+                 "--dataset", SPEC, "--data-dir", str(trained / "data"), "--out", str(out),
+                 "--batch-size", "4"]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    assert result["run"]["box_offset"] == offset and result["run"]["method"] == "box"
+    predictor = SamPredictor.from_checkpoint(tiny_sam)
+    cases = _test_cases(trained / "data")
+    preds = {}
+    for case, (image, gt, _) in cases.items():
+        if offset == 0:  # boxdemo's tight-GT-box segmentation, written independently
+            preds[case] = segment_volume(predictor, image, gt)
+            continue
+        preds[case] = np.zeros_like(gt)
+        for z in range(len(gt)):
+            classes = [c for c in range(1, 4) if (gt[z] == c).any()]
+            if not classes:
+                continue
+            h, w = gt[z].shape
+            if offset == "image":  # one whole-image mask; it goes to the lowest class present
+                classes = classes[:1]
+            boxes = []
+            for c in classes:
+                ys, xs = np.nonzero(gt[z] == c)
+                boxes.append([0, 0, w, h] if offset == "image" else
+                             [max(xs.min() - offset, 0), max(ys.min() - offset, 0),
+                              min(xs.max() + offset, w), min(ys.max() + offset, h)])
+            predictor.set_image(image[z])
+            logits = predictor.predict(boxes=np.array(boxes, np.float32), return_logits=True)[0]
+            best, fg = logits[:, 0].argmax(0), logits[:, 0].max(0) > 0
+            preds[case][z][fg] = np.asarray(classes)[best[fg]]
+    _check_against(result, preds, cases)
+
+
+def test_gt_box_offsets_are_clipped():
+    mask = np.zeros((20, 30), bool)
+    mask[2:6, 25:28] = True  # rows 2..5, columns 25..27
+    np.testing.assert_array_equal(gt_box(mask, 0), [25, 2, 27, 5])
+    np.testing.assert_array_equal(gt_box(mask, 4), [21, 0, 30, 9])
+    np.testing.assert_array_equal(gt_box(mask, "image"), [0, 0, 30, 20])
+
+
+def test_volume_assembler_any_order_and_incomplete_cases():
+    asm = VolumeAssembler()
+    rec = lambda case, z, depth: {"case_id": case, "slice_index": z, "depth": depth,  # noqa: E731
+                                  "spacing": np.array([3, 1, 1], np.float32),
+                                  "label": np.full((2, 2), z, np.uint8)}
+    assert asm.add(rec("a", 2, 3), np.full((2, 2), 20)) is None
+    assert asm.add(rec("b", 0, 1), np.zeros((2, 2))).gt.shape == (2, 2)  # 2D: no depth axis
+    assert asm.add(rec("a", 0, 3), np.full((2, 2), 0)) is None
+    assert asm.add(rec("c", 4, 9), np.full((2, 2), 4)) is None
+    case = asm.add(rec("a", 1, 3), np.full((2, 2), 10))
+    assert case.case_id == "a" and case.spacing == (3.0, 1.0, 1.0) and case.complete
+    np.testing.assert_array_equal(case.gt[:, 0, 0], [0, 1, 2])
+    np.testing.assert_array_equal(case.pred[:, 0, 0], [0, 10, 20])
+    (rest,) = asm.finish()
+    assert rest.case_id == "c" and not rest.complete and rest.num_slices == 1
+
+
+def test_paper_table_marks_classes_never_seen():
+    cases = (CaseResult("x", 1, None, True, {1: ClassMetrics(0.5, 0.25)}),
+             CaseResult("y", 1, None, True, {1: ClassMetrics(1.0, 0.75), 3: ClassMetrics(0, 0)}))
+    ev = Evaluation(("a", "b", "c"), cases, aggregate(c.scores for c in cases), 2.0, False, 2, 1.0)
+    lines = paper_table(ev, "T").splitlines()
+    assert lines[2] == "| | a | b | c | mean |"
+    assert lines[4] == "| DSC (%) | 75.000 | – | 0.000 | 37.500 |"
+    assert lines[5] == "| NSD (%) | 50.000 | – | 0.000 | 25.000 |"
+
+
+def test_errors_name_the_problem(trained, tiny_sam, tmp_path, capsys):
+    missing = tmp_path / "nope"
+    assert main(["--checkpoint", str(missing)]) == 2
+    assert f"checkpoint {missing} does not exist" in capsys.readouterr().err
+    assert main(["--checkpoint", str(tiny_sam), "--data-dir", str(trained / "data")]) == 2
+    assert "not an AutoMedSAM" in capsys.readouterr().err
+    assert main(["--prompt", "box", "--checkpoint", str(trained / "run")]) == 2
+    assert "box prompts need a converted" in capsys.readouterr().err
+    other = "synthetic:num_cases=3,num_classes=2,height=32,width=32"
+    assert main(["--checkpoint", str(trained / "run"), "--dataset", other,
+                 "--data-dir", str(tmp_path / "d2")]) == 2
+    assert "trained on classes ['structure_1', 'structure_2', 'structure_3']" in \
+        capsys.readouterr().err
+    for bad in (["--box-offset", "-1", "--prompt", "box"], ["--box-offset", "3"]):
+        with pytest.raises(SystemExit) as e:
+            main(bad)
+        assert e.value.code == 2

@@ -1,0 +1,200 @@
+"""``python -m automedsam_jax.predict`` on the real demo CT (NIfTI), on PNG and npz inputs, and
+the NIfTI orientation round trip it relies on.
+
+The model is a random tiny AutoMedSAM saved as a model directory (what predict reads); the
+expected label maps are computed here slice by slice from the demo *training* data
+(``demo_volume``: the same CT as the dataset builder windows and orients it), so orientation,
+windowing, batching and writing are all checked against an independent path.
+"""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from automedsam_jax.checkpoint import save_model
+from automedsam_jax.config import TINY_CLASS_PROMPT, AutoMedSamConfig, SamConfig
+from automedsam_jax.data.orientation import from_radiological, to_radiological
+from automedsam_jax.overlay import class_colour, render_overlay
+from automedsam_jax.predict import main
+from automedsam_jax.preprocess import postprocess_masks, preprocess_image
+from automedsam_jax.train.init import random_automedsam
+
+NAMES = ["liver", "spleen", "pancreas"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
+    return save_model(random_automedsam(cfg, seed=1), tmp_path_factory.mktemp("m") / "model",
+                      extra={"class_names": NAMES})
+
+
+@pytest.fixture(scope="module")
+def demo():
+    from automedsam_jax.data.demo import demo_volume, fetch_demo_files
+    try:
+        return fetch_demo_files()["image"], demo_volume()
+    except RuntimeError as e:
+        pytest.skip(f"demo CT unavailable (no network?): {e}")
+
+
+_forward = jax.jit(lambda m, x, c: m(x, c).low_res_logits)
+
+
+def _expected_slice(model, image, class_ids):
+    """Labels of one original-frame slice: each class on its own (batch 1), SAM's logit > 0."""
+    frame = model.config.sam.frame
+    x, resized = preprocess_image(image, frame)
+    logits = jnp.concatenate([_forward(model, jnp.asarray(x)[None], jnp.array([c]))
+                              for c in class_ids])
+    up = np.asarray(postprocess_masks(logits, resized, frame))
+    return np.where(up.max(0) > 0, np.asarray(class_ids)[up.argmax(0)], 0)
+
+
+def _reoriented(path, tmp_path, z):
+    """The demo CT cropped to axial slices ``z`` and stored in another voxel order (axes permuted
+    to (y, z, x), x and z flipped) with the affine that keeps every voxel in place."""
+    img = nib.load(path)
+    data = np.asanyarray(img.dataobj)[:, :, z.start:z.stop]
+    crop = img.affine @ np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, z.start], [0, 0, 0, 1]])
+    new = np.flip(data.transpose(1, 2, 0), (1, 2))  # new[j, k, i] = data[i', j, k'] flipped
+    shape = new.shape
+    perm = np.zeros((4, 4))
+    perm[3, 3] = 1
+    perm[1, 0] = 1  # new axis 0 is old y
+    perm[2, 1], perm[2, 3] = -1, shape[1] - 1  # new axis 1 is old z, flipped
+    perm[0, 2], perm[0, 3] = -1, shape[2] - 1  # new axis 2 is old x, flipped
+    out = tmp_path / "reoriented.nii.gz"
+    nib.save(nib.Nifti1Image(new, crop @ perm), out)
+    return out
+
+
+def test_predict_nifti_volume(model_dir, demo, tmp_path, capsys):
+    path, volume = demo
+    out = tmp_path / "ct_seg.nii.gz"
+    assert main([str(path), "--checkpoint", str(model_dir), "--out", str(out), "--overlays",
+                 "--classes", "liver,pancreas"]) == 0
+    assert "intensity ct" in capsys.readouterr().out
+    src, seg = nib.load(path), nib.load(out)
+    assert seg.shape == src.shape and seg.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(seg.affine, src.affine)
+    labels = np.asanyarray(seg.dataobj)
+    assert set(np.unique(labels)) <= {0, 1, 3} and (labels > 0).any()
+    sidecar = json.loads((tmp_path / "ct_seg.json").read_text())
+    assert sidecar["labels"] == {"0": "background", "1": "liver", "2": "spleen", "3": "pancreas"}
+    assert sidecar["classes"] == ["liver", "pancreas"]
+
+    # Voxel for voxel: the label volume in the training data's orientation equals the model
+    # applied slice by slice to the training data's slices.
+    from automedsam_jax.evaluation import load_automedsam
+    model = load_automedsam(model_dir).model
+    radiological = to_radiological(seg)[0]
+    for z in (3, 14, 27):
+        np.testing.assert_array_equal(radiological[z],
+                                      _expected_slice(model, volume.image[z], [1, 3]))
+
+    overlays = sorted((tmp_path / "ct_seg_overlays").glob("slice_*.png"))
+    assert [int(p.stem[6:]) for p in overlays] == \
+        [z for z in range(len(radiological)) if radiological[z].any()]
+    with Image.open(overlays[0]) as im:
+        im.load()
+        assert im.mode == "RGB" and im.width >= 2 * src.shape[0]
+
+    # The same scan in another voxel order gives the same labels at the same places.
+    z = slice(10, 14)
+    moved = _reoriented(path, tmp_path, z)
+    out2 = tmp_path / "moved_seg.nii.gz"
+    assert main([str(moved), "--checkpoint", str(model_dir), "--out", str(out2),
+                 "--classes", "liver,pancreas"]) == 0
+    seg2 = nib.load(out2)
+    np.testing.assert_allclose(seg2.affine, nib.load(moved).affine)
+    back = np.flip(np.asanyarray(seg2.dataobj), (1, 2)).transpose(2, 0, 1)
+    np.testing.assert_array_equal(back, labels[:, :, z])
+
+
+def test_predict_png_and_npz(model_dir, tmp_path):
+    rng = np.random.default_rng(0)
+    image = (rng.random((40, 56)) * 255).astype(np.uint8)
+    Image.fromarray(image).convert("RGBA").save(tmp_path / "slice.png")  # alpha is dropped
+    assert main([str(tmp_path / "slice.png"), "--checkpoint", str(model_dir), "--out",
+                 str(tmp_path / "out"), "--overlays"]) == 0
+    with Image.open(tmp_path / "out" / "slice_seg.png") as im:
+        got = np.asarray(im)
+    from automedsam_jax.evaluation import load_automedsam
+    model = load_automedsam(model_dir).model
+    np.testing.assert_array_equal(got, _expected_slice(model, np.repeat(image[..., None], 3, -1),
+                                                       [1, 2, 3]))
+    assert json.loads((tmp_path / "out" / "slice_seg.json").read_text())["labels"]["2"] == "spleen"
+    with Image.open(tmp_path / "out" / "slice_seg_overlays" / "overlay.png") as im:
+        assert im.size == (56 * 7, 40 * 7 + 3 * 16 + 6)  # ×7: shorter side ≥ 256; 3 legend rows
+
+    volume = (rng.random((3, 32, 32)) * 255).astype(np.uint8)
+    np.savez(tmp_path / "case.npz", imgs=volume, spacing=np.array([2.0, 1.0, 1.0]))
+    assert main([str(tmp_path / "case.npz"), "--checkpoint", str(model_dir), "--out",
+                 str(tmp_path / "case_seg.npz"), "--classes", "spleen"]) == 0
+    with np.load(tmp_path / "case_seg.npz") as f:
+        segs, names = f["segs"], list(f["class_names"])
+    assert segs.shape == volume.shape and names == ["background", *NAMES]
+    np.testing.assert_array_equal(segs[1], _expected_slice(model, volume[1], [2]))
+
+
+def test_predict_errors_name_the_problem(model_dir, tmp_path, capsys):
+    (tmp_path / "x.bmp").write_bytes(b"")
+    assert main([str(tmp_path / "x.bmp"), "--checkpoint", str(model_dir)]) == 2
+    assert "x.bmp: unsupported input type '.bmp'" in capsys.readouterr().err
+    np.savez(tmp_path / "bad.npz", imgs=np.zeros((2, 3, 4, 5), np.uint8))
+    assert main([str(tmp_path / "bad.npz"), "--checkpoint", str(model_dir),
+                 "--out", str(tmp_path)]) == 2
+    assert "bad.npz: 'imgs' must be (H, W), (H, W, 3) or (D, H, W), got shape (2, 3, 4, 5)" in \
+        capsys.readouterr().err
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 3, 2), np.int16), np.eye(4)), tmp_path / "4d.nii")
+    assert main([str(tmp_path / "4d.nii"), "--checkpoint", str(model_dir)]) == 2
+    assert "expected a 3D volume, got shape (4, 4, 3, 2)" in capsys.readouterr().err
+    assert main([str(tmp_path / "4d.nii"), "--checkpoint", str(tmp_path / "none")]) == 2
+    assert f"checkpoint {tmp_path / 'none'} does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "4d.nii"), "--checkpoint", str(model_dir), "--classes", "liver,lung"])
+    assert e.value.code == 2
+    assert "unknown class 'lung'; this model knows 1 liver, 2 spleen, 3 pancreas" in \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("axcodes", [("R", "A", "S"), ("L", "P", "S"), ("A", "I", "R"),
+                                     ("S", "L", "P")])
+def test_radiological_round_trip(axcodes):
+    """Against nibabel's own canonical reorientation, with anisotropic voxels."""
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    ornt = nib.orientations.axcodes2ornt(axcodes)
+    zooms = np.array([0.7, 1.1, 2.5])
+    affine = np.eye(4)
+    for voxel_axis, (world_axis, sign) in enumerate(ornt):
+        affine[:3, voxel_axis] = 0
+        affine[int(world_axis), voxel_axis] = sign * zooms[voxel_axis]
+    img = nib.Nifti1Image(data, affine)
+    canonical = nib.as_closest_canonical(img)
+    expected = np.asanyarray(canonical.dataobj).transpose(2, 1, 0)[:, ::-1, ::-1]
+    array, spacing = to_radiological(img)
+    np.testing.assert_array_equal(array, expected)
+    np.testing.assert_allclose(spacing, canonical.header.get_zooms()[::-1])
+    np.testing.assert_array_equal(from_radiological(array, img), data)
+
+
+def test_overlay_colours_and_legend():
+    image = np.full((10, 20), 100, np.uint8)
+    labels = np.zeros((10, 20), np.uint8)
+    labels[2:5, 3:8] = 2
+    im = np.asarray(render_overlay(image, labels, {2: "spleen", 5: "kidney"}, alpha=1.0,
+                                   min_side=30))
+    assert im.shape == (30 + 2 * 16 + 6, 60, 3)  # scaled ×3, two legend rows
+    np.testing.assert_array_equal(im[7, 10], class_colour(2))  # inside the mask
+    np.testing.assert_array_equal(im[0, 0], [100, 100, 100])
+    legend = im[30:].reshape(-1, 3)
+    for c in (2, 5):
+        assert (legend == class_colour(c)).all(axis=1).any()
