@@ -19,7 +19,7 @@ from automedsam_jax.train.embedding_cache import EmbeddingCache
 from automedsam_jax.train.init import random_automedsam
 from automedsam_jax.train.loop import make_tx, plateau_update
 from automedsam_jax.train.step import (data_mesh, init_state, make_embed_fn, make_loss_fn,
-                                       shard_batch)
+                                       prefetch, shard_batch)
 
 
 def test_cached_and_online_losses_agree(tmp_path):
@@ -89,3 +89,16 @@ def test_cosine_schedule_decays_to_zero_over_the_run():
     np.testing.assert_allclose(logged, expected, rtol=1e-6)
     with pytest.raises(ValueError, match="total number of steps"):
         make_tx(cfg)
+
+
+def test_prefetch_runs_ahead_and_keeps_order():
+    pulled = []
+
+    def items():
+        for i in range(5):
+            pulled.append(i)
+            yield i
+
+    out = prefetch(items(), lambda x: 10 * x, size=2)
+    assert next(out) == 0 and pulled == [0, 1, 2]    # item 0 given, 1 and 2 already prepared
+    assert list(out) == [10, 20, 30, 40] and pulled == [0, 1, 2, 3, 4]

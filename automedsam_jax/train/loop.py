@@ -35,7 +35,9 @@ from .evaluate import evaluate, summary_table
 from .init import random_automedsam
 from .logging import Logger
 from .step import (data_mesh, init_state, learning_rate, make_embed_fn, make_train_step,
-                   set_learning_rate, shard_batch)
+                   prefetch, set_learning_rate, shard_batch)
+
+PREFETCH = 2  # batches whose host→device copies run ahead of the step
 
 
 class TrainingDiverged(RuntimeError):
@@ -119,7 +121,7 @@ def plateau_update(plateau: dict, epoch_loss: float, cfg: TrainConfig) -> bool:
         plateau["best"], plateau["bad_epochs"] = epoch_loss, 0
         return False
     plateau["bad_epochs"] += 1
-    if plateau["bad_epochs"] > cfg.plateau_patience - 1 and plateau["bad_epochs"] >= cfg.plateau_patience:
+    if plateau["bad_epochs"] >= cfg.plateau_patience:
         plateau["bad_epochs"] = 0
         return True
     return False
@@ -148,7 +150,7 @@ def run(cfg: TrainConfig) -> dict:
     class_names = list(builder.info.metadata["class_names"])
     train_src = builder.as_data_source("train")
     n_proc = jax.process_count()
-    if cfg.batch_size % (n_proc * 1) or cfg.batch_size % jax.device_count():
+    if cfg.batch_size % jax.device_count():
         raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the device count "
                          f"{jax.device_count()}")
     spe = steps_per_epoch(len(train_src), cfg.batch_size)
@@ -203,10 +205,12 @@ def run(cfg: TrainConfig) -> dict:
     stop = {"sigterm": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
 
+    data_state = meta["data"]
+
     def save(step):
         if ckpts.latest_step() == step:
             return
-        meta["step"], meta["data"] = step, it.get_state()
+        meta["step"], meta["data"] = step, data_state
         ckpts.save(step, state, meta)
 
     def export(name):
@@ -215,15 +219,23 @@ def run(cfg: TrainConfig) -> dict:
             "class_names": class_names, "train_config": dataclasses.asdict(cfg),
             "step": int(meta["step"])})
 
+    def host_batches():
+        """This process's batches, each with the iterator state just after it."""
+        for batch in it:
+            if cache is not None:
+                batch["embedding"] = cache.lookup(batch)
+            yield batch, it.get_state()
+
+    # Device copies run PREFETCH batches ahead; a checkpoint stores the iterator state after
+    # the last batch *trained on*, so a resumed run reads exactly the batches that follow it.
+    batches = prefetch(host_batches(), lambda b: (shard_batch(b[0], mesh, cfg.cache_embeddings),
+                                                  b[1]), size=PREFETCH)
     step = start
     t_last = time.perf_counter()
     try:
         while step < total:
-            batch = next(it)
-            if cache is not None:
-                batch["embedding"] = cache.lookup(batch)
-            state, metrics = step_fn(state, frozen, shard_batch(batch, mesh, cfg.cache_embeddings),
-                                     key)
+            batch, data_state = next(batches)
+            state, metrics = step_fn(state, frozen, batch, key)
             scalars = {k: float(v) for k, v in to_host(metrics).items()}
             if not all(math.isfinite(v) for v in scalars.values()):
                 last = ckpts.latest_step()
@@ -250,6 +262,8 @@ def run(cfg: TrainConfig) -> dict:
                     log.info(f"epoch {epoch}: no improvement for {cfg.plateau_patience} epochs, "
                              f"lr → {learning_rate(state):.3g}")
                 log.scalars(step, {"epoch_loss": epoch_loss}, "train")
+                log.info(f"epoch {epoch}/{cfg.epochs}: loss {epoch_loss:.4f}, "
+                         f"lr {learning_rate(state):.3g}, {ips:.2f} img/s")
                 if epoch_loss < meta["best_loss"]:
                     meta["best_loss"] = epoch_loss
                     export("best")

@@ -18,7 +18,7 @@ gradients, the distillation teacher and the loss stay float32.
     mesh = data_mesh()
     state, frozen, graphdef = init_state(trainee, tx, mesh)
     step = make_train_step(graphdef, tx, mesh, cached=False)   # or encoder_dtype/compute_dtype=bf16
-    for batch in prefetch_to_device(batches, mesh):              # host→device copies run ahead
+    for batch in prefetch(batches, lambda b: shard_batch(b, mesh)):  # copies run ahead
         state, metrics = step(state, frozen, batch, key)
 """
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import collections
 import itertools
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -80,16 +80,16 @@ def shard_batch(batch: dict[str, Any], mesh: Mesh, cached: bool = False) -> dict
             for k in keys}
 
 
-def prefetch_to_device(batches: Iterable[dict[str, Any]], mesh: Mesh, cached: bool = False,
-                       size: int = 2) -> Iterator[dict[str, jax.Array]]:
-    """:func:`shard_batch` over ``batches``, ``size`` batches ahead: the (asynchronous)
-    host→device copies of the next batches overlap the current step."""
-    it = iter(batches)
-    queue = collections.deque(shard_batch(b, mesh, cached) for b in itertools.islice(it, size))
+def prefetch(items: Iterable[Any], fn: Callable[[Any], Any], size: int = 2) -> Iterator[Any]:
+    """``fn(item)`` for each item; when one is handed out, ``fn`` has already been applied to the
+    next ``size``. With ``fn`` starting asynchronous host→device copies (:func:`shard_batch`),
+    the copies of the next batches overlap the current step."""
+    it = iter(items)
+    queue = collections.deque(fn(x) for x in itertools.islice(it, size))
     while queue:
+        for x in itertools.islice(it, 1):
+            queue.append(fn(x))
         yield queue.popleft()
-        for b in itertools.islice(it, 1):
-            queue.append(shard_batch(b, mesh, cached))
 
 
 def cast_floating(tree, dtype):
