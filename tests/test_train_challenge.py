@@ -1,0 +1,48 @@
+"""The user's command on a dataset preset: ``python train.py --dataset abdomenct1k`` trains from
+challenge-format ``.npz`` files on disk (a tiny backbone and a few synthetic volumes), exports the
+final model and reports per-class validation DSC/NSD under the preset's class names."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from test_data_build import write_ct_cases
+
+from automedsam_jax.automedsam import AutoMedSAM
+from automedsam_jax.checkpoint import load_model, read_meta
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_py_on_challenge_npz_files(tmp_path):
+    manual = tmp_path / "npz"
+    manual.mkdir()
+    write_ct_cases(manual, 10)                      # 8 / 1 / 1 cases of 5 slices
+    workdir = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "train.py"), "--dataset", "abdomenct1k",
+           "--manual-dir", str(manual), "--data-dir", str(tmp_path / "data"),
+           "--workdir", str(workdir), "--backbone", "tiny_vit_b", "--weights", "random",
+           "--class-prompt-widths", "8,16,32", "--epochs", "1", "--batch-size", "4",
+           "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # 8 training cases of 5 slices; slices without any organ are not training samples.
+    found = re.search(r"abdomenct1k: (\d+) training slices, (\d+) steps/epoch", proc.stdout)
+    assert found, proc.stdout[-3000:]
+    slices, steps = map(int, found.groups())
+    assert 8 <= slices <= 40 and steps == slices // 4
+    assert "validation at step" in proc.stdout
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["steps"] == steps
+    per_class = summary["validation"]["per_class"]
+    assert per_class and set(per_class) <= {"liver", "kidney", "spleen", "pancreas"}
+    for scores in per_class.values():
+        assert 0.0 <= scores["dsc"] <= 1.0 and 0.0 <= scores["nsd"] <= 1.0
+    assert isinstance(load_model(workdir / "final"), AutoMedSAM)
+    meta = read_meta(workdir / "final")
+    assert meta["class_names"] == ["liver", "kidney", "spleen", "pancreas"]
+    assert meta["step"] == steps
