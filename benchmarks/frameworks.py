@@ -450,7 +450,7 @@ def table(rows: list[Row], batch: int, cpu_time: bool) -> str:
     """Markdown, one table per mode. ``cpu_time``: add the img/s by process CPU time (on a shared
     CPU, with one thread per framework, the steadier figure)."""
     lines = []
-    ncol = 12 + cpu_time
+    ncol = 11 + cpu_time
     for mode in MODES:
         sel = [r for r in rows if r.mode == mode]
         if not sel:

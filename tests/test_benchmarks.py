@@ -11,15 +11,19 @@ import numpy as np
 import pytest
 
 from automedsam_jax.automedsam import AutoMedSamOutput
-from automedsam_jax.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, LossConfig, SamConfig,
-                                   ViTConfig)
+from flax import nnx
+
+from automedsam_jax.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, ClassPromptConfig,
+                                   LossConfig, SamConfig, ViTConfig)
 from automedsam_jax.losses import LossWeights, joint_loss
+from automedsam_jax.modeling.class_prompt_encoder import ClassPromptEncoder
 from automedsam_jax.optim import Trainee, adamw
 from automedsam_jax.train import step as st
 from automedsam_jax.train.init import random_automedsam
 
 torch = pytest.importorskip("torch")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import conv_layers  # noqa: E402
 import frameworks  # noqa: E402
 import torch_side  # noqa: E402
 from automedsam_cost import vit_encoder_flops  # noqa: E402
@@ -130,3 +134,23 @@ def test_frameworks_tiny(tmp_path, capsys):
         assert j["gflop_per_image"] > 0
     assert rows[("cached", "jax-fp32")]["loss_steps"] == frameworks.WARMUP + 1
     assert "analytic ViT" in result["flops_note"]
+    table_rows = [line for line in result["table"].splitlines() if line.startswith("|")]
+    assert len(table_rows) == 2 * (2 + 2)                 # header, rule, two rows; two modes
+    assert len({line.count("|") for line in table_rows}) == 1, result["table"]
+
+
+def test_conv_layers_benchmark_times_the_encoders_own_convolutions(capsys):
+    """``benchmarks/conv_layers.py`` lists exactly the 3×3 convolutions of the class prompt
+    encoder (read off the module) and prints one table row per shape."""
+    cfg = ClassPromptConfig()
+    enc = nnx.eval_shape(lambda: ClassPromptEncoder(cfg, 256, 64, rngs=nnx.Rngs(0)))
+    convs = collections.Counter(
+        (m.in_features, m.out_features) for _, m in nnx.iter_graph(enc)
+        if isinstance(m, nnx.Conv) and tuple(m.kernel_size) == (3, 3))
+    listed = collections.Counter()
+    for c_in, c_out, count in conv_layers.layer_shapes(*cfg.widths):
+        listed[(c_in, c_out)] += count
+    assert listed == convs
+    conv_layers.main(["--size", "8", "--widths", "4,8,16", "--repeats", "1"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + len(conv_layers.layer_shapes(4, 8, 16)) + 1   # header, layers, all

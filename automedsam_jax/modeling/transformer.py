@@ -7,7 +7,6 @@ are ``(B, N, C)``.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from ..config import DecoderConfig
