@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -41,6 +40,7 @@ from PIL import Image
 
 from .data.errors import BadInputError
 from .data.intensity import ct_window_to_uint8, mr_percentile_to_uint8
+from .data.npz import load_npz
 from .data.orientation import from_radiological, to_radiological
 
 Kind = Literal["image", "npz", "nifti"]
@@ -129,17 +129,8 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, bool, tuple[float, float, float] | None]:
-    if not zipfile.is_zipfile(path):
-        raise BadInputError(path, "unreadable npz: not a complete zip archive")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            files = sorted(f.files)
-            imgs = f["imgs"] if "imgs" in files else None
-            spacing = f["spacing"] if "spacing" in files else None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise BadInputError(path, f"unreadable npz: {e}") from e
-    if imgs is None:
-        raise BadInputError(path, f"no 'imgs' array (has {files}); expected the challenge format")
+    arrays = load_npz(path, required=("imgs",), optional=("spacing",))
+    imgs, spacing = arrays["imgs"], arrays.get("spacing")
     if imgs.ndim == 2 or (imgs.ndim == 3 and imgs.shape[-1] in (1, 3)):
         return (imgs[..., 0] if imgs.ndim == 3 and imgs.shape[-1] == 1 else imgs)[None], False, None
     if imgs.ndim != 3:

@@ -154,6 +154,14 @@ def test_predict_errors_name_the_problem(model_dir, tmp_path, capsys):
                  "--out", str(tmp_path)]) == 2
     assert "bad.npz: 'imgs' must be (H, W), (H, W, 3) or (D, H, W), got shape (2, 3, 4, 5)" in \
         capsys.readouterr().err
+    np.savez(tmp_path / "no_imgs.npz", gts=np.zeros((4, 5), np.uint8))
+    assert main([str(tmp_path / "no_imgs.npz"), "--checkpoint", str(model_dir),
+                 "--out", str(tmp_path)]) == 2
+    assert "no_imgs.npz: missing keys ['imgs'] (has ['gts'])" in capsys.readouterr().err
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "no_imgs.npz").read_bytes()[:100])
+    assert main([str(tmp_path / "cut.npz"), "--checkpoint", str(model_dir),
+                 "--out", str(tmp_path)]) == 2
+    assert "cut.npz: unreadable npz: not a complete zip archive" in capsys.readouterr().err
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 3, 2), np.int16), np.eye(4)), tmp_path / "4d.nii")
     assert main([str(tmp_path / "4d.nii"), "--checkpoint", str(model_dir)]) == 2
     assert "expected a 3D volume, got shape (4, 4, 3, 2)" in capsys.readouterr().err

@@ -63,6 +63,26 @@ def _check_spacing(spacing: np.ndarray | None) -> np.ndarray:
     return spacing.astype(np.float32)
 
 
+def load_npz(path: str | Path, required: tuple[str, ...],
+             optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The ``required`` arrays and those of ``optional`` present, read without pickles; a file
+    that is not a complete npz or lacks a required key raises :class:`BadInputError`."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise BadInputError(path, "unreadable npz: not a complete zip archive (truncated, or "
+                                  "another format)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = set(required) - set(f.files)
+            if missing:
+                raise BadInputError(path, f"missing keys {sorted(missing)} (has {sorted(f.files)})")
+            return {k: f[k] for k in (*required, *optional) if k in f.files}
+    except BadInputError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError) as e:
+        raise BadInputError(path, f"unreadable npz ({type(e).__name__}: {e})") from e
+
+
 def read_npz(path: str | Path, config: DatasetConfig) -> Volume:
     """Read a challenge file as a :class:`Volume` of class ids (original frame), checking it fully.
 
@@ -70,20 +90,8 @@ def read_npz(path: str | Path, config: DatasetConfig) -> Volume:
     and, if ``config.split_kidney_by_midline``, the kidney is split at the body midline.
     """
     path = Path(path)
-    if not zipfile.is_zipfile(path):
-        raise BadInputError(path, "unreadable npz: not a complete zip archive (truncated, or "
-                                  "another format)")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = {"imgs", "gts"} - set(f.files)
-            if missing:
-                raise BadInputError(path, f"missing keys {sorted(missing)} (has {sorted(f.files)})")
-            imgs, gts = f["imgs"], f["gts"]
-            spacing = f["spacing"] if "spacing" in f.files else None
-    except BadInputError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError) as e:
-        raise BadInputError(path, f"unreadable npz ({type(e).__name__}: {e})") from e
+    arrays = load_npz(path, required=("imgs", "gts"), optional=("spacing",))
+    imgs, gts, spacing = arrays["imgs"], arrays["gts"], arrays.get("spacing")
     try:
         image = _check_image(imgs, config.ndim)
         if gts.shape != (image.shape[:3] if config.ndim == 3 else image.shape[1:3]):
