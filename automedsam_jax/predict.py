@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import FrameConfig
 from .data.errors import BadInputError
+from .data.pipeline import model_input
 from .evaluation import ClassSegmenter, load_automedsam, segment_slices
 from .evaluation.cli import DEFAULT_WORKDIR
 from .overlay import render_overlay
-from .preprocess import preprocess_image
 from .scan_io import Scan, output_path, read_scan, sidecar_path, write_labels
 
 
@@ -51,14 +50,8 @@ def class_ids(text: str | None, class_names: Sequence[str]) -> list[int]:
 
 def segment_scan(segmenter: ClassSegmenter, scan: Scan) -> np.ndarray:
     """``(D, H, W)`` uint8 class ids for every slice of ``scan`` (original frame)."""
-    records = (_record(pixels, segmenter.frame) for pixels in scan.slices)
+    records = (model_input(pixels, segmenter.frame) for pixels in scan.slices)
     return np.stack([labels for _, labels in segment_slices(segmenter, records)])
-
-
-def _record(pixels: np.ndarray, frame: FrameConfig) -> dict:
-    image, resized = preprocess_image(pixels, frame)
-    return {"image": image, "original_size": resized.original_size,
-            "resized_size": resized.resized_size}
 
 
 def write_overlays(scan: Scan, labels: np.ndarray, legend: dict[int, str], directory: Path

@@ -22,17 +22,15 @@ import jax
 import numpy as np
 
 from automedsam_jax.config import AutoMedSamConfig, ClassPromptConfig, SamConfig
+from automedsam_jax.data.pipeline import model_input
 from automedsam_jax.evaluation import ClassSegmenter, segment_slices
-from automedsam_jax.preprocess import preprocess_image
 from automedsam_jax.train.init import random_automedsam
 
 
 def _records(n: int, size: int, frame, seed: int = 0):
     rng = np.random.default_rng(seed)
     for _ in range(n):
-        image, resized = preprocess_image(rng.integers(0, 256, (size, size), np.uint8), frame)
-        yield {"image": image, "original_size": resized.original_size,
-               "resized_size": resized.resized_size}
+        yield model_input(rng.integers(0, 256, (size, size), np.uint8), frame)
 
 
 def bench(preset: str, classes: int, batch_size: int, batches: int, size: int) -> dict:

@@ -132,11 +132,19 @@ class EvalTransform(grain.transforms.Map):
         self.frame = frame
 
     def map(self, record: Record) -> Record:
-        image, resized = preprocess_image(record["image"], self.frame)
-        return {"image": image, "label": record["label"], "classes": present_classes(record["label"]),
-                "case_id": _text(record["case_id"]), "slice_index": int(record["slice_index"]),
-                "depth": int(record["depth"]), "spacing": record["spacing"],
-                "original_size": resized.original_size, "resized_size": resized.resized_size}
+        return {**model_input(record["image"], self.frame), "label": record["label"],
+                "classes": present_classes(record["label"]), "case_id": _text(record["case_id"]),
+                "slice_index": int(record["slice_index"]), "depth": int(record["depth"]),
+                "spacing": record["spacing"]}
+
+
+def model_input(pixels: np.ndarray, frame: FrameConfig) -> Record:
+    """One original-frame slice ``(H, W)``/``(H, W, C)`` → what a segmenter needs: ``image``
+    (S, S, 3) float32 input frame, and ``original_size``/``resized_size`` (h, w) to map its
+    logits back (``preprocess.Resized``)."""
+    image, resized = preprocess_image(pixels, frame)
+    return {"image": image, "original_size": resized.original_size,
+            "resized_size": resized.resized_size}
 
 
 def eval_dataset(source: Sequence[Record], frame: FrameConfig) -> grain.MapDataset:
