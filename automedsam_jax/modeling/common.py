@@ -20,7 +20,7 @@ class Buffer(nnx.Variable):
 
 
 # -- attention ---------------------------------------------------------------------------------
-ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla")
 _attention_impl = os.environ.get("AUTOMEDSAM_ATTENTION", "auto")
 ATTENTION_CALLS: collections.Counter = collections.Counter()
 """How many attention calls were traced with each implementation (``"cudnn"``/``"xla"``), for
@@ -30,8 +30,8 @@ benchmarks to report; reset it before tracing a function of interest."""
 def set_attention_implementation(name: str) -> None:
     """``"auto"`` (default; or ``$AUTOMEDSAM_ATTENTION``): cuDNN flash attention through
     ``jax.nn.dot_product_attention`` on CUDA GPUs for bf16/fp16 inputs whose shapes it supports,
-    else the XLA formulation of :func:`attention`; ``"xla"``: never cuDNN; ``"cudnn"``: cuDNN
-    wherever the checks pass (same as auto). Read at trace time: set it before ``jax.jit``."""
+    else the XLA formulation of :func:`attention`; ``"xla"``: never cuDNN. Read at trace time:
+    set it before ``jax.jit``."""
     global _attention_impl
     if name not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(f"attention implementation must be one of {ATTENTION_IMPLEMENTATIONS}")
@@ -62,8 +62,7 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None =
 
     On CUDA with bf16/fp16 inputs (see :func:`set_attention_implementation`) this is cuDNN's
     fused flash attention. Otherwise the logits are computed head-major (``(B, h, T, d)``
-    operands, so every dot has leading batch dimensions: ~2–4× faster than the
-    ``bqhd,bkhd->bhqk`` einsum on XLA:CPU), soft-maxed in float32, and the softmax
+    operands, so every dot has leading batch dimensions), soft-maxed in float32, and the softmax
     normalisation is applied to the ``(T, d)`` output instead of the ``(T, S)`` probabilities.
     Equal to the textbook formula up to float rounding.
     """
