@@ -39,11 +39,21 @@ def save_model(model: nnx.Module, directory: str | Path, extra: dict | None = No
     if jax.process_index() != 0:
         return directory
     key = "automedsam" if isinstance(model, AutoMedSAM) else "model"
-    meta = {key: model.config.to_dict(), **(extra or {})}
+    _write_meta(directory, {key: model.config.to_dict(), **(extra or {})})
+    return directory
+
+
+def _write_meta(directory: Path, meta: dict) -> None:
     tmp = directory / (CONFIG_FILE + ".tmp")
     tmp.write_text(json.dumps(meta, indent=2))
     os.replace(tmp, directory / CONFIG_FILE)
-    return directory
+
+
+def update_meta(directory: str | Path, extra: dict) -> None:
+    """Add or replace top-level entries of a model directory's ``config.json`` (atomically;
+    process 0 only), e.g. the calibrated presence rule after training."""
+    if jax.process_index() == 0:
+        _write_meta(Path(directory), {**read_meta(directory), **extra})
 
 
 def read_meta(directory: str | Path) -> dict:

@@ -241,12 +241,27 @@ class ClassPromptConfig:
     branches:  ``"both"``, or ``"dense"``/``"sparse"`` alone — paper Table 5; a disabled branch
                is not built and is replaced by MedSAM's no-prompt output (no sparse tokens, or
                ``no_mask_embed``).
+    class_embedding: how the class id enters (SPEC §7). ``"scalar"`` (the paper): P(c) =
+               Linear(1→g²)(c) and the raw id c as the attention's class channel, so class k
+               starts as an affine step from class k−1. ``"learned"``: one learned g² vector per
+               class id (``nnx.Embed``) is P(c) *and* the attention's class channel; needs
+               ``num_classes``.
+    num_classes: K, the number of class ids 1..K (``"learned"`` only; 0 for ``"scalar"``).
     """
 
     widths: tuple[int, int, int] = (64, 128, 256)
     timesteps: int = 100
     diffusion: bool = True
     branches: Literal["both", "dense", "sparse"] = "both"
+    class_embedding: Literal["scalar", "learned"] = "scalar"
+    num_classes: int = 0
+
+    def __post_init__(self):
+        if self.class_embedding not in ("scalar", "learned"):
+            raise ValueError(f"class_embedding must be 'scalar' or 'learned', got "
+                             f"{self.class_embedding!r}")
+        if self.class_embedding == "learned" and self.num_classes < 1:
+            raise ValueError("a learned class embedding needs num_classes >= 1")
 
     @property
     def has_dense(self) -> bool:

@@ -9,6 +9,14 @@ Terms: ``mse`` (distillation of the class prompt encoder towards box-prompted Me
 distance). Total: Σ_i L_i/(2σ_i²) + log(1 + σ_i²) with learned σ (initialised to 1, σ² ≥ 1e-8), or
 Σ_i L_i with ``LossConfig(weighting="fixed")``.
 
+Absent classes (SPEC §7, beyond the paper). A batch may carry ``present`` ``(B,)`` (1 where the
+sample's class is in its slice, 0 for a *negative*: an absent class with an empty target mask).
+Then every term is a mean over the samples it is defined for: ``ce`` over every sample (a
+negative is pushed to an empty mask everywhere) when ``negatives`` is on, else over the present
+ones; ``mse`` (no GT box, so no teacher), ``dice`` (undefined for an empty target: its smoothed
+value is ≈ 1 whatever the prediction) and ``sd`` (no boundary) over the present samples only.
+Without ``present`` the terms are the paper's plain batch means, computed exactly as before.
+
     weights = LossWeights(loss_cfg)                  # σ's: trainable, never weight-decayed
     total, terms = joint_loss(out, batch, model.teacher(batch["box"]), weights)
 """
@@ -84,10 +92,61 @@ class LossWeights(nnx.Module):
             self.sigma = LossScale(jnp.ones((len(cfg.terms),), jnp.float32))
 
 
+def _sample_mean(x: jax.Array) -> jax.Array:
+    """``(B, ...)`` → ``(B,)``: the mean over every axis but the first."""
+    return jnp.mean(x, axis=tuple(range(1, x.ndim)))
+
+
+def _weighted_mean(per_sample: jax.Array, weight: jax.Array) -> jax.Array:
+    """Σ w·x / Σ w over ``(B,)`` samples (0 when no sample has weight)."""
+    return jnp.sum(per_sample * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def masked_loss_terms(out: AutoMedSamOutput, batch: dict, teacher: tuple[jax.Array, jax.Array],
+                      terms: tuple[str, ...], negatives: bool) -> dict[str, jax.Array]:
+    """The terms with absent classes (see the module docstring): ``batch["present"]`` ``(B,)``
+    selects the samples of ``mse``/``dice``/``sd``; ``ce`` covers every sample when
+    ``negatives`` (else the present ones too)."""
+    logits, mask = out.low_res_logits, batch["mask"]
+    present = batch["present"].astype(jnp.float32)
+    ce_weight = jnp.ones_like(present) if negatives else present
+
+    def mse():
+        per = jnp.zeros_like(present)
+        for pred, target in ((out.sparse, teacher[0]), (out.dense, teacher[1])):
+            if pred is not None:
+                per = per + _sample_mean((pred - jax.lax.stop_gradient(target)) ** 2)
+        return _weighted_mean(per, present)
+
+    def dice():
+        p = jax.nn.sigmoid(logits)
+        axes = tuple(range(1, logits.ndim))
+        inter = jnp.sum(p * mask, axes)
+        denom = jnp.sum(p * p, axes) + jnp.sum(mask * mask, axes)
+        return _weighted_mean(1.0 - (2.0 * inter + DICE_SMOOTH) / (denom + DICE_SMOOTH), present)
+
+    def sd():
+        p = jax.nn.sigmoid(logits)
+        per = _sample_mean((p - mask) ** 2 * jax.lax.stop_gradient(batch["dist"]) ** 2)
+        return _weighted_mean(per, present)
+
+    compute = {
+        "mse": mse,
+        "ce": lambda: _weighted_mean(
+            _sample_mean(optax.sigmoid_binary_cross_entropy(logits, mask)), ce_weight),
+        "dice": dice,
+        "sd": sd,
+    }
+    return {name: compute[name]() for name in terms}
+
+
 def loss_terms(out: AutoMedSamOutput, batch: dict, teacher: tuple[jax.Array, jax.Array],
-               terms: tuple[str, ...]) -> dict[str, jax.Array]:
-    """Each requested term as a scalar. ``batch`` holds ``mask`` and ``dist`` ``(B, L, L)``;
-    ``teacher`` is ``AutoMedSAM.teacher(batch["box"])``."""
+               terms: tuple[str, ...], negatives: bool = False) -> dict[str, jax.Array]:
+    """Each requested term as a scalar. ``batch`` holds ``mask`` and ``dist`` ``(B, L, L)``
+    (and optionally ``present`` ``(B,)``: :func:`masked_loss_terms`); ``teacher`` is
+    ``AutoMedSAM.teacher(batch["box"])``."""
+    if "present" in batch:
+        return masked_loss_terms(out, batch, teacher, terms, negatives)
     logits, mask = out.low_res_logits, batch["mask"]
     compute = {
         "mse": lambda: distillation_loss(out.sparse, out.dense, *teacher),
@@ -99,10 +158,12 @@ def loss_terms(out: AutoMedSamOutput, batch: dict, teacher: tuple[jax.Array, jax
 
 
 def joint_loss(out: AutoMedSamOutput, batch: dict, teacher: tuple[jax.Array, jax.Array],
-               weights: LossWeights) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Total loss (scalar) and the unweighted terms (for logging), per ``weights.config``."""
+               weights: LossWeights, negatives: bool = False
+               ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Total loss (scalar) and the unweighted terms (for logging), per ``weights.config``;
+    ``negatives``: absent classes (``batch["present"] == 0``) count in the CE term."""
     cfg = weights.config
-    terms = loss_terms(out, batch, teacher, cfg.terms)
+    terms = loss_terms(out, batch, teacher, cfg.terms, negatives)
     values = jnp.stack([terms[name] for name in cfg.terms])
     if cfg.weighting == "fixed":
         return jnp.sum(values), terms

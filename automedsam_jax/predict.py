@@ -7,7 +7,10 @@ INPUT is a PNG/JPEG, a challenge-style npz or a NIfTI volume (read and written b
 :mod:`automedsam_jax.scan_io`: axial slices in the orientation training used, CT windowed at
 40/400 HU). Every slice is embedded once and the requested classes (default: all the model
 knows) are decoded against that embedding, ``--batch-size`` slices per model call; a pixel gets
-the most probable class above 0.5 (:class:`automedsam_jax.evaluation.ClassSegmenter`). Writes
+the most probable class above 0.5 (:class:`automedsam_jax.evaluation.ClassSegmenter`), and a
+class is drawn on a slice only where the model's calibrated presence rule finds it there
+(:mod:`automedsam_jax.evaluation.presence`; models trained with ``--recipe paper`` have none and
+draw every class everywhere). The summary says on how many slices each class was found. Writes
 the label map in the input's format (NIfTI: the input's voxel grid, affine and header), a sidecar
 JSON naming every label value, and with ``--overlays`` PNGs of the slices that hold a prediction
 (every slice of a 2D input) with a legend of class names, in ``<out name>_overlays/``.
@@ -51,7 +54,7 @@ def class_ids(text: str | None, class_names: Sequence[str]) -> list[int]:
 def segment_scan(segmenter: ClassSegmenter, scan: Scan) -> np.ndarray:
     """``(D, H, W)`` uint8 class ids for every slice of ``scan`` (original frame)."""
     records = (model_input(pixels, segmenter.frame) for pixels in scan.slices)
-    return np.stack([labels for _, labels in segment_slices(segmenter, records)])
+    return np.stack([labels for _, labels, _ in segment_slices(segmenter, records)])
 
 
 def write_overlays(scan: Scan, labels: np.ndarray, legend: dict[int, str], directory: Path
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     names = trained.class_names
-    segmenter = ClassSegmenter(trained.model, ids, args.batch_size)
+    segmenter = ClassSegmenter(trained.model, ids, args.batch_size, trained.min_area)
     labels = segment_scan(segmenter, scan)
     written = write_labels(scan, labels, out, names, {
         "checkpoint": str(trained.directory), "classes": [names[i - 1] for i in ids]})
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         count = int((labels == i).sum())
         size = f"{count * voxel_ml:.1f} ml" if voxel_ml else f"{count} px"
         print(f"  {names[i - 1]:<16} {size:>12}  on {int((labels == i).any(axis=(1, 2)).sum())} "
-              "slice(s)")
+              f"of {len(labels)} slice(s)")
     print("wrote " + ", ".join(str(x) for x in written))
     if args.overlays:
         directory = out.with_name(sidecar_path(out).stem + "_overlays")

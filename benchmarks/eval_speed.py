@@ -42,7 +42,7 @@ def bench(preset: str, classes: int, batch_size: int, batches: int, size: int) -
     warmup = time.perf_counter() - t
     n = batches * batch_size
     t = time.perf_counter()
-    for _, labels in segment_slices(seg, _records(n, size, seg.frame, seed=1)):
+    for _, labels, _ in segment_slices(seg, _records(n, size, seg.frame, seed=1)):
         assert labels.shape == (size, size)
     seconds = time.perf_counter() - t
     return dict(preset=preset, frame=seg.frame.size, slices=n, seconds=seconds,

@@ -88,7 +88,7 @@ def test_bf16_step_computes_in_bf16_with_f32_params_and_loss():
     graphdef, tx, mesh, state, frozen, batch = _step_inputs()
     key = jax.random.key(0)
     jaxpr = jax.make_jaxpr(lambda s, f, b, k: st._step(graphdef, tx, False, jnp.bfloat16,
-                                                       jnp.bfloat16, s, f, b, k))(
+                                                       jnp.bfloat16, False, s, f, b, k))(
         state, frozen, batch, key)
     dots = _count_dots(jaxpr.jaxpr, collections.Counter())
     assert dots[("bfloat16", "bfloat16")] > 100

@@ -15,7 +15,8 @@ import pytest
 
 from automedsam_jax.config import LITEMEDSAM_FRAME
 from automedsam_jax.data import PipelineConfig, eval_dataset, prepare, train_dataset
-from automedsam_jax.data.demo import BLOCKS, demo_volume, fetch_demo_files
+from automedsam_jax.data.pipeline import foreground_slices
+from automedsam_jax.data.demo import BLOCKS, SM_OFFSET, demo_volume, fetch_demo_files
 from automedsam_jax.data.labels import body_midline, split_by_midline
 
 CLASS_NAMES = ["liver", "spleen", "pancreas", "kidney_right", "kidney_left"]
@@ -61,35 +62,69 @@ def test_demo_volume_anatomy(files):
     assert np.mean(split[vol.label >= 4] == vol.label[vol.label >= 4]) > 0.99
 
 
-def test_built_splits_are_separated_blocks(builder):
+def test_small_ct_is_the_top_of_the_full_ct(files):
+    """example_ct_sm is example_ct's slices 82–111 (both headers claim the same origin), so the
+    split must be made on example_ct alone: a slice of one is a slice of the other."""
+    full = np.asanyarray(nib.load(files["full_image"]).dataobj)
+    small = np.asanyarray(nib.load(files["image"]).dataobj)
+    assert full.shape == (122, 101, 112)
+    np.testing.assert_array_equal(full[..., SM_OFFSET:], small)
+    assert not np.array_equal(full[..., SM_OFFSET - 1:-1], small)
+
+
+def _absolute_z(record) -> int:
+    """Cases are z blocks named "..._z<first>-<last>": absolute z = block start + slice index."""
+    return int(re.search(r"_z(\d+)-", record["case_id"].decode()).group(1)) \
+        + int(record["slice_index"])
+
+
+def test_held_out_slices_are_unseen(builder):
+    """No training slice is a held-out slice or a neighbour of one — by z, and by content: no
+    held-out image equals a training image or its neighbours in the volume."""
     meta = builder.info.metadata
     assert meta["class_names"] == CLASS_NAMES and meta["modality"] == "CT"
-    z = {}
+    assert meta["train_empty_slices"]
+    recs = {}
     for split in ("train", "validation", "test"):
         src = builder.as_data_source(split)
-        recs = [src[i] for i in range(len(src))]
-        # Cases are z blocks named "..._z<first>-<last>": absolute z = block start + slice index.
-        z[split] = {int(re.search(r"_z(\d+)-", r["case_id"].decode()).group(1))
-                    + int(r["slice_index"]) for r in recs}
-        if split == "train":
-            assert all(r["label"].any() for r in recs)
-        assert all(r["image"].shape == (101, 122, 1) for r in recs)
-    assert z["validation"] == set(range(*BLOCKS["validation"][0]))
-    assert z["test"] == set(range(*BLOCKS["test"][0]))
-    # No held-out slice is a neighbour of a training slice.
-    near = {s + d for s in z["validation"] | z["test"] for d in (-1, 0, 1)}
-    assert not near & z["train"]
+        recs[split] = [src[i] for i in range(len(src))]
+        assert all(r["image"].shape == (101, 122, 1) for r in recs[split])
+    z = {split: {_absolute_z(r) for r in rs} for split, rs in recs.items()}
+    for split in ("validation", "test"):
+        assert z[split] == {i for a, b in BLOCKS[split] for i in range(a, b)}
+    held_out = z["validation"] | z["test"]
+    assert not z["validation"] & z["test"]
+    assert not {s + d for s in held_out for d in (-1, 0, 1)} & z["train"]
+    volume = demo_volume(full=True)
+    train_images = {volume.image[i].tobytes() for s in z["train"] for i in (s - 1, s, s + 1)
+                    if 0 <= i < len(volume.image)}
+    for r in recs["validation"] + recs["test"]:
+        np.testing.assert_array_equal(r["image"], volume.image[_absolute_z(r)])
+        assert r["image"].tobytes() not in train_images
+    # Held-out blocks where organs are absent, so presence can be measured.
+    for split in ("validation", "test"):
+        present = np.array([[(r["label"] == c).any() for c in range(1, 6)]
+                            for r in recs[split]])
+        assert (~present.any(axis=1)).sum() >= 5          # organ-free slices
+        assert present.all(axis=1).sum() >= 5             # slices with all five organs
+        assert 0 < present.mean() < 1
     assert "tensorflow" not in sys.modules
 
 
 def test_demo_pipeline(builder):
     cfg = PipelineConfig(batch_size=4, shard=grain.sharding.NoSharding())
-    batch = next(iter(train_dataset(builder.as_data_source("train"), LITEMEDSAM_FRAME, 256, cfg)))
+    train = builder.as_data_source("train")
+    foreground = foreground_slices(train)
+    assert 0 < len(foreground) < len(train)
+    assert all(foreground[i]["label"].any() for i in range(len(foreground)))
+    assert sum(train[i]["label"].any() for i in range(len(train))) == len(foreground)
+    batch = next(iter(train_dataset(foreground, LITEMEDSAM_FRAME, 256, cfg)))
     assert batch["image"].shape == (4, 256, 256, 3)
     assert set(batch["class_id"]) <= {1, 2, 3, 4, 5}
     # 122 × 101 → longest side 256: the image fills rows 0..211, the rest is padding.
     assert np.all(batch["image"][:, 212:] == 0) and np.all(batch["mask"][:, 212:] == 0)
-    rec = eval_dataset(builder.as_data_source("test"), LITEMEDSAM_FRAME)[0]
+    test = eval_dataset(builder.as_data_source("test"), LITEMEDSAM_FRAME)
+    rec = test[len(test) - 1]  # the last test block (z 93–97) holds all five organs
     assert rec["original_size"] == (101, 122) and rec["resized_size"] == (212, 256)
     np.testing.assert_array_equal(rec["spacing"], [3, 3, 3])
     assert rec["depth"] == 5 and list(rec["classes"]) == [1, 2, 3, 4, 5]

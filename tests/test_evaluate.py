@@ -95,6 +95,28 @@ def _check_against(metrics_json, expected_preds, cases):
     assert predicted_any, "the model predicts nothing: the comparison would prove little"
 
 
+def _expected_predictions(model, cases, min_area=0.0):
+    """Slice by slice, one class at a time (batch 1): the label maps the evaluator should give,
+    with classes whose mask covers less than ``min_area`` of the image dropped; and each
+    slice's (K,) mask areas."""
+    frame = model.config.sam.frame
+    forward = jax.jit(lambda m, x, c: m(x, c).low_res_logits)  # one image, one class
+    preds, areas = {}, []
+    for case, (image, _, _) in cases.items():
+        slices = []
+        for im in image:
+            x, resized = preprocess_image(im, frame)
+            logits = jnp.concatenate([forward(model, jnp.asarray(x)[None], jnp.array([c]))
+                                      for c in (1, 2, 3)])
+            up = np.array(postprocess_masks(logits, resized, frame))
+            area = (up > 0).mean(axis=(1, 2))
+            areas.append(area)
+            up[area < min_area] = -np.inf
+            slices.append(np.where(up.max(0) > 0, up.argmax(0) + 1, 0))
+        preds[case] = np.stack(slices)
+    return preds, np.asarray(areas)
+
+
 def test_evaluate_trained_checkpoint(trained, tmp_path):
     out = tmp_path / "eval"
     # Dataset and data dir come from the checkpoint's train_config; 6 slices in batches of 4
@@ -105,19 +127,8 @@ def test_evaluate_trained_checkpoint(trained, tmp_path):
     assert result["nsd_units"] == "mm" and result["class_names"] == {"1": NAMES[0], "2": NAMES[1],
                                                                       "3": NAMES[2]}
     model = load_model(trained / "run" / "best")
-    frame = model.config.sam.frame
     cases = _test_cases(trained / "data")
-    forward = jax.jit(lambda m, x, c: m(x, c).low_res_logits)  # one image, one class
-    preds = {}
-    for case, (image, _, _) in cases.items():
-        slices = []
-        for im in image:
-            x, resized = preprocess_image(im, frame)
-            logits = jnp.concatenate([forward(model, jnp.asarray(x)[None], jnp.array([c]))
-                                      for c in (1, 2, 3)])
-            up = np.asarray(postprocess_masks(logits, resized, frame))
-            slices.append(np.where(up.max(0) > 0, up.argmax(0) + 1, 0))
-        preds[case] = np.stack(slices)
+    preds, _ = _expected_predictions(model, cases)
     _check_against(result, preds, cases)
 
     # Per class and dataset means follow from the per-case scores.
@@ -138,10 +149,49 @@ def test_evaluate_trained_checkpoint(trained, tmp_path):
         expected = case["classes"][row["class_name"]]["dsc"]
         assert float(row["dsc"]) == pytest.approx(expected, abs=1e-6)
     table = (out / "table.md").read_text()
-    header, _, dsc_row, nsd_row = table.strip().splitlines()[-4:]
+    header, _, dsc_row, nsd_row = table.strip().splitlines()[-6:-2]
     assert header == "| | " + " | ".join(NAMES) + " | mean |"
     assert dsc_row.split(" | ")[-1] == f"{100 * mean['dsc']:.3f} |"
     assert nsd_row.startswith("| NSD (%) |")
+    assert table.strip().splitlines()[-1].startswith("Presence over 18 (slice, class) pairs")
+
+
+def test_evaluate_applies_the_stored_presence_rule(trained, tmp_path):
+    """A model whose config.json carries a presence rule: classes whose mask covers less than
+    ``min_area`` of a slice are dropped there, and the presence counts are those of the
+    (slice, class) pairs of the expected label maps."""
+    import shutil
+    from automedsam_jax.checkpoint import update_meta
+    from automedsam_jax.evaluation import load_automedsam
+
+    model_dir = shutil.copytree(trained / "run" / "best", tmp_path / "model")
+    cases = _test_cases(trained / "data")
+    model = load_model(model_dir)
+    _, areas = _expected_predictions(model, cases)
+    present = areas[areas > 0]
+    min_area = float(np.median(present))  # drops about half the predicted (slice, class) masks
+    update_meta(model_dir, {"presence": {"min_area": min_area}})
+    assert load_automedsam(model_dir).min_area == min_area
+    preds, _ = _expected_predictions(model, cases, min_area)
+    out = tmp_path / "eval"
+    assert main(["--checkpoint", str(model_dir), "--out", str(out)]) == 0
+    result = json.loads((out / "metrics.json").read_text())
+    _check_against(result, preds, cases)
+    tp = fp = fn = tn = 0
+    for case, (_, gt, _) in cases.items():
+        for z in range(gt.shape[0]):
+            for c in (1, 2, 3):
+                g, p = (gt[z] == c).any(), (preds[case][z] == c).any()
+                tp, fp, fn, tn = tp + (g and p), fp + (p and not g), fn + (g and not p), \
+                    tn + (not g and not p)
+    got = result["presence"]
+    assert (got["tp"], got["fp"], got["fn"], got["tn"], got["min_area"]) == (tp, fp, fn, tn,
+                                                                             min_area)
+    assert fp + tp < (areas > 0).sum()  # the rule dropped masks
+    assert main(["--checkpoint", str(model_dir), "--out", str(tmp_path / "off"),
+                 "--no-presence"]) == 0
+    off = json.loads((tmp_path / "off" / "metrics.json").read_text())["presence"]
+    assert off["min_area"] == 0 and off["tp"] + off["fp"] == (areas > 0).sum()
 
 
 @pytest.mark.parametrize("offset", [0, 7, "image"])

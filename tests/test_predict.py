@@ -119,6 +119,41 @@ def test_predict_nifti_volume(model_dir, demo, tmp_path, capsys):
     np.testing.assert_array_equal(back, labels[:, :, z])
 
 
+def test_predict_leaves_slices_where_the_presence_rule_finds_no_organ_empty(
+        model_dir, demo, tmp_path, capsys):
+    """A model carrying a presence rule: on the real CT, a class is drawn on exactly the slices
+    where its mask (computed here, class by class) covers at least ``min_area`` of the image;
+    elsewhere the slice holds none of it, and the summary counts the slices it was found on."""
+    import shutil
+    from automedsam_jax.checkpoint import update_meta
+    from automedsam_jax.evaluation import load_automedsam
+
+    path, volume = demo
+    model = load_automedsam(model_dir).model
+    frame = model.config.sam.frame
+    zs = range(0, 30, 3)
+    areas = []
+    for z in zs:
+        x, resized = preprocess_image(volume.image[z], frame)
+        logits = _forward(model, jnp.asarray(x)[None], jnp.array([3]))
+        areas.append(float((np.asarray(postprocess_masks(logits, resized, frame)) > 0).mean()))
+    min_area = float(np.median(areas))
+    ruled = shutil.copytree(model_dir, tmp_path / "ruled")
+    update_meta(ruled, {"presence": {"min_area": min_area}})
+    crop = tmp_path / "crop.nii.gz"
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.asanyarray(img.dataobj)[:, :, ::3], img.affine @ np.diag(
+        [1, 1, 3, 1]), img.header), crop)
+    out = tmp_path / "seg.nii.gz"
+    assert main([str(crop), "--checkpoint", str(ruled), "--out", str(out),
+                 "--classes", "pancreas"]) == 0
+    labels = to_radiological(nib.load(out))[0]
+    found = [bool((labels[i] == 3).any()) for i in range(len(zs))]
+    assert found == [a >= min_area for a in areas]
+    assert 0 < sum(found) < len(found)
+    assert f"on {sum(found)} of {len(zs)} slice(s)" in capsys.readouterr().out
+
+
 def test_predict_png_and_npz(model_dir, tmp_path):
     rng = np.random.default_rng(0)
     image = (rng.random((40, 56)) * 255).astype(np.uint8)

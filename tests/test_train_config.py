@@ -5,13 +5,23 @@ import pytest
 from automedsam_jax.train.config import from_args, preset
 
 
-def test_defaults_are_the_papers_recipe():
-    cfg = from_args(["--dataset", "brats"])
+def test_paper_recipe_is_the_papers():
+    cfg = from_args(["--recipe", "paper", "--dataset", "brats"])
+    assert (cfg.class_embedding, cfg.classes_per_step, cfg.negatives, cfg.augment,
+            cfg.presence, cfg.flips) == ("scalar", "one", False, 0, False, True)
     assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.b1, cfg.b2, cfg.eps, cfg.weight_decay) == (
         100, 16, 1e-4, 0.9, 0.999, 1e-8, 0.01)
     assert (cfg.plateau_patience, cfg.plateau_factor) == (5, 0.9)
     assert tuple(cfg.class_prompt_widths) == (64, 128, 256)
     assert cfg.backbone == "medsam_vit_b" and cfg.workdir == "runs/brats"
+
+
+def test_improved_recipe_changes_only_the_extensions():
+    paper = from_args(["--recipe", "paper", "--dataset", "brats"])
+    improved = from_args(["--dataset", "brats"])
+    changed = {k for k in vars(paper) if getattr(paper, k) != getattr(improved, k)}
+    assert changed == {"recipe", "class_embedding", "classes_per_step", "negatives", "augment",
+                       "presence", "flips"}
 
 
 def test_demo_is_the_papers_recipe_on_an_accelerator_and_smaller_on_a_cpu():

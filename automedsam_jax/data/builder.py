@@ -12,7 +12,8 @@ frames; the frame-specific preprocessing happens in the grain pipeline):
 ``depth``       number of slices of the case's volume (1 for 2D images)
 ``spacing``     ``(3,)`` float32 (z, y, x) in mm; (1, 1, 1) for 2D images
 
-The ``train`` split holds only slices with foreground; ``validation`` and ``test`` hold every slice,
+The ``train`` split holds only slices with foreground (unless the dataset keeps organ-free
+training slices, ``DatasetConfig.train_empty_slices``, recorded in the metadata); ``validation`` and ``test`` hold every slice,
 in case order and z order (``disable_shuffling``), so evaluation can rebuild volumes. The case
 lists of each split, the class names and every skipped file (with its problem) are stored in the
 dataset's metadata (``builder.info.metadata``). Only Tensor/Text/Scalar features are used, so
@@ -72,8 +73,10 @@ def slices_config(dataset: str | DatasetConfig | SyntheticConfig) -> SlicesConfi
 class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
     """2D slices with class-id labels for AutoMedSAM training and evaluation (see module doc)."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release.",
+                     "2.0.0": "demo: the whole example_ct (112 slices) with held-out blocks "
+                              "without organs; optional organ-free training slices."}
     BUILDER_CONFIGS = [slices_config(name) for name in PRESETS]
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
@@ -104,7 +107,8 @@ class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
             }),
             disable_shuffling=True,
             metadata=tfds.core.MetadataDict(
-                class_names=list(ds.class_names), modality=ds.modality, ndim=ds.ndim),
+                class_names=list(ds.class_names), modality=ds.modality, ndim=ds.ndim,
+                train_empty_slices=ds.train_empty_slices),
         )
 
     # -- where the volumes come from ------------------------------------------------------------
@@ -152,7 +156,8 @@ class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
             num_cases += 1
             depth = volume.image.shape[0]
             for z in range(depth):
-                if split == "train" and not volume.label[z].any():
+                if split == "train" and not (volume.label[z].any()
+                                             or self.dataset.train_empty_slices):
                     continue
                 num_slices += 1
                 yield f"{volume.case_id}/{z:05d}", {

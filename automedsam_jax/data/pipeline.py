@@ -5,9 +5,10 @@ Both read a random-access source of slice records (``builder.as_data_source(spli
 built dataset serves the 1024 (SAM/MedSAM) and 256 (LiteMedSAM) frames.
 
 Training (:func:`train_dataset`): global shuffle (reshuffled every epoch) → per-sample random
-transform (one class present in the slice, chosen at random; random horizontal/vertical flips of
-image and label in the original frame, so image, mask, box and distance map stay consistent;
-box jitter) → this process's share (multi-host) → batches. Everything is a deterministic
+transform (one class present in the slice, chosen at random — or every class 1..K of the slice,
+``classes="all"``; an optional augmented variant of the slice, :mod:`.augment`; random
+horizontal/vertical flips of image and label in the original frame, so image, mask, box and
+distance map stay consistent; box jitter) → this process's share (multi-host) → batches. Everything is a deterministic
 function of the seed and the element index, so the iterator state (``it.get_state()`` /
 ``it.set_state(state)``) resumes a run exactly, with or without worker processes.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import grain
 import numpy as np
@@ -24,8 +25,9 @@ from absl import flags
 
 from ..config import FrameConfig
 from ..preprocess import preprocess_image
+from .augment import AugmentConfig, augment_slice
 from .labels import present_classes
-from .sample import class_sample, flip
+from .sample import class_sample, flip, slice_sample
 
 Record = dict[str, Any]
 
@@ -41,6 +43,12 @@ class PipelineConfig:
     box_jitter:  move each box side outwards by 0..J px (J = 20 at 1024, 5 at 256).
     images:      emit the input-frame ``image``; False when training from cached embeddings
                  (the batch then carries only the class, targets and the cache key).
+    classes:     ``"one"``: one class present in the slice, chosen at random (the paper);
+                 ``"all"``: every class 1..``num_classes`` of the slice, absent ones with empty
+                 targets and ``present`` False (see :func:`.sample.slice_sample`).
+    num_classes: K, for ``classes="all"``.
+    augment:     augmented variants of each slice (:mod:`.augment`); one is drawn per sample
+                 (variant 0 = the slice as stored).
     num_workers: worker processes (0 = in the main process, with ``num_threads`` threads).
     num_threads, prefetch: grain ``ReadOptions`` of each process. The per-sample work is numpy and
                  Pillow under the GIL, so more threads do not help; use worker processes.
@@ -55,6 +63,9 @@ class PipelineConfig:
     flips: bool = True
     box_jitter: bool = True
     images: bool = True
+    classes: Literal["one", "all"] = "one"
+    num_classes: int = 0
+    augment: AugmentConfig = AugmentConfig()
     num_workers: int = 0
     num_threads: int = 1
     prefetch: int = 16
@@ -66,28 +77,50 @@ class TrainTransform(grain.transforms.RandomMap):
 
     Output: ``image`` (S, S, 3) float32 input frame, ``class_id`` int32, ``mask`` (L, L) float32
     low-res frame, ``box`` (4,) float32 input frame, ``dist`` (L, L) float32 low-res frame, and the
-    metadata ``case_id`` (str), ``slice_index`` int32, ``flips`` (2,) bool (horizontal, vertical).
-    ``images=False`` leaves ``image`` out.
+    metadata ``case_id`` (str), ``slice_index`` int32, ``flips`` (2,) bool (horizontal, vertical),
+    ``variant`` int32 (the augmented variant, 0 without augmentation). ``images=False`` leaves
+    ``image`` out. ``classes="all"``: ``class_id`` (K,), ``mask``/``dist`` (K, L, L), ``box``
+    (K, 4) and ``present`` (K,) bool (:func:`sample.slice_sample`).
     """
 
     def __init__(self, frame: FrameConfig, low_res: int, flips: bool, box_jitter: bool,
-                 images: bool = True):
+                 images: bool = True, classes: str = "one", num_classes: int = 0,
+                 augment: AugmentConfig = AugmentConfig(), seed: int = 0):
         self.frame, self.low_res, self.flips, self.box_jitter = frame, low_res, flips, box_jitter
-        self.images = images
+        self.images, self.classes, self.num_classes = images, classes, num_classes
+        self.augment, self.seed = augment, seed
+        if classes == "all" and num_classes < 1:
+            raise ValueError("classes='all' needs num_classes >= 1")
 
     def random_map(self, record: Record, rng: np.random.Generator) -> Record:
         image, label = record["image"], record["label"]
-        classes = present_classes(label)
-        if classes.size == 0:
-            raise ValueError(f"slice {record['slice_index']} of {record['case_id']!r} has no "
-                             "foreground; training splits hold only slices with foreground")
-        class_id = int(rng.choice(classes))
+        case, z = _text(record["case_id"]), int(record["slice_index"])
+        # The paper's draws (class, flips, jitter) come first and in the same order, so a run
+        # without the extensions sees exactly the samples it always did.
+        if self.classes == "one":
+            classes = present_classes(label)
+            if classes.size == 0:
+                raise ValueError(f"slice {z} of {case!r} has no foreground; one-class training "
+                                 "uses only slices with foreground")
+            class_id = int(rng.choice(classes))
         flips = rng.random(2) < 0.5 if self.flips else np.zeros(2, bool)
+        variant = int(rng.integers(0, self.augment.variants + 1)) if self.augment.variants else 0
+        aug_image, aug_label = augment_slice(image, label, self.augment, self.seed, case, z,
+                                             variant)
+        if self.classes == "one" and not (aug_label == class_id).any():
+            variant = 0  # the zoom cropped the chosen class away: use the stored slice
+        else:
+            image, label = aug_image, aug_label
         image, label = flip(image, *flips), flip(label, *flips)
-        out = class_sample(image if self.images else None, label, class_id, self.frame,
-                           self.low_res, rng if self.box_jitter else None)
-        out.update(class_id=np.int32(class_id), case_id=_text(record["case_id"]),
-                   slice_index=np.int32(record["slice_index"]), flips=flips)
+        jitter = rng if self.box_jitter else None
+        if self.classes == "one":
+            out = class_sample(image if self.images else None, label, class_id, self.frame,
+                               self.low_res, jitter)
+            out["class_id"] = np.int32(class_id)
+        else:
+            out = slice_sample(image if self.images else None, label, self.num_classes,
+                               self.frame, self.low_res, jitter)
+        out.update(case_id=case, slice_index=np.int32(z), flips=flips, variant=np.int32(variant))
         return out
 
 
@@ -104,7 +137,8 @@ def train_dataset(source: Sequence[Record], frame: FrameConfig, low_res: int = 2
     shard = config.shard or grain.sharding.ShardByJaxProcess(drop_remainder=True)
     ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat(config.num_epochs)
     ds = ds.random_map(TrainTransform(frame, low_res, config.flips, config.box_jitter,
-                                      config.images), seed=config.seed)
+                                      config.images, config.classes, config.num_classes,
+                                      config.augment, config.seed), seed=config.seed)
     if shard.drop_remainder and config.num_epochs is not None:
         ds = ds[:len(ds) - len(ds) % shard.shard_count]
     ds = ds[shard.shard_index::shard.shard_count]
@@ -118,6 +152,25 @@ def train_dataset(source: Sequence[Record], frame: FrameConfig, low_res: int = 2
             flags.FLAGS.mark_as_parsed()
         it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.num_workers))
     return it
+
+
+class SliceSubset(Sequence):
+    """The records ``indices`` of a random-access source, as a source itself."""
+
+    def __init__(self, source: Sequence[Record], indices: Sequence[int]):
+        self.source, self.indices = source, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Record:
+        return self.source[self.indices[i]]
+
+
+def foreground_slices(source: Sequence[Record]) -> SliceSubset:
+    """The slices of ``source`` holding at least one class (the paper trains only on those;
+    reads every label once)."""
+    return SliceSubset(source, [i for i in range(len(source)) if source[i]["label"].any()])
 
 
 def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:

@@ -30,6 +30,9 @@ class DatasetConfig:
     split_kidney_by_midline: replace class ``kidney_class`` by kidney_right (same id, image left
                  of the body midline: radiological display) and kidney_left (id K).
     split_fractions: (train, validation, test) fractions of the cases.
+    train_empty_slices: keep the training slices without foreground (negatives for presence
+                 training; the paper's one-class recipe skips them). False: the train split
+                 stores only slices with foreground.
     """
 
     name: str
@@ -43,6 +46,7 @@ class DatasetConfig:
     split_kidney_by_midline: bool = False
     kidney_class: int = 0
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    train_empty_slices: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -74,7 +78,8 @@ DEMO = DatasetConfig(
     name="demo", class_names=("liver", "spleen", "pancreas", "kidney_right", "kidney_left"),
     modality="CT", ndim=3, source="demo",
     # TotalSegmentator ids of the example segmentation → demo class ids.
-    label_map=((5, 1), (1, 2), (7, 3), (2, 4), (3, 5)), other_labels="background")
+    label_map=((5, 1), (1, 2), (7, 3), (2, 4), (3, 5)), other_labels="background",
+    train_empty_slices=True)
 
 PRESETS: dict[str, DatasetConfig] = {c.name: c for c in (
     BRATS, ABDOMENCT1K, ABDOMENCT1K_SPLIT_KIDNEY, KVASIR, CHESTXML, DEMO)}

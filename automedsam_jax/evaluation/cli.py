@@ -74,6 +74,8 @@ def parser() -> argparse.ArgumentParser:
     a("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="NSD tolerance τ (mm for "
       "volumes, px for 2D images)")
     a("--challenge-nsd", action="store_true", help="NSD = 0 where DSC <= 0.2 (challenge rule)")
+    a("--no-presence", action="store_true", help="class prompts: keep every class's mask on "
+      "every slice, ignoring the presence rule calibrated with the model")
     return p
 
 
@@ -125,7 +127,8 @@ def run(args: argparse.Namespace) -> tuple[Evaluation, dict[str, Path], str]:
         if class_names != trained.class_names:
             raise BadInputError(directory, f"trained on classes {list(trained.class_names)}, but "
                                            f"dataset {name!r} has {list(class_names)}")
-        segmenter = ClassSegmenter(model, range(1, len(class_names) + 1), args.batch_size)
+        segmenter = ClassSegmenter(model, range(1, len(class_names) + 1), args.batch_size,
+                                   0.0 if args.no_presence else trained.min_area)
         workdir = directory.parent if directory.name in EXPORTS else directory
         out = args.out or workdir / "eval" / f"{name}_{args.split}"
         method = f"AutoMedSAM ({backbone})"
@@ -145,7 +148,7 @@ def run(args: argparse.Namespace) -> tuple[Evaluation, dict[str, Path], str]:
              + (" (challenge rule)" if args.challenge_nsd else ""))
     meta = {"method": "automedsam" if args.prompt == "class" else "box", "backbone": backbone,
             "checkpoint": str(directory), "dataset": name, "split": args.split,
-            "box_offset": offset, "batch_size": args.batch_size}
+            "box_offset": offset, "batch_size": args.batch_size, "min_area": segmenter.min_area}
     paths = write_reports(ev, out, name, title, meta)
     return ev, paths, paper_table(ev, title)
 

@@ -3,7 +3,8 @@
 Metrics are those of :mod:`automedsam_jax.metrics` (SPEC §5): per case and class on the whole
 volume (NSD at τ mm with the case's spacing) or 2D image (τ pixels); a class absent from both the
 GT and the prediction of a case is skipped there; per-class means over cases, then the
-unweighted mean over classes.
+unweighted mean over classes. Presence decisions are counted over every (slice, class) pair
+(:class:`~.presence.PresenceCounts`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 from ..metrics import DEFAULT_TOLERANCE, ClassMetrics, DatasetMetrics, aggregate, case_metrics
+from .presence import PresenceCounts
 from .segmenter import Record, Segmenter, segment_slices
 from .volumes import Case, VolumeAssembler
 
@@ -34,7 +38,8 @@ class CaseResult:
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
     """Everything a report needs: class names (id ``i + 1`` at index ``i``), per-case scores,
-    the dataset summary, the NSD settings and how long segmentation and scoring took."""
+    the dataset summary, the NSD settings, the presence counts over (slice, class) pairs, the
+    segmenter's ``min_area`` and how long segmentation and scoring took."""
 
     class_names: tuple[str, ...]
     cases: tuple[CaseResult, ...]
@@ -43,6 +48,8 @@ class Evaluation:
     challenge_nsd: bool
     num_slices: int
     seconds: float
+    presence: PresenceCounts = PresenceCounts()
+    min_area: float = 0.0
 
 
 def evaluate_records(segmenter: Segmenter, records: Iterable[Record],
@@ -52,6 +59,7 @@ def evaluate_records(segmenter: Segmenter, records: Iterable[Record],
     complete (memory: the slices of unfinished cases only)."""
     classes = range(1, len(class_names) + 1)
     assembler, results, slices = VolumeAssembler(), [], 0
+    presence = PresenceCounts()
     start = time.perf_counter()
 
     def score(case: Case) -> CaseResult:
@@ -59,8 +67,9 @@ def evaluate_records(segmenter: Segmenter, records: Iterable[Record],
                           case_metrics(case.gt, case.pred, case.spacing, classes, tolerance,
                                        challenge=challenge_nsd))
 
-    for record, pred in segment_slices(segmenter, records):
+    for record, pred, _ in segment_slices(segmenter, records):
         slices += 1
+        presence += PresenceCounts.of_slice(np.asarray(record["label"]), pred, classes)
         case = assembler.add(record, pred)
         if case is not None:
             results.append(score(case))
@@ -69,4 +78,5 @@ def evaluate_records(segmenter: Segmenter, records: Iterable[Record],
                     case.case_id, case.num_slices)
         results.append(score(case))
     return Evaluation(tuple(class_names), tuple(results), aggregate(r.scores for r in results),
-                      tolerance, challenge_nsd, slices, time.perf_counter() - start)
+                      tolerance, challenge_nsd, slices, time.perf_counter() - start, presence,
+                      segmenter.min_area)

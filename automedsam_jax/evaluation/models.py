@@ -32,13 +32,15 @@ def model_dir(path: str | Path) -> Path:
 
 @dataclasses.dataclass(frozen=True)
 class TrainedModel:
-    """An AutoMedSAM with the class names it was trained on (id ``i + 1`` at index ``i``) and
-    what its ``config.json`` says about training (``train_config``, may be empty)."""
+    """An AutoMedSAM with the class names it was trained on (id ``i + 1`` at index ``i``), what
+    its ``config.json`` says about training (``train_config``, may be empty) and its calibrated
+    presence rule (``min_area``, see :mod:`.presence`; 0 = every mask is kept)."""
 
     model: AutoMedSAM
     class_names: tuple[str, ...]
     directory: Path
     train_config: dict
+    min_area: float = 0.0
 
 
 def load_automedsam(path: str | Path) -> TrainedModel:
@@ -52,7 +54,8 @@ def load_automedsam(path: str | Path) -> TrainedModel:
     if not meta.get("class_names"):
         raise BadInputError(directory / CONFIG_FILE, "records no class_names")
     return TrainedModel(load_model(directory), tuple(meta["class_names"]), directory,
-                        meta.get("train_config") or {})
+                        meta.get("train_config") or {},
+                        float((meta.get("presence") or {}).get("min_area", 0.0)))
 
 
 def load_sam(path: str | Path) -> tuple[Sam, Path]:

@@ -3,11 +3,13 @@
 * ``metrics.json`` — ``run`` (what was evaluated), the NSD settings, ``per_dataset`` (the means
   over classes), ``per_class`` (by name, with its id and the number of cases it was scored on)
   and ``per_case`` (slices, spacing, per class), and the time taken. Scores are fractions in
-  [0, 1]; ``null`` where a class was never evaluated.
+  [0, 1]; ``null`` where a class was never evaluated; ``presence``: the (slice, class) counts,
+  precision, recall and accuracy of the presence decisions and the ``min_area`` used.
 * ``metrics.csv`` — one row per case and evaluated class: ``case_id, class_id, class_name, dsc,
   nsd`` (fractions).
 * ``table.md`` — the paper's layout (Tables 2 and 3): one column per class plus the mean, rows
-  DSC (%) and NSD (%), three decimals; ``–`` for a class no case contained or predicted.
+  DSC (%) and NSD (%), three decimals; ``–`` for a class no case contained or predicted; then
+  one line with the presence precision/recall over (slice, class) pairs.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def to_json(ev: Evaluation, dataset: str, meta: dict) -> dict:
                       "classes": {names[c - 1]: {"dsc": m.dsc, "nsd": m.nsd}
                                   for c, m in sorted(r.scores.items())}}
                      for r in ev.cases],
+        "presence": {**ev.presence.to_dict(), "min_area": ev.min_area},
         "seconds": ev.seconds,
         "slices_per_second": ev.num_slices / ev.seconds if ev.seconds > 0 else None,
     }
@@ -66,6 +69,11 @@ def paper_table(ev: Evaluation, title: str) -> str:
     for row, attr in (("DSC (%)", "dsc"), ("NSD (%)", "nsd")):
         cells = [pct(getattr(s, attr) if s else None) for s in per]
         lines.append(f"| {row} | " + " | ".join(cells) + f" | {pct(getattr(ev.metrics, attr))} |")
+    p = ev.presence
+    lines += ["", f"Presence over {p.pairs} (slice, class) pairs: precision {pct(p.precision)} %, "
+              f"recall {pct(p.recall)} %, accuracy {pct(p.accuracy)} % "
+              f"(TP {p.tp}, FP {p.fp}, FN {p.fn}, TN {p.tn}; min area {ev.min_area:.2e} of the "
+              "image)."]
     return "\n".join(lines) + "\n"
 
 

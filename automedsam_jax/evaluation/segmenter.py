@@ -22,6 +22,12 @@ the per-slice step back to the original frame
 Overlapping masks are resolved per pixel by the highest logit (ties to the lower id); pixels
 where no class exceeds logit 0 (probability 0.5) are background. The same rule holds for both
 prompt kinds, so AutoMedSAM and MedSAM are scored on equal terms.
+
+Presence (beyond the paper): class prompting always draws *something*, so a segmenter may carry
+``min_area``, the smallest fraction of the image a class's mask (p > 0.5, original frame, before
+classes compete for pixels) must cover for the class to count as present on that slice; below
+it the class is dropped there. :mod:`.presence` calibrates it on validation and training
+stores it with the model. 0 keeps every mask (the paper).
 """
 
 from __future__ import annotations
@@ -53,10 +59,13 @@ class Segmenter:
     frame: FrameConfig
     class_ids: np.ndarray  # (K,) int32: the id each decoded prompt stands for
 
-    def __init__(self, model: nnx.Module, batch_size: int):
+    def __init__(self, model: nnx.Module, batch_size: int, min_area: float = 0.0):
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
+        if not 0.0 <= min_area < 1.0:
+            raise ValueError(f"min_area is a fraction of the image in [0, 1), got {min_area}")
         self.batch_size = batch_size
+        self.min_area = float(min_area)
         self._graphdef, self._state = nnx.split(model)
 
     def prompts(self, record: Record) -> tuple[np.ndarray, np.ndarray]:
@@ -80,32 +89,39 @@ class Segmenter:
             images[i] = r["image"]
         return self.logits(images, prompts), np.stack(valid)
 
-    def to_labels(self, logits: jax.Array, valid: np.ndarray, record: Record) -> np.ndarray:
-        """One slice's ``(K, L, L)`` logits → ``(H, W)`` uint8 class ids, original frame."""
+    def to_labels(self, logits: jax.Array, valid: np.ndarray, record: Record
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """One slice's ``(K, L, L)`` logits → ``(H, W)`` uint8 class ids (original frame) and
+        the ``(K,)`` area fractions of the K masks (0 for prompts not decoded), before the
+        presence rule drops those under ``min_area``."""
         resized = Resized(tuple(int(x) for x in record["original_size"]),
                           tuple(int(x) for x in record["resized_size"]))
-        index = _labels(logits, jnp.asarray(valid), resized, self.frame)
+        index, area = _labels(logits, jnp.asarray(valid), self.min_area, resized, self.frame)
         lut = np.concatenate([[0], self.class_ids]).astype(np.uint8)
-        return lut[np.asarray(index)]
+        return lut[np.asarray(index)], np.asarray(area)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _labels(logits, valid, resized: Resized, frame: FrameConfig):
-    """``(K, L, L)`` logits → ``(H, W)`` int32 index 1..K into the decoded prompts (0: none).
-    :func:`label_map` runs on the logits with threshold 0 (p > 0.5, SAM's mask threshold),
-    which also avoids float32 sigmoids rounding to exactly 0.5 near the boundary."""
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _labels(logits, valid, min_area, resized: Resized, frame: FrameConfig):
+    """``(K, L, L)`` logits → ``(H, W)`` int32 index 1..K into the decoded prompts (0: none) and
+    the ``(K,)`` fraction of the image each mask covers. :func:`label_map` runs on the logits
+    with threshold 0 (p > 0.5, SAM's mask threshold), which also avoids float32 sigmoids
+    rounding to exactly 0.5 near the boundary; masks under ``min_area`` take no pixel."""
     up = postprocess_masks(logits, resized, frame)
-    return label_map(jnp.where(valid[:, None, None], up, -jnp.inf), threshold=0.0)
+    area = jnp.where(valid, jnp.mean(up > 0, axis=(1, 2)), 0.0)
+    keep = valid & (area >= min_area)
+    return label_map(jnp.where(keep[:, None, None], up, -jnp.inf), threshold=0.0), area
 
 
 class ClassSegmenter(Segmenter):
     """AutoMedSAM on B slices × the K class ids ``class_ids``: one embedding per slice, the K
     class prompts decoded against it, noise-free diffusion (deterministic)."""
 
-    def __init__(self, model: AutoMedSAM, class_ids: Iterable[int], batch_size: int = 4):
+    def __init__(self, model: AutoMedSAM, class_ids: Iterable[int], batch_size: int = 4,
+                 min_area: float = 0.0):
         if not isinstance(model, AutoMedSAM):
             raise TypeError(f"ClassSegmenter needs an AutoMedSAM, not a {type(model).__name__}")
-        super().__init__(model, batch_size)
+        super().__init__(model, batch_size, min_area)
         self.frame = model.config.sam.frame
         self.class_ids = np.asarray(list(class_ids), np.int32)
         if self.class_ids.size == 0:
@@ -179,9 +195,10 @@ def gt_box(mask: np.ndarray, offset: BoxOffset) -> np.ndarray:
 
 
 def segment_slices(segmenter: Segmenter, records: Iterable[Record]
-                   ) -> Iterator[tuple[Record, np.ndarray]]:
-    """``(record, labels)`` for every record, in order; labels ``(H, W)`` uint8 class ids in the
-    original frame. Batch i + 1 is dispatched before batch i is brought back to the original
+                   ) -> Iterator[tuple[Record, np.ndarray, np.ndarray]]:
+    """``(record, labels, areas)`` for every record, in order; labels ``(H, W)`` uint8 class ids
+    in the original frame, areas ``(K,)`` the fraction of the image each decoded prompt's mask
+    covers (see :meth:`Segmenter.to_labels`). Batch i + 1 is dispatched before batch i is brought back to the original
     frame, so host work overlaps the model on accelerators."""
     pending = None
     for batch in _batches(records, segmenter.batch_size):
@@ -207,4 +224,4 @@ def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
 def _finish(segmenter, records, outputs):
     logits, valid = outputs
     for i, rec in enumerate(records):
-        yield rec, segmenter.to_labels(logits[i], valid[i], rec)
+        yield rec, *segmenter.to_labels(logits[i], valid[i], rec)

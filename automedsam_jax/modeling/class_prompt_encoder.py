@@ -102,15 +102,15 @@ class ClassPromptUNet(nnx.Module):
             self.sparse_dec2 = _double_conv(2 * w1, w1, embed_dim, rngs=rngs)
         self.config = cfg
 
-    def __call__(self, z: jax.Array, class_id: jax.Array) -> tuple[jax.Array | None,
-                                                                   jax.Array | None]:
-        """z ``(B, g, g, C+1)``, class_id ``(B,)`` float → dense ``(B, g, g, C)`` and the sparse
-        branch's map ``(B, g, g, C)`` (None for a disabled branch)."""
+    def __call__(self, z: jax.Array, class_channel: jax.Array) -> tuple[jax.Array | None,
+                                                                        jax.Array | None]:
+        """z ``(B, g, g, C+1)``, the attention's class channel ``(B, g, g, 1)`` (the raw id
+        broadcast, or P(c)) → dense ``(B, g, g, C)`` and the sparse branch's map
+        ``(B, g, g, C)`` (None for a disabled branch)."""
         e1 = self.enc1(z)
         e2 = self.enc2(e1)
         m = self.middle(e2)
-        c = jnp.broadcast_to(class_id[:, None, None, None], (*m.shape[:3], 1)).astype(m.dtype)
-        mc = jnp.concatenate([m, c], axis=-1)
+        mc = jnp.concatenate([m, class_channel.astype(m.dtype)], axis=-1)
 
         def decode(attention, dec1, dec2):
             d1 = dec1(jnp.concatenate([m * attention, e2], axis=-1))
@@ -134,14 +134,31 @@ class ClassPromptEncoder(nnx.Module):
     def __init__(self, cfg: ClassPromptConfig, embed_dim: int, grid: int, *, rngs: nnx.Rngs):
         self.config = cfg
         self.grid = grid
-        self.fc_label = nnx.Linear(1, grid * grid, rngs=rngs)
+        if cfg.class_embedding == "learned":
+            # Row c is class c's g² map; row 0 (background) is never looked up.
+            self.class_embed = nnx.Embed(cfg.num_classes + 1, grid * grid, rngs=rngs)
+        else:
+            self.fc_label = nnx.Linear(1, grid * grid, rngs=rngs)
         self.unet = ClassPromptUNet(cfg, embed_dim, rngs=rngs)
 
     def class_map(self, class_id: jax.Array) -> jax.Array:
-        """P(c): ``(B,)`` class ids → ``(B, g, g, 1)`` through ``Linear(1 → g²)``, in the
-        layer's dtype (float32, or bfloat16 under a mixed-precision cast of the module)."""
-        proj = self.fc_label(class_id.astype(self.fc_label.kernel.dtype)[:, None])
+        """P(c): ``(B,)`` class ids → ``(B, g, g, 1)``, through ``Linear(1 → g²)`` (scalar) or
+        the class's row of the learned table, in the layer's dtype (float32, or bfloat16 under
+        a mixed-precision cast of the module). Learned: ids outside 1..K are clipped (jnp.take)
+        — callers validate ids against the model's class names."""
+        if self.config.class_embedding == "learned":
+            proj = self.class_embed(class_id.astype(jnp.int32))
+        else:
+            proj = self.fc_label(class_id.astype(self.fc_label.kernel.dtype)[:, None])
         return proj.reshape(-1, self.grid, self.grid, 1)
+
+    def class_channel(self, class_id: jax.Array, class_map: jax.Array) -> jax.Array:
+        """The attention's class channel ``(B, g, g, 1)``: the raw id broadcast (scalar, SPEC
+        §1.2 step 4) or P(c) itself (learned)."""
+        if self.config.class_embedding == "learned":
+            return class_map
+        return jnp.broadcast_to(class_id.astype(jnp.float32)[:, None, None, None],
+                                class_map.shape)
 
     def __call__(self, embedding: jax.Array, class_id: jax.Array, *,
                  key: jax.Array | None = None, noise: jax.Array | None = None
@@ -165,20 +182,25 @@ class ClassPromptEncoder(nnx.Module):
                 ) -> tuple[jax.Array | None, jax.Array | None]:
         """The two-branch reverse part (paper §3.2.2) on the diffused ``x_t`` ``(B, g, g, C)``:
         z = [x_T; P(c)] through the UNet, sparse tokens pooled from the sparse branch."""
-        z = jnp.concatenate([x_t, self.class_map(class_id).astype(x_t.dtype)], axis=-1)
-        dense, sparse_map = self.unet(z, class_id.astype(jnp.float32))
+        p = self.class_map(class_id).astype(x_t.dtype)
+        z = jnp.concatenate([x_t, p], axis=-1)
+        dense, sparse_map = self.unet(z, self.class_channel(class_id, p))
         sparse = None if sparse_map is None else pool_halves(sparse_map)
         return sparse, dense
 
 
 def torch_default_init(module: nnx.Module, seed: int) -> None:
-    """PyTorch's default init for every ``nnx.Conv``/``nnx.Linear`` of ``module``, in place:
-    weight and bias ~ U(±1/√fan_in), fan_in = input channels × kernel area (``kaiming_uniform_``
-    with a = √5). Drawn with NumPy, so it works on abstract modules and compiles nothing (XLA's
-    truncated-normal initializers take ~1 s each to compile on CPU)."""
+    """PyTorch's default init for every ``nnx.Conv``/``nnx.Linear``/``nnx.Embed`` of ``module``,
+    in place: weight and bias ~ U(±1/√fan_in), fan_in = input channels × kernel area
+    (``kaiming_uniform_`` with a = √5); embeddings ~ N(0, 1) (``nn.Embedding``). Drawn with
+    NumPy, so it works on abstract modules and compiles nothing (XLA's truncated-normal
+    initializers take ~1 s each to compile on CPU)."""
     rng = np.random.default_rng(seed)
     for _, layer in nnx.iter_graph(module):
-        if isinstance(layer, (nnx.Conv, nnx.Linear)):
+        if isinstance(layer, nnx.Embed):
+            shape = layer.embedding.shape
+            layer.embedding.set_value(jnp.asarray(rng.standard_normal(shape), jnp.float32))
+        elif isinstance(layer, (nnx.Conv, nnx.Linear)):
             kshape = layer.kernel.shape
             bound = 1.0 / math.sqrt(math.prod(kshape[:-1]))
             layer.kernel.set_value(jnp.asarray(rng.uniform(-bound, bound, kshape), jnp.float32))

@@ -23,15 +23,17 @@ import optax
 from jax.experimental import multihost_utils
 
 from ..automedsam import AutoMedSAM
-from ..checkpoint import load_model, save_model
+from ..checkpoint import load_model, save_model, update_meta
 from ..config import AutoMedSamConfig, SamConfig
 from ..data import PipelineConfig, SyntheticConfig, prepare, steps_per_epoch, train_dataset
+from ..data.augment import AugmentConfig
+from ..data.pipeline import foreground_slices
 from ..losses import LossWeights
 from ..optim import Trainee, adamw
 from .checkpointing import Checkpoints, key_from_json, key_to_json
 from .config import TrainConfig
 from .embedding_cache import EmbeddingCache
-from .evaluate import evaluate, summary_table
+from .evaluate import calibrate_presence, evaluate, summary_table
 from .init import random_automedsam
 from .logging import Logger
 from .step import (data_mesh, init_state, learning_rate, make_embed_fn, make_train_step,
@@ -83,10 +85,10 @@ def dataset_spec(name: str):
     return SyntheticConfig(**kwargs)
 
 
-def build_model(cfg: TrainConfig) -> AutoMedSAM:
+def build_model(cfg: TrainConfig, num_classes: int) -> AutoMedSAM:
     sam = SamConfig.preset(cfg.backbone)
     if cfg.weights == "random":
-        return random_automedsam(AutoMedSamConfig(sam, cfg.class_prompt()), cfg.seed)
+        return random_automedsam(AutoMedSamConfig(sam, cfg.class_prompt(num_classes)), cfg.seed)
     weights = cfg.weights
     if weights == "pretrained":
         if cfg.backbone != "litemedsam":
@@ -100,7 +102,7 @@ def build_model(cfg: TrainConfig) -> AutoMedSAM:
     base = load_model(weights)
     if base.config != sam:
         raise ValueError(f"{weights} holds {base.config.name!r}, not --backbone {cfg.backbone!r}")
-    return AutoMedSAM.from_sam(base, cfg.class_prompt(), cfg.seed)
+    return AutoMedSAM.from_sam(base, cfg.class_prompt(num_classes), cfg.seed)
 
 
 def make_tx(cfg: TrainConfig, total_steps: int = 0) -> optax.GradientTransformation:
@@ -149,6 +151,8 @@ def run(cfg: TrainConfig) -> dict:
         builder = builder or build()
     class_names = list(builder.info.metadata["class_names"])
     train_src = builder.as_data_source("train")
+    if builder.info.metadata.get("train_empty_slices") and not cfg.negatives:
+        train_src = foreground_slices(train_src)  # organ-free slices serve only as negatives
     n_proc = jax.process_count()
     if cfg.batch_size % jax.device_count():
         raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the device count "
@@ -161,7 +165,7 @@ def run(cfg: TrainConfig) -> dict:
         total = min(total, cfg.max_steps)
 
     # -- model, state, step -----------------------------------------------------------------
-    model = build_model(cfg)
+    model = build_model(cfg, len(class_names))
     frame = model.config.sam.frame
     trainee = Trainee(model, LossWeights(cfg.loss()))
     tx = make_tx(cfg, total)
@@ -169,7 +173,8 @@ def run(cfg: TrainConfig) -> dict:
     state, frozen, graphdef = init_state(trainee, tx, mesh)
     enc_dtype = jnp.bfloat16 if cfg.encoder_dtype == "bfloat16" else jnp.float32
     step_fn = make_train_step(graphdef, tx, mesh, cached=cfg.cache_embeddings,
-                              encoder_dtype=enc_dtype)
+                              encoder_dtype=enc_dtype, negatives=cfg.negatives)
+    augment = AugmentConfig(variants=cfg.augment)
 
     ckpts = Checkpoints(workdir / "checkpoints", cfg.keep_checkpoints)
     meta = {"step": 0, "epoch_loss_sum": 0.0, "epoch_steps": 0, "epoch_losses": [],
@@ -179,6 +184,8 @@ def run(cfg: TrainConfig) -> dict:
                        PipelineConfig(batch_size=cfg.batch_size // n_proc, seed=cfg.seed,
                                       num_epochs=cfg.epochs, flips=cfg.flips,
                                       images=not cfg.cache_embeddings,
+                                      classes=cfg.classes_per_step,
+                                      num_classes=len(class_names), augment=augment,
                                       num_workers=cfg.num_workers))
     it = iter(ds)
     if ckpts.latest_step() is not None:
@@ -190,7 +197,10 @@ def run(cfg: TrainConfig) -> dict:
     log.info(f"{cfg.dataset}: {len(train_src)} training slices, {spe} steps/epoch, "
              f"{cfg.epochs} epochs, global batch {cfg.batch_size} on {jax.device_count()} "
              f"device(s); backbone {cfg.backbone}, class prompt widths "
-             f"{tuple(cfg.class_prompt_widths)}, lr {cfg.lr:g}, flips {cfg.flips}"
+             f"{tuple(cfg.class_prompt_widths)}, lr {cfg.lr:g}, flips {cfg.flips}; recipe "
+             f"{cfg.recipe}: class embedding {cfg.class_embedding}, {cfg.classes_per_step} "
+             f"class(es) per slice, negatives {cfg.negatives}, {cfg.augment} augmented "
+             f"variant(s), presence {cfg.presence}"
              + (f"; resuming at step {start}" if start else ""))
 
     cache = None
@@ -200,7 +210,7 @@ def run(cfg: TrainConfig) -> dict:
         cache = EmbeddingCache.build(train_src, frame, lambda x: embed(
             state["params"], frozen, jax.device_put(x, jax.sharding.NamedSharding(
                 mesh, jax.sharding.PartitionSpec("data")))), flips=cfg.flips, chunk=chunk,
-            log=log.info)
+            log=log.info, augment=augment, seed=cfg.seed)
 
     stop = {"sigterm": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
@@ -287,10 +297,23 @@ def run(cfg: TrainConfig) -> dict:
     log.info(f"training done: {step} steps")
     export("final")
     summary = {"steps": step, "epoch_losses": meta["epoch_losses"]}
-    metrics = _validate(builder, nnx_model(graphdef, state, frozen), class_names, frame, log, step)
-    if metrics is not None:
+    final_model = nnx_model(graphdef, state, frozen)
+    min_area = 0.0
+    if cfg.presence:
+        for name in ("best", "final"):
+            if (workdir / name).exists():
+                presence = _calibrate(builder, final_model if name == "final" else
+                                      load_model(workdir / name), class_names, frame, log, name)
+                if presence is not None:
+                    update_meta(workdir / name, {"presence": presence})
+                    min_area = presence["min_area"] if name == "final" else min_area
+                    summary[f"presence_{name}"] = presence
+    ev = _validate(builder, final_model, class_names, frame, log, step, min_area)
+    if ev is not None:
+        metrics = ev.metrics
         summary["validation"] = {"mean_dsc": metrics.dsc, "mean_nsd": metrics.nsd, "per_class": {
-            class_names[c - 1]: {"dsc": s.dsc, "nsd": s.nsd} for c, s in metrics.per_class.items()}}
+            class_names[c - 1]: {"dsc": s.dsc, "nsd": s.nsd} for c, s in metrics.per_class.items()},
+            "presence": ev.presence.to_dict()}
     if main:
         (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     log.close()
@@ -303,12 +326,28 @@ def nnx_model(graphdef, state, frozen) -> AutoMedSAM:
     return nnx.merge(graphdef, to_host(state["params"]), to_host(frozen)).model
 
 
-def _validate(builder, model, class_names, frame, log, step):
+def _calibrate(builder, model, class_names, frame, log, name):
+    """The presence rule of ``model`` calibrated on the validation split (None without one)."""
+    src = builder.as_data_source("validation")
+    if len(src) == 0:
+        log.info("presence: no validation split to calibrate on; every class is drawn")
+        return None
+    presence = calibrate_presence(model, src, len(class_names), frame)
+    log.info(f"presence ({name}): a class counts on a slice when its mask covers ≥ "
+             f"{presence['min_area']:.2e} of the image; {100 * presence['accuracy']:.1f} % of "
+             f"{presence['pairs']} validation (slice, class) pairs right")
+    return presence
+
+
+def _validate(builder, model, class_names, frame, log, step, min_area=0.0):
     src = builder.as_data_source("validation")
     if len(src) == 0:
         return None
-    metrics = evaluate(model, src, len(class_names), frame)
-    log.scalars(step, {"dsc": metrics.dsc, "nsd": metrics.nsd, **{
+    ev = evaluate(model, src, len(class_names), frame, min_area=min_area)
+    metrics = ev.metrics
+    log.scalars(step, {"dsc": metrics.dsc, "nsd": metrics.nsd,
+                       "presence/precision": ev.presence.precision,
+                       "presence/recall": ev.presence.recall, **{
         f"dsc/{class_names[c - 1]}": s.dsc for c, s in metrics.per_class.items()}}, "validation")
-    log.info(f"validation at step {step}:\n" + summary_table(metrics, class_names))
-    return metrics
+    log.info(f"validation at step {step}:\n" + summary_table(ev, class_names))
+    return ev

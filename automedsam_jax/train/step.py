@@ -6,7 +6,13 @@ one cross-device reduction itself: gradients are averaged exactly once (no ``pma
 ``shard_map`` whose replicated-parameter gradients would already be summed before a ``pmean``).
 Only the trainable variables (:data:`~automedsam_jax.optim.TRAINABLE`) are differentiated; the
 frozen image encoder runs inside the step under ``stop_gradient``, or is skipped when the batch
-carries cached ``embedding``\\ s. Diffusion noise comes from an explicit key folded with the step
+carries cached ``embedding``\\ s.
+
+Two batch layouts: one class per slice (the paper: ``class_id`` ``(B,)``, targets ``(B, L, L)``)
+or every class of each slice (``class_id`` ``(B, K)``, targets ``(B, K, L, L)``, ``present``
+``(B, K)``): the slice's one embedding is decoded for all K classes in the same step — the
+B·K (slice, class) pairs are flattened into one batch, so the loss is the mean over pairs (see
+:mod:`automedsam_jax.losses` for what absent classes contribute). Diffusion noise comes from an explicit key folded with the step
 number (or from the batch's ``noise``, for benchmarks that must feed two frameworks the same
 draws). The state argument is donated; metrics stay on the device.
 
@@ -41,6 +47,9 @@ from ..optim import TRAINABLE, Trainee
 
 STEP_KEYS = ("class_id", "mask", "box", "dist")
 """Batch entries the step reads, besides ``image`` (online) or ``embedding`` (cached)."""
+OPTIONAL_KEYS = ("present", "noise")
+"""Batch entries the step reads when present: the all-classes layout's ``present``, and
+explicit diffusion ``noise`` (benchmarks, tests)."""
 
 
 def data_mesh(devices=None) -> Mesh:
@@ -73,8 +82,8 @@ def init_state(trainee: Trainee, tx: optax.GradientTransformation, mesh: Mesh):
 def shard_batch(batch: dict[str, Any], mesh: Mesh, cached: bool = False) -> dict[str, jax.Array]:
     """This process's share of a batch (numpy) → global arrays sharded on ``data`` (with the
     batch's ``noise`` too when it has one)."""
-    keys = ("embedding" if cached else "image",) + STEP_KEYS + (
-        ("noise",) if "noise" in batch else ())
+    keys = ("embedding" if cached else "image",) + STEP_KEYS + tuple(
+        k for k in OPTIONAL_KEYS if k in batch)
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(batch[k]))
             for k in keys}
@@ -123,6 +132,11 @@ def forward(model, images: jax.Array | None, class_ids: jax.Array, *,
     outputs float32."""
     emb = (jax.lax.stop_gradient(embeddings) if embeddings is not None
            else embed_frozen(model, images, encoder_dtype))
+    if class_ids.ndim == 2:  # every class of each slice: one embedding, K decodes
+        emb = jnp.repeat(emb, class_ids.shape[1], axis=0)
+        class_ids = class_ids.reshape(-1)
+        if noise is not None:
+            noise = noise.reshape(-1, *noise.shape[2:])
     cast = with_dtype(model, compute_dtype) if jnp.dtype(compute_dtype) != jnp.float32 else model
     if noise is not None:
         noise = noise.astype(compute_dtype)
@@ -130,25 +144,38 @@ def forward(model, images: jax.Array | None, class_ids: jax.Array, *,
     return AutoMedSamOutput(*(None if x is None else x.astype(jnp.float32) for x in out))
 
 
+def flatten_pairs(batch: dict) -> dict:
+    """The all-classes layout's per-(slice, class) entries ``(B, K, ...)`` → ``(B·K, ...)``
+    (slice-major, as :func:`forward` repeats the embeddings); other layouts unchanged."""
+    if batch["class_id"].ndim != 2:
+        return batch
+    return {k: (v.reshape(-1, *v.shape[2:]) if k in ("class_id", "mask", "box", "dist", "present")
+                else v) for k, v in batch.items()}
+
+
 def loss_and_terms(trainee: Trainee, batch: dict, key: jax.Array, cached: bool,
-                   encoder_dtype=jnp.float32, compute_dtype=jnp.float32):
+                   encoder_dtype=jnp.float32, compute_dtype=jnp.float32,
+                   negatives: bool = False):
     """Joint loss of one batch: (total, terms). ``key`` draws the diffusion noise unless the
-    batch carries it as ``noise`` ``(B, g, g, C)``."""
+    batch carries it as ``noise`` ``(B, g, g, C)`` (``(B, K, g, g, C)`` for all classes)."""
     model = trainee.model
     noise = batch.get("noise")
     out = forward(model, None if cached else batch["image"], batch["class_id"],
                   embeddings=batch["embedding"] if cached else None,
                   key=None if noise is not None else key, noise=noise,
                   encoder_dtype=encoder_dtype, compute_dtype=compute_dtype)
-    return joint_loss(out, batch, model.teacher(batch["box"]), trainee.loss_weights)
+    pairs = flatten_pairs(batch)
+    return joint_loss(out, pairs, model.teacher(pairs["box"]), trainee.loss_weights, negatives)
 
 
-def _step(graphdef, tx, cached, encoder_dtype, compute_dtype, state, frozen, batch, key):
+def _step(graphdef, tx, cached, encoder_dtype, compute_dtype, negatives, state, frozen, batch,
+          key):
     noise_key = jax.random.fold_in(key, state["step"])
 
     def loss_fn(params):
         trainee = nnx.merge(graphdef, params, frozen)
-        return loss_and_terms(trainee, batch, noise_key, cached, encoder_dtype, compute_dtype)
+        return loss_and_terms(trainee, batch, noise_key, cached, encoder_dtype, compute_dtype,
+                              negatives)
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
     updates, opt = tx.update(grads, state["opt"], state["params"])
@@ -163,28 +190,31 @@ def _step(graphdef, tx, cached, encoder_dtype, compute_dtype, state, frozen, bat
 
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, mesh: Mesh, *,
-                    cached: bool = False, encoder_dtype=jnp.float32, compute_dtype=jnp.float32):
+                    cached: bool = False, encoder_dtype=jnp.float32, compute_dtype=jnp.float32,
+                    negatives: bool = False):
     """``step(state, frozen, batch, key) -> (state, metrics)``, jitted on ``mesh``; ``state``
     is donated. ``cached``: the batch holds ``embedding`` (B, g, g, C) instead of ``image``.
-    ``encoder_dtype``/``compute_dtype``: see the module docstring."""
+    ``encoder_dtype``/``compute_dtype``: see the module docstring. ``negatives``: absent
+    classes of an all-classes batch count in the CE term (:mod:`automedsam_jax.losses`)."""
     rep, data = replicated(mesh), batch_sharding(mesh)
 
     def step(state, frozen, batch, key):
-        return _step(graphdef, tx, cached, encoder_dtype, compute_dtype, state, frozen, batch, key)
+        return _step(graphdef, tx, cached, encoder_dtype, compute_dtype, negatives, state,
+                     frozen, batch, key)
 
     return jax.jit(step, in_shardings=(rep, rep, data, rep), out_shardings=(rep, rep),
                    donate_argnums=(0,))
 
 
 def make_loss_fn(graphdef, mesh: Mesh, *, cached: bool = False, encoder_dtype=jnp.float32,
-                 compute_dtype=jnp.float32):
+                 compute_dtype=jnp.float32, negatives: bool = False):
     """``loss(state, frozen, batch, key) -> (total, terms)`` without an update (tests, eval)."""
     rep, data = replicated(mesh), batch_sharding(mesh)
 
     def loss(state, frozen, batch, key):
         trainee = nnx.merge(graphdef, state["params"], frozen)
         return loss_and_terms(trainee, batch, jax.random.fold_in(key, state["step"]), cached,
-                              encoder_dtype, compute_dtype)
+                              encoder_dtype, compute_dtype, negatives)
 
     return jax.jit(loss, in_shardings=(rep, rep, data, rep), out_shardings=rep)
 

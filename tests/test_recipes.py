@@ -1,0 +1,267 @@
+"""The two recipes (issue 13): ``--recipe paper`` trains exactly as before the extensions; the
+all-classes step, negatives, the learned class embedding and augmentation do what their
+docstrings say."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from automedsam_jax.automedsam import AutoMedSamOutput
+from automedsam_jax.config import AutoMedSamConfig, ClassPromptConfig, LossConfig, SamConfig
+from automedsam_jax.data import PipelineConfig, SyntheticConfig, prepare, train_dataset
+from automedsam_jax.data.augment import AugmentConfig, augment_slice
+from automedsam_jax.data.sample import class_sample, slice_sample
+from automedsam_jax.losses import LossWeights, loss_terms
+from automedsam_jax.optim import Trainee
+from automedsam_jax.train.config import TrainConfig, from_args
+from automedsam_jax.train.embedding_cache import EmbeddingCache
+from automedsam_jax.train.init import random_automedsam
+from automedsam_jax.train.loop import make_tx
+from automedsam_jax.train.step import (data_mesh, init_state, loss_and_terms, make_embed_fn,
+                                       make_loss_fn, shard_batch, split_trainee)
+
+ROOT = Path(__file__).parents[1]
+GOLDEN = Path(__file__).parent / "data" / "paper_recipe_params.npz"
+TINY = ClassPromptConfig(widths=(8, 16, 32))
+
+
+def test_paper_recipe_reproduces_the_code_before_the_extensions(tmp_path):
+    """``tests/data/paper_recipe_params.npz`` holds the class prompt encoder and mask decoder
+    after this exact command, run with the code of commit d187387 (before issue 13: the
+    command had no --recipe then, and its defaults were the paper's). Same machine kind, same
+    seed: the parameters must be bit-identical."""
+    cmd = [sys.executable, str(ROOT / "train.py"), "--recipe", "paper",
+           "--dataset", "synthetic:num_cases=6,num_classes=3,height=48,width=48",
+           "--backbone", "tiny_vit_b", "--weights", "random", "--class-prompt-widths", "8,16,32",
+           "--epochs", "2", "--batch-size", "2", "--max-steps", "4", "--lr", "1e-3",
+           "--workdir", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"),
+           "--no-progress"]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=tmp_path)
+    from automedsam_jax.checkpoint import load_model
+    model = load_model(tmp_path / "run" / "final")
+    flat = {"/".join(map(str, k)): np.asarray(v.get_value())
+            for k, v in nnx.to_flat_state(nnx.state(model))}
+    golden = np.load(GOLDEN)
+    assert len(golden.files) > 100
+    for name in golden.files:
+        np.testing.assert_array_equal(flat[name], golden[name], err_msg=name)
+
+
+def test_recipe_switches_from_the_command_line():
+    paper = from_args(["--recipe", "paper", "--dataset", "synthetic:num_cases=4"])
+    assert (paper.class_embedding, paper.classes_per_step, paper.negatives, paper.augment,
+            paper.presence, paper.flips) == ("scalar", "one", False, 0, False, True)
+    # The paper recipe is TrainConfig's SPEC §3 defaults.
+    default = TrainConfig(dataset="synthetic:num_cases=4", workdir="runs/synthetic")
+    assert paper == default
+    improved = from_args(["--dataset", "synthetic:num_cases=4"])
+    assert (improved.recipe, improved.class_embedding, improved.classes_per_step,
+            improved.negatives, improved.presence) == ("improved", "learned", "all", True, True)
+    # Each extension has its own switch over the recipe.
+    one = from_args(["--dataset", "synthetic:num_cases=4", "--class-embedding", "scalar",
+                     "--no-negatives", "--augment", "0"])
+    assert (one.class_embedding, one.negatives, one.augment, one.classes_per_step) == (
+        "scalar", False, 0, "all")
+    with pytest.raises(ValueError, match="classes-per-step all"):
+        from_args(["--dataset", "synthetic:num_cases=4", "--classes-per-step", "one"])
+
+
+def _tiny(cpc=TINY, seed=0):
+    cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), cpc)
+    return random_automedsam(cfg, seed)
+
+
+def _all_class_batch(model, k=3, present=None, seed=0):
+    """One slice, K classes: random embedding, masks, boxes and distance maps, explicit noise."""
+    rs = np.random.RandomState(seed)
+    g, c = model.config.sam.embedding_size, model.config.sam.decoder.transformer_dim
+    low = model.config.sam.low_res_size
+    present = np.ones(k, bool) if present is None else np.asarray(present)
+    mask = (rs.rand(1, k, low, low) > 0.7).astype(np.float32) * present[None, :, None, None]
+    return {"embedding": rs.randn(1, g, g, c).astype(np.float32),
+            "class_id": np.arange(1, k + 1, dtype=np.int32)[None],
+            "mask": mask, "dist": rs.rand(1, k, low, low).astype(np.float32) * mask,
+            "box": (rs.rand(1, k, 4) * 40 + np.array([0, 0, 40, 40])).astype(np.float32)
+            * present[None, :, None],
+            "present": present[None], "noise": rs.randn(1, k, g, g, c).astype(np.float32)}
+
+
+def test_all_class_gradient_is_the_mean_of_the_one_class_gradients():
+    """With every class present, the all-classes loss is the mean over the K one-class losses
+    (each term is a mean over samples, and Σ L_i/(2σ_i²) + log(1 + σ_i²) is affine in the
+    terms), so its gradient is the mean of the K one-class gradients of the same slice and
+    noise."""
+    model = _tiny()
+    trainee = Trainee(model, LossWeights(LossConfig()))
+    graphdef, params, frozen = split_trainee(trainee)
+    batch = _all_class_batch(model)
+    key = jax.random.key(0)
+
+    def grad(b):
+        def f(p):
+            return loss_and_terms(nnx.merge(graphdef, p, frozen), b, key, cached=True)[0]
+        return jax.grad(f)(params)
+
+    g_all = grad(batch)
+    ones = [grad({"embedding": batch["embedding"], "class_id": batch["class_id"][:, k],
+                  "mask": batch["mask"][:, k], "dist": batch["dist"][:, k],
+                  "box": batch["box"][:, k], "noise": batch["noise"][:, k]}) for k in range(3)]
+    mean = jax.tree.map(lambda *g: sum(g) / 3, *ones)
+    flat_all, flat_mean = jax.tree.leaves(g_all), jax.tree.leaves(mean)
+    assert len(flat_all) > 20
+    for a, b in zip(flat_all, flat_mean):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-6)
+    # Not trivially equal: one class alone has another gradient.
+    assert not np.allclose(jax.tree.leaves(ones[0])[-1], flat_all[-1], rtol=1e-3)
+
+
+def _np_sigmoid(x):
+    return 1 / (1 + np.exp(-x.astype(np.float64)))
+
+
+def test_negatives_losses_as_defined():
+    """An absent class (present 0, empty mask): CE covers it (every sample) when negatives are
+    on, else not; MSE, Dice and SD are means over the present samples only. Expectations are
+    NumPy's, sample by sample."""
+    rs = np.random.RandomState(0)
+    n, L, g, c = 4, 16, 4, 8
+    present = np.array([1, 0, 1, 0], np.float32)
+    mask = (rs.rand(n, L, L) > 0.6).astype(np.float32) * present[:, None, None]
+    dist = rs.rand(n, L, L).astype(np.float32) * present[:, None, None]
+    logits = (2 * rs.randn(n, L, L)).astype(np.float32)
+    sp, dn = rs.randn(n, 2, c).astype(np.float32), rs.randn(n, g, g, c).astype(np.float32)
+    tsp, tdn = rs.randn(n, 2, c).astype(np.float32), rs.randn(n, g, g, c).astype(np.float32)
+    out = AutoMedSamOutput(jnp.asarray(logits), jnp.zeros(n), jnp.asarray(sp), jnp.asarray(dn))
+    batch = {"mask": mask, "dist": dist, "present": present}
+    p = _np_sigmoid(logits)
+    x = logits.astype(np.float64)
+    bce = (np.maximum(x, 0) - x * mask + np.log1p(np.exp(-np.abs(x)))).mean((1, 2))
+    dice = 1 - (2 * (p * mask).sum((1, 2)) + 1e-5) / ((p * p).sum((1, 2)) + mask.sum((1, 2))
+                                                    + 1e-5)
+    sd = ((p - mask) ** 2 * dist ** 2).mean((1, 2))
+    mse = ((sp - tsp) ** 2).mean((1, 2)) + ((dn - tdn) ** 2).mean((1, 2, 3))
+    on = present.astype(bool)
+    for negatives, ce in ((True, bce.mean()), (False, bce[on].mean())):
+        terms = loss_terms(out, batch, (tsp, tdn), ("mse", "ce", "dice", "sd"), negatives)
+        assert float(terms["ce"]) == pytest.approx(ce, rel=1e-5)
+        assert float(terms["dice"]) == pytest.approx(dice[on].mean(), rel=1e-5)
+        assert float(terms["sd"]) == pytest.approx(sd[on].mean(), rel=1e-5)
+        assert float(terms["mse"]) == pytest.approx(mse[on].mean(), rel=1e-5)
+    # A negative's CE pushes its logits down everywhere.
+    def ce_of(lg):
+        o = AutoMedSamOutput(lg, jnp.zeros(n), None, None)
+        return loss_terms(o, batch, (tsp, tdn), ("ce",), True)["ce"]
+    grad = np.asarray(jax.grad(ce_of)(jnp.asarray(logits)))
+    assert (grad[1] > 0).all() and (grad[3] > 0).all()
+
+
+def test_learned_class_embedding_feeds_the_map_and_the_attention_channel():
+    cpc = ClassPromptConfig(widths=(8, 16, 32), class_embedding="learned", num_classes=3)
+    model = _tiny(cpc)
+    cpe = model.class_prompt_encoder
+    table = np.asarray(cpe.class_embed.embedding.get_value())
+    g = model.config.sam.embedding_size
+    assert table.shape == (4, g * g) and not hasattr(cpe, "fc_label")
+    ids = jnp.array([2, 3])
+    np.testing.assert_array_equal(np.asarray(cpe.class_map(ids))[..., 0],
+                                  table[[2, 3]].reshape(2, g, g))
+    # The attention channel is P(c): changing class 2's row changes the attention's input too.
+    emb = jnp.asarray(np.random.RandomState(0).randn(2, g, g, 32).astype(np.float32))
+    before = cpe(emb, ids)
+    cpe.class_embed.embedding.set_value(cpe.class_embed.embedding.get_value().at[2].add(1.0))
+    after = cpe(emb, ids)
+    assert not np.allclose(before[1][0], after[1][0]) and np.allclose(before[1][1], after[1][1])
+    with pytest.raises(ValueError, match="num_classes"):
+        ClassPromptConfig(class_embedding="learned")
+
+
+def test_slice_sample_is_class_sample_per_class_with_empty_negatives():
+    from automedsam_jax.config import LITEMEDSAM_FRAME
+    rs = np.random.RandomState(0)
+    label = np.zeros((40, 50), np.uint8)
+    label[5:20, 5:25] = 1
+    label[25:35, 30:45] = 3
+    image = rs.randint(0, 255, (40, 50, 1)).astype(np.uint8)
+    s = slice_sample(image, label, 4, LITEMEDSAM_FRAME, 256)
+    np.testing.assert_array_equal(s["present"], [True, False, True, False])
+    np.testing.assert_array_equal(s["class_id"], [1, 2, 3, 4])
+    for c in (1, 3):
+        one = class_sample(image, label, c, LITEMEDSAM_FRAME, 256)
+        for k in ("mask", "dist", "box"):
+            np.testing.assert_array_equal(s[k][c - 1], one[k], err_msg=f"{k} of class {c}")
+        np.testing.assert_array_equal(s["image"], one["image"])
+    for c in (2, 4):
+        assert not s["mask"][c - 1].any() and not s["dist"][c - 1].any()
+        assert not s["box"][c - 1].any()
+
+
+def test_augmented_variants_are_fixed_per_slice_and_move_image_and_label_together():
+    rs = np.random.RandomState(0)
+    label = np.zeros((60, 80), np.uint8)
+    label[20:40, 30:50] = 2
+    image = np.where(label[..., None] > 0, 200, rs.randint(0, 60, (60, 80, 1))).astype(np.uint8)
+    cfg = AugmentConfig(variants=3)
+    same = augment_slice(image, label, cfg, 0, "case", 4, 0)
+    assert same[0] is image and same[1] is label
+    a1 = augment_slice(image, label, cfg, 0, "case", 4, 1)
+    np.testing.assert_array_equal(a1[0], augment_slice(image, label, cfg, 0, "case", 4, 1)[0])
+    a2 = augment_slice(image, label, cfg, 0, "case", 4, 2)
+    assert not np.array_equal(a1[0], a2[0]) and not np.array_equal(a1[0], image)
+    for aug_image, aug_label in (a1, a2):
+        assert aug_image.shape == image.shape and aug_label.shape == label.shape
+        inside = aug_label == 2
+        assert inside.any()
+        # The organ stays the bright square wherever the warp put it (edges aside).
+        core = inside & np.roll(inside, 2, 0) & np.roll(inside, -2, 0) \
+            & np.roll(inside, 2, 1) & np.roll(inside, -2, 1)
+        assert aug_image[..., 0][core].min() > aug_image[..., 0][~inside].mean()
+
+
+@pytest.mark.parametrize("classes,variants", [("all", 2)])
+def test_cached_augmented_all_class_losses_agree_with_online(tmp_path, classes, variants):
+    """The cache embeds every augmented variant as the online pipeline makes it: the same
+    all-classes losses either way."""
+    cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY)
+    builder = prepare(SyntheticConfig(num_cases=6, num_classes=3, height=40, width=40),
+                      str(tmp_path))
+    src = builder.as_data_source("train")
+    frame = cfg.sam.frame
+    trainee = Trainee(random_automedsam(cfg, 1), LossWeights(LossConfig()))
+    mesh = data_mesh()
+    state, frozen, graphdef = init_state(trainee, make_tx(TrainConfig()), mesh)
+    embed = make_embed_fn(graphdef, mesh)
+    augment = AugmentConfig(variants=variants)
+    cache = EmbeddingCache.build(src, frame, lambda x: embed(state["params"], frozen, x),
+                                 flips=False, chunk=4, log=lambda *_: None, augment=augment,
+                                 seed=3)
+    assert len(cache.embeddings) == (variants + 1) * len(src)
+    pc = dict(batch_size=4, seed=3, flips=False, classes=classes, num_classes=3,
+              augment=augment)
+    it = iter(train_dataset(src, frame, cfg.sam.low_res_size, PipelineConfig(**pc)))
+    it_c = iter(train_dataset(src, frame, cfg.sam.low_res_size,
+                              PipelineConfig(images=False, **pc)))
+    online = make_loss_fn(graphdef, mesh, negatives=True)
+    cached = make_loss_fn(graphdef, mesh, cached=True, negatives=True)
+    key = jax.random.key(3)
+    seen = set()
+    for _ in range(3):
+        b, bc = next(it), next(it_c)
+        assert b["class_id"].shape == (4, 3) and b["mask"].shape[:2] == (4, 3)
+        seen |= set(b["variant"].tolist())
+        bc["embedding"] = cache.lookup(bc)
+        a, _ = online(state, frozen, shard_batch(b, mesh), key)
+        c, _ = cached(state, frozen, shard_batch(bc, mesh, cached=True), key)
+        np.testing.assert_allclose(float(c), float(a), rtol=1e-5)
+    assert len(seen) > 1
+    # A wrong variant's embedding changes the loss: the comparison can fail.
+    bc["variant"] = (bc["variant"] + 1) % (variants + 1)
+    bc["embedding"] = cache.lookup(bc)
+    c, _ = cached(state, frozen, shard_batch(bc, mesh, cached=True), key)
+    assert abs(float(c) - float(a)) > 1e-6
