@@ -244,7 +244,8 @@ class ClassPromptConfig:
     class_embedding: how the class id enters (SPEC §7). ``"scalar"`` (the paper): P(c) =
                Linear(1→g²)(c) and the raw id c as the attention's class channel, so class k
                starts as an affine step from class k−1. ``"learned"``: one learned g² vector per
-               class id (``nnx.Embed``) is P(c) *and* the attention's class channel; needs
+               class id (``nnx.Embed``, N(0, 1) rows) is P(c), and one learned value per class
+               (initialised to the id) is the attention's class channel; needs
                ``num_classes``.
     num_classes: K, the number of class ids 1..K (``"learned"`` only; 0 for ``"scalar"``).
     """

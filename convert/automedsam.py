@@ -45,6 +45,10 @@ def automedsam_from_torch(state: Mapping, cfg: AutoMedSamConfig,
 
 def automedsam_to_torch(model: AutoMedSAM) -> dict[str, np.ndarray]:
     """Flax :class:`AutoMedSAM` → the authors' PyTorch state dict (NumPy arrays)."""
+    if model.config.class_prompt.class_embedding != "scalar":
+        raise ValueError("the authors' PyTorch AutoMedSAM takes the class id as a scalar only; a "
+                         "model trained with a learned class embedding (--class-embedding "
+                         "learned, the improved recipe) has no counterpart in that layout")
     out = {}
     for attr, prefix in PARTS.items():
         out.update(to_torch_state(getattr(model, attr), prefix))

@@ -63,14 +63,14 @@ def test_recipe_switches_from_the_command_line():
     assert paper == default
     improved = from_args(["--dataset", "synthetic:num_cases=4"])
     assert (improved.recipe, improved.class_embedding, improved.classes_per_step,
-            improved.negatives, improved.presence) == ("improved", "learned", "all", True, True)
+            improved.negatives, improved.presence) == ("improved", "learned", "one", True, True)
     # Each extension has its own switch over the recipe.
     one = from_args(["--dataset", "synthetic:num_cases=4", "--class-embedding", "scalar",
-                     "--no-negatives", "--augment", "0"])
+                     "--no-negatives", "--augment", "2", "--classes-per-step", "all"])
     assert (one.class_embedding, one.negatives, one.augment, one.classes_per_step) == (
-        "scalar", False, 0, "all")
-    with pytest.raises(ValueError, match="classes-per-step all"):
-        from_args(["--dataset", "synthetic:num_cases=4", "--classes-per-step", "one"])
+        "scalar", False, 2, "all")
+    with pytest.raises(ValueError, match="negative-fraction"):
+        from_args(["--dataset", "synthetic:num_cases=4", "--negative-fraction", "1.5"])
 
 
 def _tiny(cpc=TINY, seed=0):
@@ -163,21 +163,28 @@ def test_negatives_losses_as_defined():
 
 
 def test_learned_class_embedding_feeds_the_map_and_the_attention_channel():
+    from automedsam_jax.modeling.class_prompt_encoder import init_class_prompt_encoder
     cpc = ClassPromptConfig(widths=(8, 16, 32), class_embedding="learned", num_classes=3)
-    model = _tiny(cpc)
-    cpe = model.class_prompt_encoder
+    g = 6
+    cpe = init_class_prompt_encoder(cpc, 32, g, seed=0)
     table = np.asarray(cpe.class_embed.embedding.get_value())
-    g = model.config.sam.embedding_size
     assert table.shape == (4, g * g) and not hasattr(cpe, "fc_label")
+    assert 0.7 < table.std() < 1.3  # nn.Embedding's N(0, 1)
+    np.testing.assert_array_equal(np.asarray(cpe.class_value.get_value()), [0, 1, 2, 3])
     ids = jnp.array([2, 3])
     np.testing.assert_array_equal(np.asarray(cpe.class_map(ids))[..., 0],
                                   table[[2, 3]].reshape(2, g, g))
-    # The attention channel is P(c): changing class 2's row changes the attention's input too.
+    p = cpe.class_map(ids)
+    np.testing.assert_array_equal(np.asarray(cpe.class_channel(ids, p))[:, 0, 0, 0], [2, 3])
+    # Class 2's row of either table changes class 2's prompts only.
     emb = jnp.asarray(np.random.RandomState(0).randn(2, g, g, 32).astype(np.float32))
     before = cpe(emb, ids)
-    cpe.class_embed.embedding.set_value(cpe.class_embed.embedding.get_value().at[2].add(1.0))
-    after = cpe(emb, ids)
-    assert not np.allclose(before[1][0], after[1][0]) and np.allclose(before[1][1], after[1][1])
+    for param in (cpe.class_embed.embedding, cpe.class_value):
+        param.set_value(param.get_value().at[2].add(1.0))
+        after = cpe(emb, ids)
+        assert not np.allclose(before[1][0], after[1][0], atol=1e-6)
+        np.testing.assert_array_equal(before[1][1], after[1][1])
+        before = after
     with pytest.raises(ValueError, match="num_classes"):
         ClassPromptConfig(class_embedding="learned")
 
@@ -265,3 +272,109 @@ def test_cached_augmented_all_class_losses_agree_with_online(tmp_path, classes, 
     bc["embedding"] = cache.lookup(bc)
     c, _ = cached(state, frozen, shard_batch(bc, mesh, cached=True), key)
     assert abs(float(c) - float(a)) > 1e-6
+
+
+def test_calibrate_picks_the_middle_of_the_best_threshold_interval():
+    from automedsam_jax.evaluation import calibrate
+    # Absent classes leave masks of 0–0.1 %, present ones 2–30 %: any t in (0.001, 0.02]
+    # separates them; the geometric middle is √(0.001·0.02).
+    areas = np.array([[0.0, 0.3, 0.001], [0.02, 0.0005, 0.1]])
+    truth = np.array([[False, True, False], [True, False, True]])
+    t, acc = calibrate(areas, truth)
+    assert acc == 1.0 and t == pytest.approx(math.sqrt(0.001 * 0.02))
+    # One absent class with a large mask (0.05) cannot be separated: 5 of 6 right at best.
+    t, acc = calibrate(np.array([0.0, 0.05, 0.02, 0.3]), np.array([False, False, True, True]))
+    assert acc == 0.75 and 0.0 < t <= 0.02
+    # Everything present: t = 0 keeps all.
+    t, acc = calibrate(np.array([0.0, 0.1]), np.array([True, True]))
+    assert acc == 1.0 and t == 0.0
+
+
+def test_training_calibrates_and_stores_the_presence_rule(tmp_path):
+    """train.py's improved recipe writes a presence rule into both exported models; reloaded,
+    it is the one the command printed, and it gets as many validation pairs right as the best
+    threshold found by brute force over masks computed here class by class."""
+    from automedsam_jax.checkpoint import read_meta
+    from automedsam_jax.evaluation import load_automedsam
+    from automedsam_jax.preprocess import postprocess_masks, preprocess_image
+    from automedsam_jax.train.loop import run
+
+    spec = "synthetic:num_cases=8,num_classes=3,height=48,width=48,depth=4"
+    cfg = from_args(["--dataset", spec, "--backbone", "tiny_vit_b", "--weights", "random",
+                     "--class-prompt-widths", "8,16,32", "--epochs", "2", "--batch-size", "2",
+                     "--workdir", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"),
+                     "--no-progress", "--augment", "1"])
+    summary = run(cfg)
+    for name in ("best", "final"):
+        stored = read_meta(tmp_path / "run" / name)["presence"]
+        assert stored == summary[f"presence_{name}"]
+        assert load_automedsam(tmp_path / "run" / name).min_area == stored["min_area"]
+    trained = load_automedsam(tmp_path / "run" / "final")
+    model, frame = trained.model, trained.model.config.sam.frame
+    src = prepare(cfg_dataset(spec), str(tmp_path / "data")).as_data_source("validation")
+    areas, truth = [], []
+    for i in range(len(src)):
+        r = src[i]
+        x, resized = preprocess_image(r["image"], frame)
+        for c in (1, 2, 3):
+            low = model(jnp.asarray(x)[None], jnp.array([c])).low_res_logits
+            areas.append(float((np.asarray(postprocess_masks(low, resized, frame)) > 0).mean()))
+            truth.append(bool((r["label"] == c).any()))
+    areas, truth = np.array(areas), np.array(truth)
+    best = max(np.mean((areas >= t) == truth) for t in np.concatenate([[0.0], areas, [1.1]]))
+    stored = read_meta(tmp_path / "run" / "final")["presence"]
+    assert stored["pairs"] == len(areas)
+    assert stored["accuracy"] == pytest.approx(best)
+    assert np.mean((areas >= stored["min_area"]) == truth) == pytest.approx(best)
+
+
+def cfg_dataset(spec):
+    from automedsam_jax.train.loop import dataset_spec
+    return dataset_spec(spec)
+
+
+def _records(n=40, seed=0):
+    """In-memory slice records: class 1 on every slice, class 2 on even slices, slices 0–3
+    without foreground."""
+    rs = np.random.RandomState(seed)
+    out = []
+    for i in range(n):
+        label = np.zeros((32, 40), np.uint8)
+        if i >= 4:
+            label[4:14, 5:20] = 1
+            if i % 2 == 0:
+                label[18:28, 22:36] = 2
+        out.append({"image": rs.randint(0, 255, (32, 40, 1)).astype(np.uint8), "label": label,
+                    "case_id": b"case", "slice_index": np.int32(i)})
+    return out
+
+
+def test_one_class_negatives_take_absent_classes_at_the_set_rate():
+    from automedsam_jax.config import LITEMEDSAM_FRAME
+    import grain
+    recs = _records()
+    cfg = PipelineConfig(batch_size=4, flips=False, num_classes=3, negatives=True,
+                         negative_fraction=0.25, images=False, num_epochs=20,
+                         shard=grain.sharding.NoSharding())
+    negatives = with_absent = 0
+    for batch in train_dataset(recs, LITEMEDSAM_FRAME, 64, cfg):
+        for c, z, m, b, p in zip(batch["class_id"], batch["slice_index"], batch["mask"],
+                                 batch["box"], batch["present"]):
+            label = recs[z]["label"]
+            assert bool(p) == bool((label == c).any()) == bool(m.any())
+            if not p:
+                negatives += 1
+                assert not b.any()
+            if z < 4:
+                assert not p  # an organ-free slice can only give a negative
+            else:
+                with_absent += 1
+    # Slices with foreground miss class 3 (and 2 on odd slices): 1 sample in 4 is negative.
+    rate = (negatives - 20 * 4) / with_absent
+    assert 0.18 < rate < 0.32
+    # The paper's pipeline carries no "present" and refuses organ-free slices.
+    paper = PipelineConfig(batch_size=4, flips=False, images=False,
+                           shard=grain.sharding.NoSharding())
+    assert "present" not in next(iter(train_dataset(recs[4:], LITEMEDSAM_FRAME, 64, paper)))
+    with pytest.raises(ValueError, match="no foreground"):
+        next(iter(train_dataset(recs[:4], LITEMEDSAM_FRAME, 64, paper)))

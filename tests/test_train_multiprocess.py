@@ -76,5 +76,5 @@ def _initial_params():
     from flax import nnx
     from automedsam_jax.train.config import from_args
     from automedsam_jax.train.loop import build_model
-    model = build_model(from_args(_cmd("w", "d")[2:]))
+    model = build_model(from_args(_cmd("w", "d")[2:]), num_classes=3)
     return {p: np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(model))}

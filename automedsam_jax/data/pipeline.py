@@ -46,7 +46,10 @@ class PipelineConfig:
     classes:     ``"one"``: one class present in the slice, chosen at random (the paper);
                  ``"all"``: every class 1..``num_classes`` of the slice, absent ones with empty
                  targets and ``present`` False (see :func:`.sample.slice_sample`).
-    num_classes: K, for ``classes="all"``.
+    num_classes: K, for ``classes="all"`` and ``negatives``.
+    negatives:   ``classes="one"``: with probability ``negative_fraction`` (always, on a slice
+                 without foreground) the class is one absent from the slice, with an empty
+                 target; the samples then carry ``present``. (``"all"`` always has them.)
     augment:     augmented variants of each slice (:mod:`.augment`); one is drawn per sample
                  (variant 0 = the slice as stored).
     num_workers: worker processes (0 = in the main process, with ``num_threads`` threads).
@@ -65,6 +68,8 @@ class PipelineConfig:
     images: bool = True
     classes: Literal["one", "all"] = "one"
     num_classes: int = 0
+    negatives: bool = False
+    negative_fraction: float = 0.25
     augment: AugmentConfig = AugmentConfig()
     num_workers: int = 0
     num_threads: int = 1
@@ -85,12 +90,14 @@ class TrainTransform(grain.transforms.RandomMap):
 
     def __init__(self, frame: FrameConfig, low_res: int, flips: bool, box_jitter: bool,
                  images: bool = True, classes: str = "one", num_classes: int = 0,
-                 augment: AugmentConfig = AugmentConfig(), seed: int = 0):
+                 augment: AugmentConfig = AugmentConfig(), seed: int = 0,
+                 negatives: bool = False, negative_fraction: float = 0.25):
         self.frame, self.low_res, self.flips, self.box_jitter = frame, low_res, flips, box_jitter
         self.images, self.classes, self.num_classes = images, classes, num_classes
         self.augment, self.seed = augment, seed
-        if classes == "all" and num_classes < 1:
-            raise ValueError("classes='all' needs num_classes >= 1")
+        self.negatives, self.negative_fraction = negatives, negative_fraction
+        if (classes == "all" or negatives) and num_classes < 1:
+            raise ValueError("all classes per slice and negatives need num_classes >= 1")
 
     def random_map(self, record: Record, rng: np.random.Generator) -> Record:
         image, label = record["image"], record["label"]
@@ -99,15 +106,21 @@ class TrainTransform(grain.transforms.RandomMap):
         # without the extensions sees exactly the samples it always did.
         if self.classes == "one":
             classes = present_classes(label)
-            if classes.size == 0:
+            absent = np.setdiff1d(np.arange(1, self.num_classes + 1), classes)
+            if self.negatives and absent.size and (classes.size == 0
+                                                   or rng.random() < self.negative_fraction):
+                class_id = int(rng.choice(absent))
+            elif classes.size == 0:
                 raise ValueError(f"slice {z} of {case!r} has no foreground; one-class training "
-                                 "uses only slices with foreground")
-            class_id = int(rng.choice(classes))
+                                 "without negatives uses only slices with foreground")
+            else:
+                class_id = int(rng.choice(classes))
         flips = rng.random(2) < 0.5 if self.flips else np.zeros(2, bool)
         variant = int(rng.integers(0, self.augment.variants + 1)) if self.augment.variants else 0
         aug_image, aug_label = augment_slice(image, label, self.augment, self.seed, case, z,
                                              variant)
-        if self.classes == "one" and not (aug_label == class_id).any():
+        if self.classes == "one" and (label == class_id).any() \
+                and not (aug_label == class_id).any():
             variant = 0  # the zoom cropped the chosen class away: use the stored slice
         else:
             image, label = aug_image, aug_label
@@ -117,6 +130,8 @@ class TrainTransform(grain.transforms.RandomMap):
             out = class_sample(image if self.images else None, label, class_id, self.frame,
                                self.low_res, jitter)
             out["class_id"] = np.int32(class_id)
+            if self.negatives:
+                out["present"] = np.bool_(out["mask"].any())
         else:
             out = slice_sample(image if self.images else None, label, self.num_classes,
                                self.frame, self.low_res, jitter)
@@ -138,7 +153,8 @@ def train_dataset(source: Sequence[Record], frame: FrameConfig, low_res: int = 2
     ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat(config.num_epochs)
     ds = ds.random_map(TrainTransform(frame, low_res, config.flips, config.box_jitter,
                                       config.images, config.classes, config.num_classes,
-                                      config.augment, config.seed), seed=config.seed)
+                                      config.augment, config.seed, config.negatives,
+                                      config.negative_fraction), seed=config.seed)
     if shard.drop_remainder and config.num_epochs is not None:
         ds = ds[:len(ds) - len(ds) % shard.shard_count]
     ds = ds[shard.shard_index::shard.shard_count]

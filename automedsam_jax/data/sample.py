@@ -73,13 +73,15 @@ def shape_distance_map(mask: np.ndarray) -> np.ndarray:
 
 def class_sample(image: np.ndarray | None, label: np.ndarray, class_id: int, frame: FrameConfig,
                  low_res: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
-    """Everything the loss needs for one slice and one class present in it.
+    """Everything the loss needs for one slice and one class (present in it, or absent: a
+    negative, beyond the paper).
 
     Inputs in the original frame: ``image (H, W, C)``, ``label (H, W)``. Returns ``image``
     ``(S, S, 3)`` float32 (input frame), ``mask`` ``(low_res, low_res)`` float32 0/1 (low-res
     frame), ``box`` ``(4,)`` float32 (input frame; jittered by 0..J px per side when ``rng`` is
     given), ``dist`` ``(low_res, low_res)`` float32 (low-res frame). ``image=None`` (training from
-    cached embeddings) leaves ``image`` out and skips its preprocessing.
+    cached embeddings) leaves ``image`` out and skips its preprocessing. An absent class gets an
+    empty mask, a zero distance map and a zero box (and draws nothing from ``rng``).
     """
     out = {}
     if image is None:
@@ -87,6 +89,10 @@ def class_sample(image: np.ndarray | None, label: np.ndarray, class_id: int, fra
     else:
         out["image"], resized = preprocess_image(image, frame)
     target = label == class_id
+    if not target.any():
+        empty = np.zeros((low_res, low_res), np.float32)
+        out.update(mask=empty, box=np.zeros(4, np.float32), dist=empty.copy())
+        return out
     box = boxes_to_input_frame(mask_box(target), resized)
     if rng is not None:
         box = jitter_box(box, box_jitter_pixels(frame), resized.resized_size, rng)

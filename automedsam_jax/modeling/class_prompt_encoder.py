@@ -137,6 +137,10 @@ class ClassPromptEncoder(nnx.Module):
         if cfg.class_embedding == "learned":
             # Row c is class c's g² map; row 0 (background) is never looked up.
             self.class_embed = nnx.Embed(cfg.num_classes + 1, grid * grid, rngs=rngs)
+            # The attention's class channel: one learned value per class, starting at the id
+            # itself (the paper's channel). A per-pixel map there would average to ≈ 0 in the
+            # sparse branch's global pooling and carry no class.
+            self.class_value = nnx.Param(jnp.arange(cfg.num_classes + 1, dtype=jnp.float32))
         else:
             self.fc_label = nnx.Linear(1, grid * grid, rngs=rngs)
         self.unet = ClassPromptUNet(cfg, embed_dim, rngs=rngs)
@@ -154,10 +158,12 @@ class ClassPromptEncoder(nnx.Module):
 
     def class_channel(self, class_id: jax.Array, class_map: jax.Array) -> jax.Array:
         """The attention's class channel ``(B, g, g, 1)``: the raw id broadcast (scalar, SPEC
-        §1.2 step 4) or P(c) itself (learned)."""
+        §1.2 step 4) or the class's learned value broadcast (learned; initialised to the id)."""
         if self.config.class_embedding == "learned":
-            return class_map
-        return jnp.broadcast_to(class_id.astype(jnp.float32)[:, None, None, None],
+            value = jnp.take(self.class_value[...], class_id.astype(jnp.int32))
+        else:
+            value = class_id.astype(jnp.float32)
+        return jnp.broadcast_to(value.astype(class_map.dtype)[:, None, None, None],
                                 class_map.shape)
 
     def __call__(self, embedding: jax.Array, class_id: jax.Array, *,
@@ -209,7 +215,10 @@ def torch_default_init(module: nnx.Module, seed: int) -> None:
 
 def init_class_prompt_encoder(cfg: ClassPromptConfig, embed_dim: int, grid: int,
                               seed: int = 0) -> ClassPromptEncoder:
-    """A fresh :class:`ClassPromptEncoder` with PyTorch's default init (:func:`torch_default_init`)."""
+    """A fresh :class:`ClassPromptEncoder` with PyTorch's default init (:func:`torch_default_init`);
+    a learned class channel starts at the ids."""
     module = nnx.eval_shape(lambda: ClassPromptEncoder(cfg, embed_dim, grid, rngs=nnx.Rngs(0)))
     torch_default_init(module, seed)
+    if cfg.class_embedding == "learned":
+        module.class_value.set_value(jnp.arange(cfg.num_classes + 1, dtype=jnp.float32))
     return module

@@ -186,6 +186,8 @@ def run(cfg: TrainConfig) -> dict:
                                       images=not cfg.cache_embeddings,
                                       classes=cfg.classes_per_step,
                                       num_classes=len(class_names), augment=augment,
+                                      negatives=cfg.negatives,
+                                      negative_fraction=cfg.negative_fraction,
                                       num_workers=cfg.num_workers))
     it = iter(ds)
     if ckpts.latest_step() is not None:
