@@ -8,7 +8,8 @@ Training (:func:`train_dataset`): global shuffle (reshuffled every epoch) → pe
 transform (one class present in the slice, chosen at random — or every class 1..K of the slice,
 ``classes="all"``; an optional augmented variant of the slice, :mod:`.augment`; random
 horizontal/vertical flips of image and label in the original frame, so image, mask, box and
-distance map stay consistent; box jitter) → this process's share (multi-host) → batches. Everything is a deterministic
+distance map stay consistent; box jitter) → this process's share (multi-host) → batches.
+Everything is a deterministic
 function of the seed and the element index, so the iterator state (``it.get_state()`` /
 ``it.set_state(state)``) resumes a run exactly, with or without worker processes.
 """
@@ -102,8 +103,8 @@ class TrainTransform(grain.transforms.RandomMap):
     def random_map(self, record: Record, rng: np.random.Generator) -> Record:
         image, label = record["image"], record["label"]
         case, z = _text(record["case_id"]), int(record["slice_index"])
-        # The paper's draws (class, flips, jitter) come first and in the same order, so a run
-        # without the extensions sees exactly the samples it always did.
+        # Without the extensions the draws are the paper's (class, flips, jitter, in that
+        # order), so such a run sees exactly the samples it always did.
         if self.classes == "one":
             classes = present_classes(label)
             absent = np.setdiff1d(np.arange(1, self.num_classes + 1), classes)

@@ -12,6 +12,7 @@ from .presence import PresenceCounts, calibrate, presence_scores
 from .report import paper_table, write_reports
 from .segmenter import BoxSegmenter, ClassSegmenter, Segmenter, gt_box, segment_slices
 
-__all__ = ["BoxSegmenter", "CaseResult", "ClassSegmenter", "Evaluation", "Segmenter",
-           "PresenceCounts", "TrainedModel", "calibrate", "evaluate_records", "gt_box", "load_automedsam", "load_sam",
-           "model_dir", "paper_table", "presence_scores", "segment_slices", "write_reports"]
+__all__ = ["BoxSegmenter", "CaseResult", "ClassSegmenter", "Evaluation", "PresenceCounts",
+           "Segmenter", "TrainedModel", "calibrate", "evaluate_records", "gt_box",
+           "load_automedsam", "load_sam", "model_dir", "paper_table", "presence_scores",
+           "segment_slices", "write_reports"]

@@ -198,8 +198,8 @@ def segment_slices(segmenter: Segmenter, records: Iterable[Record]
                    ) -> Iterator[tuple[Record, np.ndarray, np.ndarray]]:
     """``(record, labels, areas)`` for every record, in order; labels ``(H, W)`` uint8 class ids
     in the original frame, areas ``(K,)`` the fraction of the image each decoded prompt's mask
-    covers (see :meth:`Segmenter.to_labels`). Batch i + 1 is dispatched before batch i is brought back to the original
-    frame, so host work overlaps the model on accelerators."""
+    covers (see :meth:`Segmenter.to_labels`). Batch i + 1 is dispatched before batch i is
+    brought back to the original frame, so host work overlaps the model on accelerators."""
     pending = None
     for batch in _batches(records, segmenter.batch_size):
         running = (batch, segmenter.run_batch(batch))

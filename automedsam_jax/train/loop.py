@@ -300,16 +300,15 @@ def run(cfg: TrainConfig) -> dict:
     export("final")
     summary = {"steps": step, "epoch_losses": meta["epoch_losses"]}
     final_model = nnx_model(graphdef, state, frozen)
-    min_area = 0.0
-    if cfg.presence:
+    if cfg.presence:  # each exported model gets the rule calibrated for it
         for name in ("best", "final"):
             if (workdir / name).exists():
                 presence = _calibrate(builder, final_model if name == "final" else
                                       load_model(workdir / name), class_names, frame, log, name)
                 if presence is not None:
                     update_meta(workdir / name, {"presence": presence})
-                    min_area = presence["min_area"] if name == "final" else min_area
                     summary[f"presence_{name}"] = presence
+    min_area = summary.get("presence_final", {}).get("min_area", 0.0)
     ev = _validate(builder, final_model, class_names, frame, log, step, min_area)
     if ev is not None:
         metrics = ev.metrics

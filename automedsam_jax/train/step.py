@@ -12,9 +12,10 @@ Two batch layouts: one class per slice (the paper: ``class_id`` ``(B,)``, target
 or every class of each slice (``class_id`` ``(B, K)``, targets ``(B, K, L, L)``, ``present``
 ``(B, K)``): the slice's one embedding is decoded for all K classes in the same step — the
 B·K (slice, class) pairs are flattened into one batch, so the loss is the mean over pairs (see
-:mod:`automedsam_jax.losses` for what absent classes contribute). Diffusion noise comes from an explicit key folded with the step
-number (or from the batch's ``noise``, for benchmarks that must feed two frameworks the same
-draws). The state argument is donated; metrics stay on the device.
+:mod:`automedsam_jax.losses` for what absent classes contribute; one-class batches may carry
+``present`` ``(B,)`` too, for negatives). Diffusion noise comes from an explicit key folded with
+the step number (or from the batch's ``noise``, for benchmarks that must feed two frameworks the
+same draws). The state argument is donated; metrics stay on the device.
 
 Mixed precision: ``encoder_dtype`` is the compute dtype of the frozen encoder, ``compute_dtype``
 that of the trained part (class prompt encoder and mask decoder, forward and backward). Both
