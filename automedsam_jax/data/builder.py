@@ -13,8 +13,8 @@ frames; the frame-specific preprocessing happens in the grain pipeline):
 ``spacing``     ``(3,)`` float32 (z, y, x) in mm; (1, 1, 1) for 2D images
 
 The ``train`` split holds only slices with foreground (unless the dataset keeps organ-free
-training slices, ``DatasetConfig.train_empty_slices``, recorded in the metadata); ``validation`` and ``test`` hold every slice,
-in case order and z order (``disable_shuffling``), so evaluation can rebuild volumes. The case
+training slices, ``DatasetConfig.train_empty_slices``, recorded in the metadata); ``validation``
+and ``test`` hold every slice, in case order and z order (``disable_shuffling``), so evaluation can rebuild volumes. The case
 lists of each split, the class names and every skipped file (with its problem) are stored in the
 dataset's metadata (``builder.info.metadata``). Only Tensor/Text/Scalar features are used, so
 neither building nor reading imports TensorFlow.

@@ -20,8 +20,8 @@ organs span z 66–111. Validation and test each hold a block where all five org
 liver and kidneys where spleen and pancreas are absent, and a pelvic block with none of the
 five — so presence decisions can be measured. Training gets the rest of the organ range
 (z 77–85, where spleen and pancreas begin, and 99–111) and a few organ-free slices below it (the
-paper recipe uses only the slices with foreground). Every block is
-its own case, so evaluation rebuilds each block as a small volume.
+paper recipe uses only the slices with foreground). Every block is its own case, so evaluation
+rebuilds each block as a small volume.
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ preset per dataset, two recipes, and the command line that overrides them.
 Recipes (``--recipe``): ``paper`` is SPEC §1–3 exactly (scalar class id, one random present
 class per slice, foreground slices only, no presence rule). ``improved`` (the command line's
 default; see README's ablation table: its presence decisions are far better, its DSC level with
-the paper's over two seeds) switches on the extensions of SPEC §7 kept after measuring them: a learned class embedding, absent classes as negatives (one
-sample in four, and the dataset's organ-free training slices), no flips (they swap the body's
-sides, and so left/right classes), and a presence rule calibrated on validation. All classes of
+the paper's over two seeds) switches on the extensions of SPEC §7 kept after measuring them: a
+learned class embedding, absent classes as negatives (one sample in four, and the dataset's
+organ-free training slices), no flips (they swap the body's sides, and so left/right classes),
+and a presence rule calibrated on validation. All classes of
 a slice per step (``--classes-per-step all``) and augmented variants (``--augment N``) are
 options: at the same wall time on the CPU demo both measured worse on validation. Each
 extension has its own switch, applied over the recipe.
