@@ -195,8 +195,8 @@ def parser() -> argparse.ArgumentParser:
     a("--flips", action=argparse.BooleanOptionalAction, default=None,
       help="random horizontal/vertical flips of training slices (4 cached variants each)")
     a("--cache-embeddings", action=argparse.BooleanOptionalAction, default=None,
-      help="compute each training image's embedding once per flip variant (frozen encoder), then "
-      "train from the cache")
+      help="compute each training image's embedding once per flip and augmentation variant "
+      "(frozen encoder), then train from the cache")
     a("--encoder-dtype", choices=("float32", "bfloat16"), help="compute dtype of the frozen encoder")
     a("--class-embedding", choices=("scalar", "learned"), help="class id as a scalar through "
       "Linear(1→g²) (paper) or a learned vector per class")
