@@ -54,19 +54,29 @@ def bce_loss(logits: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, mask))
 
 
-def dice_loss(logits: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean over samples of 1 − (2Σpg + 1e-5)/(Σp² + Σg² + 1e-5), p = sigmoid(logits)."""
+def dice_per_sample(logits: jax.Array, mask: jax.Array) -> jax.Array:
+    """``(B,)``: 1 − (2Σpg + 1e-5)/(Σp² + Σg² + 1e-5) of each sample, p = sigmoid(logits)."""
     p = jax.nn.sigmoid(logits)
     axes = tuple(range(1, logits.ndim))
     inter = jnp.sum(p * mask, axes)
     denom = jnp.sum(p * p, axes) + jnp.sum(mask * mask, axes)
-    return jnp.mean(1.0 - (2.0 * inter + DICE_SMOOTH) / (denom + DICE_SMOOTH))
+    return 1.0 - (2.0 * inter + DICE_SMOOTH) / (denom + DICE_SMOOTH)
+
+
+def dice_loss(logits: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean over samples of :func:`dice_per_sample`."""
+    return jnp.mean(dice_per_sample(logits, mask))
+
+
+def shape_error(logits: jax.Array, mask: jax.Array, dist: jax.Array) -> jax.Array:
+    """Per pixel (p − g)² · D² (D without gradient)."""
+    p = jax.nn.sigmoid(logits)
+    return (p - mask) ** 2 * jax.lax.stop_gradient(dist) ** 2
 
 
 def shape_distance_loss(logits: jax.Array, mask: jax.Array, dist: jax.Array) -> jax.Array:
     """mean[(p − g)² · D²]: errors far from the GT boundary cost more; 0 when p = g."""
-    p = jax.nn.sigmoid(logits)
-    return jnp.mean((p - mask) ** 2 * jax.lax.stop_gradient(dist) ** 2)
+    return jnp.mean(shape_error(logits, mask, dist))
 
 
 def uncertainty_weighting(losses: jax.Array, sigma: jax.Array) -> jax.Array:
@@ -118,24 +128,13 @@ def masked_loss_terms(out: AutoMedSamOutput, batch: dict, teacher: tuple[jax.Arr
                 per = per + _sample_mean((pred - jax.lax.stop_gradient(target)) ** 2)
         return _weighted_mean(per, present)
 
-    def dice():
-        p = jax.nn.sigmoid(logits)
-        axes = tuple(range(1, logits.ndim))
-        inter = jnp.sum(p * mask, axes)
-        denom = jnp.sum(p * p, axes) + jnp.sum(mask * mask, axes)
-        return _weighted_mean(1.0 - (2.0 * inter + DICE_SMOOTH) / (denom + DICE_SMOOTH), present)
-
-    def sd():
-        p = jax.nn.sigmoid(logits)
-        per = _sample_mean((p - mask) ** 2 * jax.lax.stop_gradient(batch["dist"]) ** 2)
-        return _weighted_mean(per, present)
-
     compute = {
         "mse": mse,
         "ce": lambda: _weighted_mean(
             _sample_mean(optax.sigmoid_binary_cross_entropy(logits, mask)), ce_weight),
-        "dice": dice,
-        "sd": sd,
+        "dice": lambda: _weighted_mean(dice_per_sample(logits, mask), present),
+        "sd": lambda: _weighted_mean(
+            _sample_mean(shape_error(logits, mask, batch["dist"])), present),
     }
     return {name: compute[name]() for name in terms}
 

@@ -13,7 +13,7 @@ row were measured and not kept); the epochs of each row are set so that the whol
 about the time of the paper row (an all-classes step decodes 5 class prompts per slice:
 measured 0.44 slices/s against 2.8 for one class; 3 augmented variants make a 4× larger
 embedding cache, ≈ 1 min more).
-Re-running resumes or reuses finished rows (their work directories are kept).
+Re-running resumes or reuses finished rows and their evaluations (work directories are kept).
 """
 
 from __future__ import annotations
@@ -51,11 +51,12 @@ def run_row(name: str, args: list[str], out: Path, data_dir: str) -> dict:
                         "--data-dir", data_dir, "--no-progress"], check=True)
         timing.write_text(json.dumps(time.perf_counter() - t0))
     eval_dir = workdir / "eval_test"
-    subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--checkpoint", str(workdir),
-                    "--out", str(eval_dir)], check=True, stdout=subprocess.DEVNULL)
-    test = json.loads((eval_dir / "metrics.json").read_text())
-    val = json.loads(summary.read_text()).get("validation", {})
-    return {"test": test, "validation": val, "steps": json.loads(summary.read_text())["steps"],
+    if not (eval_dir / "metrics.json").exists():
+        subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--checkpoint", str(workdir),
+                        "--out", str(eval_dir)], check=True, stdout=subprocess.DEVNULL)
+    done = json.loads(summary.read_text())
+    return {"test": json.loads((eval_dir / "metrics.json").read_text()),
+            "validation": done.get("validation", {}), "steps": done["steps"],
             "wall": json.loads(timing.read_text()) if timing.exists() else float("nan")}
 
 

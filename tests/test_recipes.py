@@ -231,8 +231,7 @@ def test_augmented_variants_are_fixed_per_slice_and_move_image_and_label_togethe
         assert aug_image[..., 0][core].min() > aug_image[..., 0][~inside].mean()
 
 
-@pytest.mark.parametrize("classes,variants", [("all", 2)])
-def test_cached_augmented_all_class_losses_agree_with_online(tmp_path, classes, variants):
+def test_cached_augmented_all_class_losses_agree_with_online(tmp_path):
     """The cache embeds every augmented variant as the online pipeline makes it: the same
     all-classes losses either way."""
     cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY)
@@ -244,6 +243,7 @@ def test_cached_augmented_all_class_losses_agree_with_online(tmp_path, classes, 
     mesh = data_mesh()
     state, frozen, graphdef = init_state(trainee, make_tx(TrainConfig()), mesh)
     embed = make_embed_fn(graphdef, mesh)
+    classes, variants = "all", 2
     augment = AugmentConfig(variants=variants)
     cache = EmbeddingCache.build(src, frame, lambda x: embed(state["params"], frozen, x),
                                  flips=False, chunk=4, log=lambda *_: None, augment=augment,
@@ -297,7 +297,7 @@ def test_training_calibrates_and_stores_the_presence_rule(tmp_path):
     from automedsam_jax.checkpoint import read_meta
     from automedsam_jax.evaluation import load_automedsam
     from automedsam_jax.preprocess import postprocess_masks, preprocess_image
-    from automedsam_jax.train.loop import run
+    from automedsam_jax.train.loop import dataset_spec, run
 
     spec = "synthetic:num_cases=8,num_classes=3,height=48,width=48,depth=4"
     cfg = from_args(["--dataset", spec, "--backbone", "tiny_vit_b", "--weights", "random",
@@ -311,7 +311,7 @@ def test_training_calibrates_and_stores_the_presence_rule(tmp_path):
         assert load_automedsam(tmp_path / "run" / name).min_area == stored["min_area"]
     trained = load_automedsam(tmp_path / "run" / "final")
     model, frame = trained.model, trained.model.config.sam.frame
-    src = prepare(cfg_dataset(spec), str(tmp_path / "data")).as_data_source("validation")
+    src = prepare(dataset_spec(spec), str(tmp_path / "data")).as_data_source("validation")
     areas, truth = [], []
     for i in range(len(src)):
         r = src[i]
@@ -327,10 +327,6 @@ def test_training_calibrates_and_stores_the_presence_rule(tmp_path):
     assert stored["accuracy"] == pytest.approx(best)
     assert np.mean((areas >= stored["min_area"]) == truth) == pytest.approx(best)
 
-
-def cfg_dataset(spec):
-    from automedsam_jax.train.loop import dataset_spec
-    return dataset_spec(spec)
 
 
 def _records(n=40, seed=0):

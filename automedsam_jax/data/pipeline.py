@@ -118,13 +118,14 @@ class TrainTransform(grain.transforms.RandomMap):
                 class_id = int(rng.choice(classes))
         flips = rng.random(2) < 0.5 if self.flips else np.zeros(2, bool)
         variant = int(rng.integers(0, self.augment.variants + 1)) if self.augment.variants else 0
-        aug_image, aug_label = augment_slice(image, label, self.augment, self.seed, case, z,
-                                             variant)
-        if self.classes == "one" and (label == class_id).any() \
-                and not (aug_label == class_id).any():
-            variant = 0  # the zoom cropped the chosen class away: use the stored slice
-        else:
-            image, label = aug_image, aug_label
+        if variant:
+            aug_image, aug_label = augment_slice(image, label, self.augment, self.seed, case, z,
+                                                 variant)
+            if self.classes == "one" and (label == class_id).any() \
+                    and not (aug_label == class_id).any():
+                variant = 0  # the zoom cropped the chosen class away: use the stored slice
+            else:
+                image, label = aug_image, aug_label
         image, label = flip(image, *flips), flip(label, *flips)
         jitter = rng if self.box_jitter else None
         if self.classes == "one":

@@ -107,33 +107,19 @@ def slice_sample(image: np.ndarray | None, label: np.ndarray, num_classes: int,
                  ) -> dict[str, np.ndarray]:
     """Every class 1..K of one slice (the all-classes layout; beyond the paper).
 
-    Like :func:`class_sample` with a leading class axis: ``class_id`` ``(K,)`` int32 1..K,
-    ``mask`` and ``dist`` ``(K, low_res, low_res)`` float32, ``box`` ``(K, 4)`` float32 input
-    frame, ``present`` ``(K,)`` bool. An absent class (a *negative*) has an empty mask, a zero
-    distance map and a zero box (no teacher: the loss ignores it there). A class is present when
-    its low-res mask is non-empty (a few original pixels can vanish in the 256 frame).
+    :func:`class_sample` of each class with a leading class axis: ``class_id`` ``(K,)`` int32
+    1..K, ``mask`` and ``dist`` ``(K, low_res, low_res)`` float32, ``box`` ``(K, 4)`` float32
+    input frame, ``present`` ``(K,)`` bool; the image is preprocessed once. An absent class (a
+    *negative*) has an empty mask, a zero distance map and a zero box (no teacher: the loss
+    ignores it there). A class is present when its low-res mask is non-empty (a few original
+    pixels can vanish in the 256 frame).
     """
-    out = {}
-    if image is None:
-        resized = Resized(label.shape[:2], resized_size(label.shape[:2], frame))
-    else:
-        out["image"], resized = preprocess_image(image, frame)
-    masks = np.zeros((num_classes, low_res, low_res), np.float32)
-    dists = np.zeros_like(masks)
-    boxes = np.zeros((num_classes, 4), np.float32)
-    present = np.zeros(num_classes, bool)
-    for i in range(num_classes):
-        target = label == i + 1
-        if not target.any():
-            continue
-        low = mask_to_low_res(target, resized, frame, low_res)
-        if not low.any():
-            continue
-        box = boxes_to_input_frame(mask_box(target), resized)
-        if rng is not None:
-            box = jitter_box(box, box_jitter_pixels(frame), resized.resized_size, rng)
-        present[i], boxes[i] = True, box
-        masks[i], dists[i] = low, shape_distance_map(low)
-    out.update(class_id=np.arange(1, num_classes + 1, dtype=np.int32), mask=masks, box=boxes,
-               dist=dists, present=present)
+    out = {} if image is None else {"image": preprocess_image(image, frame)[0]}
+    per_class = [class_sample(None, label, c, frame, low_res, rng)
+                 for c in range(1, num_classes + 1)]
+    present = np.array([s["mask"].any() for s in per_class])
+    out.update(class_id=np.arange(1, num_classes + 1, dtype=np.int32),
+               mask=np.stack([s["mask"] for s in per_class]),
+               box=np.stack([s["box"] for s in per_class]) * present[:, None],
+               dist=np.stack([s["dist"] for s in per_class]), present=present)
     return out

@@ -150,8 +150,8 @@ def flatten_pairs(batch: dict) -> dict:
     (slice-major, as :func:`forward` repeats the embeddings); other layouts unchanged."""
     if batch["class_id"].ndim != 2:
         return batch
-    return {k: (v.reshape(-1, *v.shape[2:]) if k in ("class_id", "mask", "box", "dist", "present")
-                else v) for k, v in batch.items()}
+    return {k: (v.reshape(-1, *v.shape[2:]) if k in STEP_KEYS + ("present",) else v)
+            for k, v in batch.items()}
 
 
 def loss_and_terms(trainee: Trainee, batch: dict, key: jax.Array, cached: bool,
