@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .core.preprocess import mask_box
 from .data.demo import demo_volume
 from .data.presets import DEMO
-from .data.sample import mask_box
+from .io.weights import pretrained_litemedsam
 from .overlay import render_overlay
 from .predictor import SamPredictor
-from .weights import pretrained_litemedsam
 
 
 def segment_volume(predictor: SamPredictor, image: np.ndarray, label: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@
     python -m automedsam_jax.predict slice.png --classes liver,spleen --out liver_spleen.png
 
 INPUT is a PNG/JPEG, a challenge-style npz or a NIfTI volume (read and written by
-:mod:`automedsam_jax.scan_io`: axial slices in the orientation training used, CT windowed at
+:mod:`automedsam_jax.io.scans`: axial slices in the orientation training used, CT windowed at
 40/400 HU). Every slice is embedded once and the requested classes (default: all the model
 knows) are decoded against that embedding, ``--batch-size`` slices per model call; a pixel gets
 the most probable class above 0.5 (:class:`automedsam_jax.evaluation.ClassSegmenter`), and a
@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.errors import BadInputError
-from .data.pipeline import model_input
-from .evaluation import ClassSegmenter, load_automedsam, segment_slices
-from .evaluation.cli import DEFAULT_WORKDIR
+from .core.preprocess import model_input
+from .evaluation import ClassSegmenter, segment_slices
+from .io.errors import BadInputError
+from .io.rundir import DEFAULT_WORKDIR, load_automedsam
+from .io.scans import Scan, output_path, read_scan, sidecar_path, write_labels
 from .overlay import render_overlay
-from .scan_io import Scan, output_path, read_scan, sidecar_path, write_labels
 
 
 def class_ids(text: str | None, class_names: Sequence[str]) -> list[int]:

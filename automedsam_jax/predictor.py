@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .checkpoint import load_model
-from .modeling import Sam
-from .preprocess import (Resized, boxes_to_input_frame, points_to_input_frame, postprocess_masks,
-                         preprocess_image)
+from .core.modeling import Sam
+from .core.preprocess import (Resized, boxes_to_input_frame, points_to_input_frame,
+                              postprocess_masks, preprocess_image)
+from .io.checkpoint import load_model
 
 
 def _encode(graphdef, state, images):

@@ -18,11 +18,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from automedsam_jax.automedsam import AutoMedSAM
-from automedsam_jax.config import AutoMedSamConfig, ClassPromptConfig, SamConfig, ViTConfig
-from automedsam_jax.modeling import Sam
-from automedsam_jax.modeling.class_prompt_encoder import (diffuse_stepwise,
-                                                          init_class_prompt_encoder)
+from automedsam_jax.core.automedsam import AutoMedSAM
+from automedsam_jax.core.config import AutoMedSamConfig, ClassPromptConfig, SamConfig, ViTConfig
+from automedsam_jax.core.modeling import Sam
+from automedsam_jax.core.modeling.class_prompt_encoder import (diffuse_stepwise,
+                                                               init_class_prompt_encoder)
 
 BACKBONES = ("litemedsam", "medsam_vit_b")
 

@@ -16,7 +16,7 @@ import time
 
 import grain
 
-from automedsam_jax.config import LITEMEDSAM_FRAME, MEDSAM_FRAME
+from automedsam_jax.core.config import LITEMEDSAM_FRAME, MEDSAM_FRAME
 from automedsam_jax.data import PipelineConfig, SyntheticConfig, prepare, train_dataset
 
 FRAMES = {"1024 (medsam_vit_b)": MEDSAM_FRAME, "256 (litemedsam)": LITEMEDSAM_FRAME}

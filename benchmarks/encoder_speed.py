@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from torch_reference import nchw, nhwc, randomized_torch_sam, rel_err  # noqa: E402
 
-from automedsam_jax.config import SamConfig  # noqa: E402
-from convert.params import sam_from_torch  # noqa: E402
+from automedsam_jax.core.config import SamConfig  # noqa: E402
+from automedsam_jax.io.conversion import sam_from_torch  # noqa: E402
 
 
 def _median_s(fn, repeats: int) -> tuple[float, float]:

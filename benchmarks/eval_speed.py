@@ -8,7 +8,7 @@ uint8 slice to the preset's input frame, the jitted batched model call (image en
 slice, the K class prompts decoded against that embedding), and the per-slice step back to the
 original frame (upsampling the K masks, label map) — :func:`automedsam_jax.evaluation.
 segment_slices`. Metrics (NSD distance transforms) are not included. Weights are random
-(``train.init.random_automedsam``; the speed does not depend on them). One warm-up batch
+(``train.init.random_model``; the speed does not depend on them). One warm-up batch
 compiles everything first (its time is reported apart), then ``--batches`` full batches are timed.
 """
 
@@ -21,10 +21,10 @@ import time
 import jax
 import numpy as np
 
-from automedsam_jax.config import AutoMedSamConfig, ClassPromptConfig, SamConfig
+from automedsam_jax.core.config import AutoMedSamConfig, ClassPromptConfig, SamConfig
+from automedsam_jax.core.init import random_model
 from automedsam_jax.data.pipeline import model_input
 from automedsam_jax.evaluation import ClassSegmenter, segment_slices
-from automedsam_jax.train.init import random_automedsam
 
 
 def _records(n: int, size: int, frame, seed: int = 0):
@@ -34,7 +34,7 @@ def _records(n: int, size: int, frame, seed: int = 0):
 
 
 def bench(preset: str, classes: int, batch_size: int, batches: int, size: int) -> dict:
-    model = random_automedsam(AutoMedSamConfig(SamConfig.preset(preset), ClassPromptConfig()))
+    model = random_model(AutoMedSamConfig(SamConfig.preset(preset), ClassPromptConfig()))
     seg = ClassSegmenter(model, range(1, classes + 1), batch_size)
     t = time.perf_counter()
     for _ in segment_slices(seg, _records(batch_size, size, seg.frame)):

@@ -63,14 +63,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from automedsam_cost import encoder_flops, vit_encoder_flops  # noqa: E402
 
-from automedsam_jax.automedsam import AutoMedSAM, AutoMedSamOutput  # noqa: E402
-from automedsam_jax.config import (TINY_CLASS_PROMPT, AutoMedSamConfig,  # noqa: E402
-                                   ClassPromptConfig, LossConfig, SamConfig, ViTConfig)
-from automedsam_jax.data.sample import mask_box, shape_distance_map  # noqa: E402
-from automedsam_jax.losses import LossWeights, joint_loss  # noqa: E402
-from automedsam_jax.modeling import common  # noqa: E402
-from automedsam_jax.optim import Trainee, adamw  # noqa: E402
-from automedsam_jax.train.init import random_automedsam  # noqa: E402
+from automedsam_jax.core.automedsam import AutoMedSAM, AutoMedSamOutput  # noqa: E402
+from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig,  # noqa: E402
+                                        ClassPromptConfig, LossConfig, SamConfig, ViTConfig)
+from automedsam_jax.core.init import random_model  # noqa: E402
+from automedsam_jax.core.losses import LossWeights, joint_loss  # noqa: E402
+from automedsam_jax.core.modeling import common  # noqa: E402
+from automedsam_jax.core.preprocess import mask_box  # noqa: E402
+from automedsam_jax.data.sample import shape_distance_map  # noqa: E402
+from automedsam_jax.train.optim import Trainee, adamw  # noqa: E402
 from automedsam_jax.train.step import (batch_sharding, data_mesh, forward,  # noqa: E402
                                        init_state, make_train_step, replicated)
 
@@ -553,10 +554,11 @@ def main(argv=None) -> dict:
     if args.weights == "pretrained":
         if args.backbone != "litemedsam":
             raise SystemExit("--weights pretrained exists for litemedsam only")
-        from automedsam_jax.weights import pretrained_litemedsam
-        model = AutoMedSAM.from_pretrained(pretrained_litemedsam(), cfg.class_prompt)
+        from automedsam_jax.io.checkpoint import pretrained_automedsam
+        from automedsam_jax.io.weights import pretrained_litemedsam
+        model = pretrained_automedsam(pretrained_litemedsam(), cfg.class_prompt)
     else:
-        model = random_automedsam(cfg, seed=0)
+        model = random_model(cfg, seed=0)
     inputs = make_inputs(cfg, args.batch)
     hw = hardware()
     print(f"# AutoMedSAM {args.backbone} ({args.weights} weights), batch {args.batch}, "

@@ -12,9 +12,9 @@ Two deliberate choices make both frameworks compute one function:
   prompt set) because segment-anything's repeats every embedding over every prompt, which makes
   batch > 1 compute B² masks.
 
-The joint loss is SPEC §2 in PyTorch (checked against ``automedsam_jax.losses`` by
+The joint loss is SPEC §2 in PyTorch (checked against ``automedsam_jax.core.losses`` by
 ``tests/test_benchmarks.py``); AdamW has the paper's hyper-parameters with σ excluded from weight
-decay, as ``automedsam_jax.optim.adamw``. bf16 runs under ``torch.autocast`` with float32
+decay, as ``automedsam_jax.train.optim.adamw``. bf16 runs under ``torch.autocast`` with float32
 parameters, teacher and loss.
 """
 
@@ -27,12 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from automedsam_jax.config import AutoMedSamConfig, LossConfig
-from automedsam_jax.losses import DICE_SMOOTH, SIGMA_SQ_FLOOR
-from automedsam_jax.modeling.class_prompt_encoder import diffusion_scale
-from convert.automedsam import automedsam_to_torch
-from convert.torch_automedsam import build_torch_automedsam
-from convert.torch_models import torch_mask_decoder
+from automedsam_jax.core.config import AutoMedSamConfig, LossConfig
+from automedsam_jax.core.losses import DICE_SMOOTH, SIGMA_SQ_FLOOR
+from automedsam_jax.core.modeling.class_prompt_encoder import diffusion_scale
+from automedsam_jax.io.automedsam_conversion import automedsam_to_torch
+from torch_automedsam import build_torch_automedsam
+from torch_models import torch_mask_decoder
 
 TRAINED_PREFIXES = ("class_prmpt_encoder.", "mask_decoder.")
 
@@ -98,7 +98,7 @@ def build(cfg: AutoMedSamConfig, jax_model, sigma: np.ndarray, device: str) -> T
 
 def joint_loss(low, sparse, dense, batch: dict, teacher, sigma,
                cfg: LossConfig = LossConfig()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SPEC §2 (``automedsam_jax.losses.joint_loss``) on float32 tensors; ``batch`` holds
+    """SPEC §2 (``automedsam_jax.core.losses.joint_loss``) on float32 tensors; ``batch`` holds
     ``mask``/``dist`` (B, L, L)."""
     mask, dist = batch["mask"], batch["dist"]
     ts, td = teacher

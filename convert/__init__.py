@@ -1,11 +1,5 @@
-"""PyTorch ⇄ Flax conversion of SAM, MedSAM and LiteMedSAM checkpoints.
-
-``python -m convert SRC.pth OUT_DIR [--model PRESET]`` and
-``python -m convert --to-torch OUT_DIR BACK.pth``. Reading needs no torch; writing ``.pth`` does.
+"""``python -m convert`` (from a checkout): PyTorch ⇄ Flax conversion of SAM, MedSAM and
+LiteMedSAM checkpoints. The command only; the conversion itself is
+:mod:`automedsam_jax.io.conversion` (torch-free) and :mod:`automedsam_jax.io.torch_pickle`.
+Installed, the same command is ``automedsam-convert``.
 """
-
-from .params import CheckpointMismatch, infer_preset, load_state, sam_from_torch, to_torch_state
-from .torch_pickle import load_pth
-
-__all__ = ["CheckpointMismatch", "infer_preset", "load_pth", "load_state", "sam_from_torch",
-           "to_torch_state"]

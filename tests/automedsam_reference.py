@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from automedsam_jax.config import AutoMedSamConfig
+from automedsam_jax.core.config import AutoMedSamConfig
 
 
 def randomized_torch_automedsam(cfg: AutoMedSamConfig, seed: int = 0):
@@ -13,7 +13,7 @@ def randomized_torch_automedsam(cfg: AutoMedSamConfig, seed: int = 0):
     keeps PyTorch's default init (every weight and bias already distinct and non-zero)."""
     import torch
 
-    from convert.torch_automedsam import build_torch_automedsam
+    from torch_automedsam import build_torch_automedsam
     from torch_reference import randomized_torch_sam
 
     torch.manual_seed(seed)

@@ -1,5 +1,7 @@
 """The whole AutoMedSAM against the PyTorch reference (``convert/torch_automedsam.py``) on tiny
-random-weight backbones of each family; conversion both ways; the K-class label map.
+random-weight backbones of each family; conversion both ways; the K-class label map; model
+directories. The PyTorch comparisons need the ``[torch]`` extra (``requires_torch``); the rest
+runs without it.
 
 Tolerance: relative error < 1e-5 in float32 (see ``test_parity_tiny``). segment-anything's mask
 decoder (ViT family) repeats one image embedding over all prompts, so that reference runs at batch
@@ -7,17 +9,23 @@ size 1; LiteMedSAM's takes one embedding per prompt and runs at batch size 2.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from automedsam_jax.automedsam import AutoMedSAM, label_map
-from automedsam_jax.config import TINY_CLASS_PROMPT, AutoMedSamConfig, ClassPromptConfig, SamConfig
-from convert.automedsam import automedsam_from_torch, automedsam_to_torch
-from convert.params import CheckpointMismatch
+from automedsam_jax.core.automedsam import AutoMedSAM, label_map
+from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, ClassPromptConfig,
+                                        SamConfig)
+from automedsam_jax.core.init import random_model
+from automedsam_jax.io.automedsam_conversion import automedsam_from_torch, automedsam_to_torch
+from automedsam_jax.io.conversion import CheckpointMismatch
+from automedsam_reference import closed_form_noise, randomized_torch_automedsam, step_noise
+from torch_reference import nchw, nhwc, rel_err
 
-torch = pytest.importorskip("torch")
-from automedsam_reference import closed_form_noise, randomized_torch_automedsam, step_noise  # noqa: E402
-from torch_reference import nchw, nhwc, rel_err  # noqa: E402
+try:
+    import torch
+except ImportError:  # only the tests marked requires_torch use it
+    torch = None
 
 TOL = 1e-5
 BATCH = {"tiny_vit_b": 1, "tiny_litemedsam": 2}
@@ -46,6 +54,7 @@ def _torch_forward(tm, cfg, images, labels, eps):
     return low[:, 0].numpy(), iou[:, 0].numpy()
 
 
+@pytest.mark.requires_torch
 def test_end_to_end_with_explicit_noise(pair):
     cfg, tm, jm, _ = pair
     B, g, C = BATCH[cfg.sam.name], cfg.sam.embedding_size, cfg.sam.decoder.transformer_dim
@@ -65,6 +74,7 @@ def _torch_embedding(tm, x):
         return nhwc(tm.image_encoder(nchw(x)))
 
 
+@pytest.mark.requires_torch
 def test_decode_from_cached_embeddings(pair):
     """Embeddings computed once (by the reference encoder, as training caches them) decode to the
     reference masks; no key means the noise-free diffusion (all T draws zero)."""
@@ -78,10 +88,12 @@ def test_decode_from_cached_embeddings(pair):
     assert rel_err(out.iou, t_iou) < TOL
 
 
-def test_segment_all_classes_against_one_embedding(pair):
-    """K classes decoded as a batch against one embedding (``segment_all`` from the image on the
-    ViT family, ``segment_embedding`` from the reference embedding on TinyViT) equal K separate reference runs; the
-    label map equals the NumPy argmax/threshold of the reference probabilities."""
+@pytest.mark.requires_torch
+def test_all_classes_decoded_against_one_embedding(pair):
+    """``decode`` with ``(1, K)`` class ids — every class against one embedding, the path of
+    training's all-classes step and of evaluation — equals K separate reference runs (from the
+    image on the ViT family, from the reference embedding on TinyViT); the label map equals the
+    NumPy argmax/threshold of the reference probabilities."""
     cfg, tm, jm, _ = pair
     K, g, C = 3, cfg.sam.embedding_size, cfg.sam.decoder.transformer_dim
     x = _image(cfg, 1, seed=9)
@@ -89,10 +101,14 @@ def test_segment_all_classes_against_one_embedding(pair):
     ref = np.stack([_torch_forward(tm, cfg, x, np.array([k], np.int32), zeros)[0][0]
                     for k in range(1, K + 1)])
     ref_probs = 1 / (1 + np.exp(-ref.astype(np.float64)))
+    ids = jnp.arange(1, K + 1, dtype=jnp.int32)[None]
     if cfg.sam.family == "vit":  # the whole path from the image (the tiny ViT compiles fast)
-        labels, probs = jax.jit(lambda m, x: m.segment_all(x, K))(jm, x)
+        emb = jax.jit(lambda m, x: m.embed(x))(jm, x)
     else:
-        labels, probs = jax.jit(lambda m, e: m.segment_embedding(e, K))(jm, _torch_embedding(tm, x))
+        emb = jnp.asarray(_torch_embedding(tm, x))
+    logits = jax.jit(lambda m, e: m.decode(e, ids).low_res_logits)(jm, emb)
+    probs = jax.nn.sigmoid(logits)
+    labels = label_map(probs)
     assert probs.shape == (K, *ref.shape[1:]) and labels.shape == ref.shape[1:]
     assert rel_err(probs, ref_probs) < TOL
     expected = np.where(ref_probs.max(0) > 0.5, ref_probs.argmax(0) + 1, 0)
@@ -111,6 +127,7 @@ def test_label_map_rules():
     np.testing.assert_array_equal(label_map(probs), [[0, 2, 1], [3, 0, 0]])
 
 
+@pytest.mark.requires_torch
 def test_round_trip_is_exact(pair):
     """PyTorch → Flax → PyTorch is bit-exact with the authors' key names, and loads strictly."""
     cfg, _, jm, state = pair
@@ -120,11 +137,12 @@ def test_round_trip_is_exact(pair):
     for k, v in state.items():
         assert back[k].dtype == v.dtype and back[k].shape == v.shape, k
         np.testing.assert_array_equal(back[k], v, err_msg=k)
-    from convert.torch_automedsam import build_torch_automedsam
+    from torch_automedsam import build_torch_automedsam
     build_torch_automedsam(cfg).load_state_dict({k: torch.from_numpy(v) for k, v in back.items()},
                                                 strict=True)
 
 
+@pytest.mark.requires_torch
 def test_mismatch_lists_every_problem(pair):
     cfg, _, _, state = pair
     bad = dict(state)
@@ -138,6 +156,7 @@ def test_mismatch_lists_every_problem(pair):
         assert part in msg, part
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("branches", ["dense", "sparse"])
 def test_single_branch_ablation(branches):
     """A disabled branch is replaced by MedSAM's no-prompt output, as in the reference."""
@@ -156,10 +175,11 @@ def test_single_branch_ablation(branches):
     assert rel_err(out.iou, t_iou) < TOL
 
 
+@pytest.mark.requires_torch
 def test_from_sam_keeps_the_pretrained_backbone(pair):
     """``from_sam`` takes over encoder, prompt encoder and decoder weights unchanged and gives
     the class prompt encoder its own initialisation."""
-    from convert.params import sam_from_torch
+    from automedsam_jax.io.conversion import sam_from_torch
     cfg, tm, _, state = pair
     sam_state = {k: v for k, v in state.items() if not k.startswith("class_prmpt_encoder.")}
     model = AutoMedSAM.from_sam(sam_from_torch(sam_state, cfg.sam), TINY_CLASS_PROMPT, seed=0)
@@ -171,17 +191,22 @@ def test_from_sam_keeps_the_pretrained_backbone(pair):
     assert np.isfinite(w).all() and w.std() > 0
 
 
-def test_model_directory_round_trip(pair, tmp_path):
-    """save_model/load_model keep an AutoMedSAM whole: config and every variable."""
+@pytest.mark.parametrize("backbone", list(BATCH))
+def test_model_directory_round_trip(backbone, tmp_path):
+    """save_model/load_model keep an AutoMedSAM whole: config and every variable (a random model
+    of each family, so no PyTorch is needed)."""
     from flax import nnx
 
-    from automedsam_jax.checkpoint import load_model, save_model
+    from automedsam_jax.io.checkpoint import load_model, save_model
     from automedsam_jax.predictor import SamPredictor
-    cfg, _, jm, _ = pair
+    cfg = AutoMedSamConfig(SamConfig.preset(backbone), TINY_CLASS_PROMPT)
+    jm = random_model(cfg, seed=5)
     save_model(jm, tmp_path / "m", extra={"class_names": ["a", "b"]})
     back = load_model(tmp_path / "m")
     assert type(back).__name__ == "AutoMedSAM" and back.config == cfg
-    for (p, a), (q, b) in zip(nnx.to_flat_state(nnx.state(jm)), nnx.to_flat_state(nnx.state(back))):
+    saved, loaded = nnx.to_flat_state(nnx.state(jm)), nnx.to_flat_state(nnx.state(back))
+    assert len(saved) == len(loaded) > 0
+    for (p, a), (q, b) in zip(saved, loaded):
         assert p == q
         np.testing.assert_array_equal(a.get_value(), b.get_value(), err_msg=str(p))
     with pytest.raises(TypeError, match="prompted by class ids"):

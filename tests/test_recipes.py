@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from automedsam_jax.automedsam import AutoMedSamOutput
-from automedsam_jax.config import AutoMedSamConfig, ClassPromptConfig, LossConfig, SamConfig
+from automedsam_jax.core.automedsam import AutoMedSamOutput
+from automedsam_jax.core.config import AutoMedSamConfig, ClassPromptConfig, LossConfig, SamConfig
+from automedsam_jax.core.init import random_model
+from automedsam_jax.core.losses import LossWeights, loss_terms
 from automedsam_jax.data import PipelineConfig, SyntheticConfig, prepare, train_dataset
 from automedsam_jax.data.augment import AugmentConfig, augment_slice
 from automedsam_jax.data.sample import class_sample, slice_sample
-from automedsam_jax.losses import LossWeights, loss_terms
-from automedsam_jax.optim import Trainee
 from automedsam_jax.train.config import TrainConfig, from_args
 from automedsam_jax.train.embedding_cache import EmbeddingCache
-from automedsam_jax.train.init import random_automedsam
 from automedsam_jax.train.loop import make_tx
+from automedsam_jax.train.optim import Trainee
 from automedsam_jax.train.step import (data_mesh, init_state, loss_and_terms, make_embed_fn,
                                        make_loss_fn, shard_batch, split_trainee)
 
@@ -44,7 +44,7 @@ def test_paper_recipe_reproduces_the_code_before_the_extensions(tmp_path):
            "--workdir", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"),
            "--no-progress"]
     subprocess.run(cmd, check=True, capture_output=True, cwd=tmp_path)
-    from automedsam_jax.checkpoint import load_model
+    from automedsam_jax.io.checkpoint import load_model
     model = load_model(tmp_path / "run" / "final")
     flat = {"/".join(map(str, k)): np.asarray(v.get_value())
             for k, v in nnx.to_flat_state(nnx.state(model))}
@@ -75,7 +75,7 @@ def test_recipe_switches_from_the_command_line():
 
 def _tiny(cpc=TINY, seed=0):
     cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), cpc)
-    return random_automedsam(cfg, seed)
+    return random_model(cfg, seed)
 
 
 def _all_class_batch(model, k=3, present=None, seed=0):
@@ -163,7 +163,7 @@ def test_negatives_losses_as_defined():
 
 
 def test_learned_class_embedding_feeds_the_map_and_the_attention_channel():
-    from automedsam_jax.modeling.class_prompt_encoder import init_class_prompt_encoder
+    from automedsam_jax.core.modeling.class_prompt_encoder import init_class_prompt_encoder
     cpc = ClassPromptConfig(widths=(8, 16, 32), class_embedding="learned", num_classes=3)
     g = 6
     cpe = init_class_prompt_encoder(cpc, 32, g, seed=0)
@@ -190,7 +190,7 @@ def test_learned_class_embedding_feeds_the_map_and_the_attention_channel():
 
 
 def test_slice_sample_is_class_sample_per_class_with_empty_negatives():
-    from automedsam_jax.config import LITEMEDSAM_FRAME
+    from automedsam_jax.core.config import LITEMEDSAM_FRAME
     rs = np.random.RandomState(0)
     label = np.zeros((40, 50), np.uint8)
     label[5:20, 5:25] = 1
@@ -239,7 +239,7 @@ def test_cached_augmented_all_class_losses_agree_with_online(tmp_path):
                       str(tmp_path))
     src = builder.as_data_source("train")
     frame = cfg.sam.frame
-    trainee = Trainee(random_automedsam(cfg, 1), LossWeights(LossConfig()))
+    trainee = Trainee(random_model(cfg, 1), LossWeights(LossConfig()))
     mesh = data_mesh()
     state, frozen, graphdef = init_state(trainee, make_tx(TrainConfig()), mesh)
     embed = make_embed_fn(graphdef, mesh)
@@ -294,10 +294,10 @@ def test_training_calibrates_and_stores_the_presence_rule(tmp_path):
     """train.py's improved recipe writes a presence rule into both exported models; reloaded,
     it is the one the command printed, and it gets as many validation pairs right as the best
     threshold found by brute force over masks computed here class by class."""
-    from automedsam_jax.checkpoint import read_meta
-    from automedsam_jax.evaluation import load_automedsam
-    from automedsam_jax.preprocess import postprocess_masks, preprocess_image
-    from automedsam_jax.train.loop import dataset_spec, run
+    from automedsam_jax.io.checkpoint import read_meta
+    from automedsam_jax.io.rundir import load_automedsam
+    from automedsam_jax.core.preprocess import postprocess_masks, preprocess_image
+    from automedsam_jax.train.loop import run
 
     spec = "synthetic:num_cases=8,num_classes=3,height=48,width=48,depth=4"
     cfg = from_args(["--dataset", spec, "--backbone", "tiny_vit_b", "--weights", "random",
@@ -311,7 +311,7 @@ def test_training_calibrates_and_stores_the_presence_rule(tmp_path):
         assert load_automedsam(tmp_path / "run" / name).min_area == stored["min_area"]
     trained = load_automedsam(tmp_path / "run" / "final")
     model, frame = trained.model, trained.model.config.sam.frame
-    src = prepare(dataset_spec(spec), str(tmp_path / "data")).as_data_source("validation")
+    src = prepare(spec, str(tmp_path / "data")).as_data_source("validation")
     areas, truth = [], []
     for i in range(len(src)):
         r = src[i]
@@ -346,7 +346,7 @@ def _records(n=40, seed=0):
 
 
 def test_one_class_negatives_take_absent_classes_at_the_set_rate():
-    from automedsam_jax.config import LITEMEDSAM_FRAME
+    from automedsam_jax.core.config import LITEMEDSAM_FRAME
     import grain
     recs = _records()
     cfg = PipelineConfig(batch_size=4, flips=False, num_classes=3, negatives=True,

@@ -1,6 +1,7 @@
 """The user's command on a dataset preset: ``python train.py --dataset abdomenct1k`` trains from
 challenge-format ``.npz`` files on disk (a tiny backbone and a few synthetic volumes), exports the
-final model and reports per-class validation DSC/NSD under the preset's class names."""
+final model and reports per-class validation DSC/NSD under the preset's class names: those of the
+exported model, recomputed by an independent route (``validation_reference``)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_data_build import write_ct_cases
+from validation_reference import assert_validation_scores
 
-from automedsam_jax.automedsam import AutoMedSAM
-from automedsam_jax.checkpoint import load_model, read_meta
+from automedsam_jax.core.automedsam import AutoMedSAM
+from automedsam_jax.data import prepare
+from automedsam_jax.io.checkpoint import load_model, read_meta
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,8 +44,12 @@ def test_train_py_on_challenge_npz_files(tmp_path):
     assert summary["steps"] == steps
     per_class = summary["validation"]["per_class"]
     assert per_class and set(per_class) <= {"liver", "kidney", "spleen", "pancreas"}
-    for scores in per_class.values():
-        assert 0.0 <= scores["dsc"] <= 1.0 and 0.0 <= scores["nsd"] <= 1.0
+    for key in ("dsc", "nsd"):
+        assert summary["validation"][f"mean_{key}"] == pytest.approx(
+            sum(s[key] for s in per_class.values()) / len(per_class), abs=1e-12)
+    # the validation case (the one of the 10 that the 8/1/1 split gives), from the export
+    builder = prepare("abdomenct1k", tmp_path / "data", manual_dir=manual)
+    assert_validation_scores(per_class, workdir / "final", builder)
     assert isinstance(load_model(workdir / "final"), AutoMedSAM)
     meta = read_meta(workdir / "final")
     assert meta["class_names"] == ["liver", "kidney", "spleen", "pancreas"]

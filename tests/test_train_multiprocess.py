@@ -31,7 +31,7 @@ def _cmd(workdir, data_dir):
 
 def _params(workdir):
     from flax import nnx
-    from automedsam_jax.checkpoint import load_model
+    from automedsam_jax.io.checkpoint import load_model
     model = load_model(workdir / "final")
     return {p: np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(model))}
 

@@ -22,10 +22,10 @@ SCRIPT = textwrap.dedent("""
     import jax, numpy as np, optax
     jax.config.update("jax_default_matmul_precision", "highest")
     from flax import nnx
-    from automedsam_jax.config import TINY_CLASS_PROMPT, AutoMedSamConfig, LossConfig, SamConfig
-    from automedsam_jax.losses import LossWeights
-    from automedsam_jax.optim import Trainee
-    from automedsam_jax.train.init import random_automedsam
+    from automedsam_jax.core.config import TINY_CLASS_PROMPT, AutoMedSamConfig, LossConfig, SamConfig
+    from automedsam_jax.core.losses import LossWeights
+    from automedsam_jax.train.optim import Trainee
+    from automedsam_jax.core.init import random_model
     from automedsam_jax.train.step import data_mesh, init_state, make_train_step, shard_batch
 
     assert jax.device_count() == 8, jax.devices()
@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent("""
     out = {}
     for n in (1, 8):
         mesh = data_mesh(jax.devices()[:n])
-        trainee = Trainee(random_automedsam(cfg, 0), LossWeights(LossConfig()))
+        trainee = Trainee(random_model(cfg, 0), LossWeights(LossConfig()))
         state, frozen, graphdef = init_state(trainee, tx, mesh)
         p0 = jax.tree.map(np.asarray, nnx.to_pure_dict(state["params"]))
         step = make_train_step(graphdef, tx, mesh)

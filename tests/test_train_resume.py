@@ -1,6 +1,7 @@
 """Checkpoints (SPEC §3 run hygiene): a real ``train.py`` process killed with SIGKILL mid-run and
 restarted ends with the parameters of an uninterrupted run; SIGTERM checkpoints before exiting;
-a non-finite loss stops the run naming the step and leaves the last checkpoint intact."""
+a non-finite loss stops the run naming the step and leaves the last checkpoint intact; the
+uninterrupted run logs every scalar, and its validation scores are those of its exported model."""
 
 import os
 import signal
@@ -30,7 +31,7 @@ def _env():
 
 def _final_params(workdir):
     from flax import nnx
-    from automedsam_jax.checkpoint import load_model
+    from automedsam_jax.io.checkpoint import load_model
     model = load_model(workdir / "final")
     return {p: np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(model))}
 
@@ -107,8 +108,15 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(reference, tmp_path):
 def test_tensorboard_events_hold_every_scalar(reference):
     """The uninterrupted run's event file, read by TensorBoard's own reader (no TensorFlow):
     one value per step for each loss term, σ, lr and img/s; per-epoch loss = mean of its steps;
-    validation DSC per class."""
+    the final validation (step 12) per class, and the mean over classes, as summary.json reports
+    them; and those scores recomputed from the exported ``final/`` model by an independent route
+    (``validation_reference``: one class at a time, NumPy frames, NumPy Dice)."""
+    import json
+
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from automedsam_jax.data import prepare
+    from validation_reference import assert_validation_scores
     acc = EventAccumulator(str(reference / "run" / "tb"), size_guidance={"scalars": 0})
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
@@ -120,5 +128,21 @@ def test_tensorboard_events_hold_every_scalar(reference):
     epoch = np.array([e.value for e in acc.Scalars("train/epoch_loss")])
     np.testing.assert_allclose(epoch, loss.reshape(3, 4).mean(axis=1), rtol=1e-5)
     assert {"validation/dsc", "validation/nsd", "validation/dsc/structure_1"} <= tags, tags
-    dsc = acc.Scalars("validation/dsc")[-1].value
-    assert 0.0 <= dsc <= 1.0
+
+    final = acc.Scalars("validation/dsc")[-1]
+    assert final.step == 12  # validation of the final model, after the last step
+    logged = {tag.rsplit("/", 1)[1]: acc.Scalars(tag)[-1] for tag in tags
+              if tag.startswith("validation/dsc/")}
+    logged = {name: e.value for name, e in logged.items() if e.step == final.step}
+    summary = json.loads((reference / "run" / "summary.json").read_text())["validation"]
+    per_class = summary["per_class"]
+    assert set(logged) == set(per_class)
+    for name, value in logged.items():  # TensorBoard stores float32
+        assert value == pytest.approx(per_class[name]["dsc"], abs=1e-6), name
+    assert final.value == pytest.approx(summary["mean_dsc"], abs=1e-6)
+    assert summary["mean_dsc"] == pytest.approx(np.mean([s["dsc"] for s in per_class.values()]),
+                                                abs=1e-12)
+    assert summary["mean_nsd"] == pytest.approx(np.mean([s["nsd"] for s in per_class.values()]),
+                                                abs=1e-12)
+    assert_validation_scores(per_class, reference / "run" / "final",
+                             prepare(DATASET, reference / "data"))

@@ -10,14 +10,14 @@ import numpy as np
 import optax
 import pytest
 
-from automedsam_jax.config import TINY_CLASS_PROMPT, AutoMedSamConfig, LossConfig, SamConfig
+from automedsam_jax.core.config import TINY_CLASS_PROMPT, AutoMedSamConfig, LossConfig, SamConfig
+from automedsam_jax.core.init import random_model
+from automedsam_jax.core.losses import LossWeights
 from automedsam_jax.data import PipelineConfig, SyntheticConfig, prepare, train_dataset
-from automedsam_jax.losses import LossWeights
-from automedsam_jax.optim import Trainee
 from automedsam_jax.train.config import TrainConfig
 from automedsam_jax.train.embedding_cache import EmbeddingCache
-from automedsam_jax.train.init import random_automedsam
 from automedsam_jax.train.loop import make_tx, plateau_update
+from automedsam_jax.train.optim import Trainee
 from automedsam_jax.train.step import (data_mesh, init_state, make_embed_fn, make_loss_fn,
                                        prefetch, shard_batch)
 
@@ -27,7 +27,7 @@ def test_cached_and_online_losses_agree(tmp_path):
     builder = prepare(SyntheticConfig(num_cases=6, num_classes=3, height=40, width=40), str(tmp_path))
     src = builder.as_data_source("train")
     frame = cfg.sam.frame
-    trainee = Trainee(random_automedsam(cfg, 1), LossWeights(LossConfig()))
+    trainee = Trainee(random_model(cfg, 1), LossWeights(LossConfig()))
     tx = make_tx(TrainConfig())
     mesh = data_mesh()
     state, frozen, graphdef = init_state(trainee, tx, mesh)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from automedsam_jax.config import SamConfig
+from automedsam_jax.core.config import SamConfig
 
 
 def randomized_torch_sam(cfg: SamConfig, seed: int = 0):
@@ -16,7 +16,7 @@ def randomized_torch_sam(cfg: SamConfig, seed: int = 0):
     """
     import torch
 
-    from convert.torch_models import build_torch_sam
+    from torch_models import build_torch_sam
 
     model = build_torch_sam(cfg)
     gen = torch.Generator().manual_seed(seed)

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ..io.errors import BadInputError
 from .demo import demo_cases
-from .errors import BadInputError
 from .npz import read_npz
 from .presets import PRESETS, DatasetConfig, get_preset
 from .splits import SPLITS, split_cases
@@ -172,13 +172,30 @@ class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
                              f"{skipped or 'none'})")
 
 
+def dataset_spec(name: str) -> str | SyntheticConfig:
+    """``--dataset``: a preset name (returned as is), or ``synthetic:k=v,...`` →
+    :class:`SyntheticConfig` (integer fields, e.g. ``synthetic:cases=4,size=64``)."""
+    if not name.startswith("synthetic"):
+        return name
+    kwargs = {}
+    for item in filter(None, name.partition(":")[2].split(",")):
+        k, _, v = item.partition("=")
+        kwargs[k.strip()] = int(v)
+    return SyntheticConfig(**kwargs)
+
+
 def prepare(dataset: str | DatasetConfig | SyntheticConfig, data_dir: str | Path, *,
             manual_dir: str | Path | None = None, strict: bool = False) -> AutomedsamSlices:
-    """Build the dataset under ``data_dir`` if it is not built yet, and return its builder.
+    """Build the dataset under ``data_dir`` (``~`` expanded) if it is not built yet, and return
+    its builder. ``dataset``: a preset name, ``synthetic:k=v,...`` (:func:`dataset_spec`) or a
+    config.
 
     Read a split with ``builder.as_data_source("train")``; class names are in
     ``builder.info.metadata["class_names"]``. ``manual_dir`` holds the challenge ``.npz`` files.
     """
+    if isinstance(dataset, str):
+        dataset = dataset_spec(dataset)
+    data_dir = Path(data_dir).expanduser()
     if isinstance(dataset, DatasetConfig) and PRESETS.get(dataset.name) == dataset:
         dataset = dataset.name
     config = dataset if isinstance(dataset, str) else slices_config(dataset)

@@ -31,10 +31,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..fetch import cache_dir, extract_member, pip_download
-from .intensity import ct_window_to_uint8
+from ..io.fetch import cache_dir, extract_member, pip_download
+from ..io.intensity import ct_window_to_uint8
+from ..io.orientation import to_radiological
 from .labels import to_class_ids
-from .orientation import to_radiological
 from .presets import DEMO
 from .volume import Volume
 

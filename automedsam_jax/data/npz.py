@@ -1,86 +1,18 @@
-"""Reading and checking one CVPR 2024 "MedSAM on Laptop" challenge ``.npz`` file.
-
-The format (SPEC §4): ``imgs`` is ``(H, W, 3)`` or ``(H, W)`` for 2D and ``(D, H, W)`` uint8 for 3D;
-``gts`` has the same spatial shape with integer labels; 3D files carry ``spacing`` (3 floats, mm,
-in the array's (z, y, x) order). Every problem raises :class:`BadInputError` naming the file.
-"""
+"""A challenge ``.npz`` file (read and checked by :mod:`automedsam_jax.io.npz`) as a
+:class:`Volume` of a dataset's class ids. Every problem raises :class:`BadInputError` naming
+the file."""
 
 from __future__ import annotations
 
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
-from .errors import BadInputError
+from ..io.errors import BadInputError
+from ..io.npz import load_npz, npz_image, npz_labels, npz_spacing
 from .labels import body_midline, split_by_midline, to_class_ids
 from .presets import DatasetConfig
 from .volume import Volume
-
-
-def _check_image(imgs: np.ndarray, ndim: int) -> np.ndarray:
-    """``imgs`` → ``(D, H, W, C)`` uint8; raises ``ValueError`` with the problem."""
-    if imgs.dtype.kind == "f" and not np.all(np.isfinite(imgs)):
-        raise ValueError("image contains NaN or Inf pixels")
-    if imgs.dtype != np.uint8:
-        raise ValueError(f"image dtype is {imgs.dtype}, expected uint8 (16-bit and float images "
-                         "must be windowed/clipped to uint8 first, see automedsam_jax.data.intensity)")
-    if ndim == 3:
-        if imgs.ndim != 3:
-            raise ValueError(f"3D image must be (D, H, W), got shape {imgs.shape}")
-        return imgs[..., None]
-    if imgs.ndim == 2:
-        return imgs[None, ..., None]
-    if imgs.ndim == 3 and imgs.shape[-1] in (1, 3):
-        return imgs[None]
-    if imgs.ndim == 3 and imgs.shape[-1] == 4:
-        raise ValueError(f"image has 4 channels (RGBA?) {imgs.shape}; expected (H, W) or (H, W, 3)")
-    raise ValueError(f"2D image must be (H, W) or (H, W, 3), got shape {imgs.shape}")
-
-
-def _check_labels(gts: np.ndarray) -> np.ndarray:
-    """``gts`` → uint8 raw labels; raises ``ValueError`` for non-integer or out-of-range values."""
-    if gts.dtype.kind == "b":
-        return gts.astype(np.uint8)
-    if gts.dtype.kind == "f":
-        if not np.all(np.isfinite(gts)) or not np.all(gts == np.round(gts)):
-            raise ValueError(f"labels ({gts.dtype}) contain non-integer values")
-    elif gts.dtype.kind not in "iu":
-        raise ValueError(f"labels have dtype {gts.dtype}, expected integers")
-    lo, hi = gts.min(), gts.max()
-    if lo < 0 or hi > 255:
-        raise ValueError(f"labels out of range [0, 255]: min {lo}, max {hi}")
-    return gts.astype(np.uint8)
-
-
-def _check_spacing(spacing: np.ndarray | None) -> np.ndarray:
-    if spacing is None:
-        raise ValueError("3D file has no 'spacing'")
-    spacing = np.asarray(spacing, np.float64).ravel()
-    if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise ValueError(f"'spacing' must be 3 positive numbers, got {spacing}")
-    return spacing.astype(np.float32)
-
-
-def load_npz(path: str | Path, required: tuple[str, ...],
-             optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
-    """The ``required`` arrays and those of ``optional`` present, read without pickles; a file
-    that is not a complete npz or lacks a required key raises :class:`BadInputError`."""
-    path = Path(path)
-    if not zipfile.is_zipfile(path):
-        raise BadInputError(path, "unreadable npz: not a complete zip archive (truncated, or "
-                                  "another format)")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = set(required) - set(f.files)
-            if missing:
-                raise BadInputError(path, f"missing keys {sorted(missing)} (has {sorted(f.files)})")
-            return {k: f[k] for k in (*required, *optional) if k in f.files}
-    except BadInputError:
-        raise
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError) as e:
-        raise BadInputError(path, f"unreadable npz ({type(e).__name__}: {e})") from e
 
 
 def read_npz(path: str | Path, config: DatasetConfig) -> Volume:
@@ -93,11 +25,11 @@ def read_npz(path: str | Path, config: DatasetConfig) -> Volume:
     arrays = load_npz(path, required=("imgs", "gts"), optional=("spacing",))
     imgs, gts, spacing = arrays["imgs"], arrays["gts"], arrays.get("spacing")
     try:
-        image = _check_image(imgs, config.ndim)
+        image = npz_image(imgs, config.ndim)
         if gts.shape != (image.shape[:3] if config.ndim == 3 else image.shape[1:3]):
             raise ValueError(f"image shape {imgs.shape} and label shape {gts.shape} do not match")
-        label = to_class_ids(_check_labels(gts), config).reshape(image.shape[:3])
-        voxel = _check_spacing(spacing) if config.ndim == 3 else np.ones(3, np.float32)
+        label = to_class_ids(npz_labels(gts), config).reshape(image.shape[:3])
+        voxel = npz_spacing(spacing) if config.ndim == 3 else np.ones(3, np.float32)
         if config.split_kidney_by_midline:
             label = split_by_midline(label, body_midline(image), config.kidney_class,
                                      config.num_classes)

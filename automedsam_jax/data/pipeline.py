@@ -24,8 +24,8 @@ import grain
 import numpy as np
 from absl import flags
 
-from ..config import FrameConfig
-from ..preprocess import preprocess_image
+from ..core.config import FrameConfig
+from ..core.preprocess import model_input
 from .augment import AugmentConfig, augment_slice
 from .labels import present_classes
 from .sample import class_sample, flip, slice_sample
@@ -207,15 +207,6 @@ class EvalTransform(grain.transforms.Map):
                 "classes": present_classes(record["label"]), "case_id": _text(record["case_id"]),
                 "slice_index": int(record["slice_index"]), "depth": int(record["depth"]),
                 "spacing": record["spacing"]}
-
-
-def model_input(pixels: np.ndarray, frame: FrameConfig) -> Record:
-    """One original-frame slice ``(H, W)``/``(H, W, C)`` → what a segmenter needs: ``image``
-    (S, S, 3) float32 input frame, and ``original_size``/``resized_size`` (h, w) to map its
-    logits back (``preprocess.Resized``)."""
-    image, resized = preprocess_image(pixels, frame)
-    return {"image": image, "original_size": resized.original_size,
-            "resized_size": resized.resized_size}
 
 
 def eval_dataset(source: Sequence[Record], frame: FrameConfig) -> grain.MapDataset:

@@ -12,6 +12,9 @@ from typing import Literal
 
 Source = Literal["npz", "demo", "synthetic"]
 
+DEFAULT_DATA_DIR = "~/tensorflow_datasets"
+"""Where the commands build and read datasets unless told otherwise (tfds's default)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetConfig:

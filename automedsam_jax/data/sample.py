@@ -1,4 +1,5 @@
-"""Per-sample preprocessing of one slice and one class, built on :mod:`automedsam_jax.preprocess`.
+"""Per-sample preprocessing of one slice and one class, built on
+:mod:`automedsam_jax.core.preprocess`.
 
 Frames:
 
@@ -14,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..config import FrameConfig
-from ..preprocess import (Resized, boxes_to_input_frame, mask_to_low_res, preprocess_image,
-                          resized_size)
+from ..core.config import FrameConfig
+from ..core.preprocess import (Resized, boxes_to_input_frame, mask_box, mask_to_low_res,
+                               preprocess_image, resized_size)
 
 BOX_JITTER_AT_1024 = 20
 
@@ -24,15 +25,6 @@ BOX_JITTER_AT_1024 = 20
 def box_jitter_pixels(frame: FrameConfig) -> int:
     """Largest box jitter per side, in input-frame pixels: 20 at 1024, 5 at 256 (∝ frame size)."""
     return round(BOX_JITTER_AT_1024 * frame.size / 1024)
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """Tight box ``(4,)`` float32 ``x0, y0, x1, y1`` of a non-empty binary mask, in the mask's frame
-    (inclusive pixel indices of the first/last foreground column and row, as MedSAM)."""
-    rows, cols = np.nonzero(mask)
-    if rows.size == 0:
-        raise ValueError("cannot take the box of an empty mask")
-    return np.array([cols.min(), rows.min(), cols.max(), rows.max()], np.float32)
 
 
 def jitter_box(box: np.ndarray, max_shift: int, extent: tuple[int, int],

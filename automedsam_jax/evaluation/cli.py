@@ -22,21 +22,19 @@ and prints the table.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import grain
 
-from ..data import BadInputError, eval_dataset, prepare
-from ..metrics import DEFAULT_TOLERANCE
-from ..train.config import TrainConfig
+from ..core.metrics import DEFAULT_TOLERANCE
+from ..data import DEFAULT_DATA_DIR, eval_dataset, prepare
+from ..data.presets import DEMO
+from ..io.errors import BadInputError
+from ..io.rundir import DEFAULT_WORKDIR, EXPORTS, load_automedsam, load_sam
 from .evaluator import Evaluation, evaluate_records
-from .models import EXPORTS, load_automedsam, load_sam
 from .report import nsd_units, paper_table, write_reports
 from .segmenter import BoxSegmenter, ClassSegmenter
-
-DEFAULT_WORKDIR = TrainConfig().workdir  # the demo run
 
 
 def box_offset(text: str) -> int | str:
@@ -100,23 +98,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> tuple[Evaluation, dict[str, Path], str]:
     """Load, evaluate, write; returns the evaluation, the written paths and the table."""
-    from ..train.loop import dataset_spec
-
-    defaults = TrainConfig()
     if args.prompt == "class":
         if args.checkpoint is None and not Path(DEFAULT_WORKDIR).exists():
             raise FileNotFoundError(f"the demo run {DEFAULT_WORKDIR} does not exist yet: train it "
                                     "with `python train.py`, or pass --checkpoint")
         trained = load_automedsam(args.checkpoint or DEFAULT_WORKDIR)
-        model, directory, seen = trained.model, trained.directory, trained.train_config
+        model, directory, seen = trained.model, trained.directory, trained.data
         backbone = model.config.sam.name
     else:
         model, directory = load_sam(args.checkpoint or "pretrained")
-        seen, backbone = {}, model.config.name
-    dataset = args.dataset or seen.get("dataset") or defaults.dataset
-    data_dir = args.data_dir or seen.get("data_dir") or defaults.data_dir
-    builder = prepare(dataset_spec(dataset), os.path.expanduser(data_dir),
-                      manual_dir=args.manual_dir or seen.get("manual_dir"))
+        seen, backbone = (lambda field: None), model.config.name
+    builder = prepare(args.dataset or seen("dataset") or DEMO.name,
+                      args.data_dir or seen("data_dir") or DEFAULT_DATA_DIR,
+                      manual_dir=args.manual_dir or seen("manual_dir"))
     class_names = tuple(builder.info.metadata["class_names"])
     name = builder.dataset.name
     if args.split not in builder.info.splits:

@@ -1,6 +1,6 @@
 """Score a segmenter on a split: every slice, volumes rebuilt per case, DSC and NSD per class.
 
-Metrics are those of :mod:`automedsam_jax.metrics` (SPEC §5): per case and class on the whole
+Metrics are those of :mod:`automedsam_jax.core.metrics` (SPEC §5): per case and class on the whole
 volume (NSD at τ mm with the case's spacing) or 2D image (τ pixels); a class absent from both the
 GT and the prediction of a case is skipped there; per-class means over cases, then the
 unweighted mean over classes. Presence decisions are counted over every (slice, class) pair
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ..metrics import DEFAULT_TOLERANCE, ClassMetrics, DatasetMetrics, aggregate, case_metrics
+from ..core.metrics import DEFAULT_TOLERANCE, ClassMetrics, DatasetMetrics, aggregate, case_metrics
 from .presence import PresenceCounts
 from .segmenter import Record, Segmenter, segment_slices
 from .volumes import Case, VolumeAssembler

@@ -11,13 +11,14 @@ Two prompt kinds, one driver (:func:`segment_slices`):
   its prediction is empty. Classes with the same box (every class, for the whole image) get one
   mask, labelled with the lowest of their ids — the model has nothing to tell them apart.
 
-A slice is a record of :func:`automedsam_jax.data.eval_dataset` (``image`` ``(S, S, 3)`` float32
-input frame, ``original_size``/``resized_size``, and ``label`` ``(H, W)`` for box prompts).
+A slice is a record of :func:`automedsam_jax.data.eval_dataset` or
+:func:`automedsam_jax.core.preprocess.model_input` (``image`` ``(S, S, 3)`` float32 input frame,
+``original_size``/``resized_size``, and ``label`` ``(H, W)`` for box prompts).
 Shapes stay static: the jitted model call always sees ``batch_size`` slices (the last batch is
 zero-padded and the padding's outputs dropped) and K prompts per slice, so it compiles once;
 the per-slice step back to the original frame
-(:func:`automedsam_jax.preprocess.postprocess_masks`, then
-:func:`automedsam_jax.automedsam.label_map`) compiles once per original image size.
+(:func:`automedsam_jax.core.preprocess.postprocess_masks`, then
+:func:`automedsam_jax.core.automedsam.label_map`) compiles once per original image size.
 
 Overlapping masks are resolved per pixel by the highest logit (ties to the lower id); pixels
 where no class exceeds logit 0 (probability 0.5) are background. The same rule holds for both
@@ -41,11 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..automedsam import AutoMedSAM, label_map
-from ..config import FrameConfig
-from ..data.sample import mask_box
-from ..modeling import Sam
-from ..preprocess import Resized, boxes_to_input_frame, postprocess_masks
+from ..core.automedsam import AutoMedSAM, label_map
+from ..core.config import FrameConfig
+from ..core.modeling import Sam
+from ..core.preprocess import Resized, boxes_to_input_frame, mask_box, postprocess_masks
 
 Record = dict[str, Any]
 BoxOffset = int | Literal["image"]
@@ -135,9 +135,8 @@ class ClassSegmenter(Segmenter):
 def _class_logits(graphdef, state, images, class_ids):
     """``(B, S, S, 3)`` images, ``(B, K)`` ids → ``(B, K, L, L)`` low-res logits."""
     model = nnx.merge(graphdef, state)
-    (b, k), emb = class_ids.shape, model.embed(images)
-    out = model.decode(jnp.repeat(emb, k, axis=0), class_ids.reshape(b * k))
-    return out.low_res_logits.reshape(b, k, *out.low_res_logits.shape[1:])
+    low = model.decode(model.embed(images), class_ids).low_res_logits
+    return low.reshape(*class_ids.shape, *low.shape[1:])
 
 
 class BoxSegmenter(Segmenter):
@@ -184,7 +183,7 @@ def _box_logits(graphdef, state, images, boxes):
 
 def gt_box(mask: np.ndarray, offset: BoxOffset) -> np.ndarray:
     """Box ``(4,)`` ``x0, y0, x1, y1`` (original-frame pixels) of a non-empty ``(H, W)`` mask:
-    its tight box (:func:`automedsam_jax.data.sample.mask_box`) moved out by ``offset`` px per
+    its tight box (:func:`automedsam_jax.core.preprocess.mask_box`) moved out by ``offset`` px per
     side and clipped to ``[0, W] × [0, H]``; ``"image"`` gives ``(0, 0, W, H)``."""
     h, w = mask.shape
     if offset == "image":

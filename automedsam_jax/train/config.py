@@ -19,7 +19,9 @@ import argparse
 import dataclasses
 from typing import Literal
 
-from ..config import ClassPromptConfig, LossConfig
+from ..core.config import ClassPromptConfig, LossConfig
+from ..data.presets import DEFAULT_DATA_DIR
+from ..io.rundir import DEFAULT_WORKDIR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +48,11 @@ class TrainConfig:
     """
 
     dataset: str = "demo"
-    data_dir: str = "~/tensorflow_datasets"
+    data_dir: str = DEFAULT_DATA_DIR
     manual_dir: str | None = None
     backbone: str = "litemedsam"
     weights: str = "pretrained"
-    workdir: str = "runs/demo"
+    workdir: str = DEFAULT_WORKDIR
     epochs: int = 100
     batch_size: int = 16
     lr: float = 1e-4
@@ -108,7 +110,7 @@ PRESETS: dict[str, TrainConfig] = {
     # LiteMedSAM weights. Frozen encoder ⇒ embeddings cached once per flip variant (the same
     # losses as running the encoder in the step, see tests/test_train_step.py).
     "demo": TrainConfig(dataset="demo", backbone="litemedsam", weights="pretrained",
-                        workdir="runs/demo", cache_embeddings=True),
+                        workdir=DEFAULT_WORKDIR, cache_embeddings=True),
     # The same demo on a CPU, sized for ≤ 15 min on 2 cores (measured: see README "Training").
     # Narrower class prompt encoder (≈ 4× fewer FLOPs than 64/128/256), no flips (17 cached
     # embeddings instead of 68, and the organs keep their side of the body), batch 2 so the
@@ -116,7 +118,7 @@ PRESETS: dict[str, TrainConfig] = {
     # to 0 over 60 epochs. Measured alternatives: lr 1e-3 over 60 epochs ended at mean DSC 0.41,
     # lr 1e-3 over 40 epochs at 0.41 (a constant lr swings between evaluations).
     "demo_cpu": TrainConfig(dataset="demo", backbone="litemedsam", weights="pretrained",
-                            workdir="runs/demo", epochs=60, batch_size=2, lr=5e-4,
+                            workdir=DEFAULT_WORKDIR, epochs=60, batch_size=2, lr=5e-4,
                             lr_schedule="cosine", class_prompt_widths=(32, 64, 128), flips=False,
                             cache_embeddings=True),
     **{name: TrainConfig(dataset=name, workdir=f"runs/{name}", **_CHALLENGE)

@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from ..core.preprocess import preprocess_image
 from ..data.augment import AugmentConfig, augment_slice
 from ..data.sample import flip
-from ..preprocess import preprocess_image
 
 FLIP_VARIANTS = ((False, False), (True, False), (False, True), (True, True))
 

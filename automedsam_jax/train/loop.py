@@ -1,9 +1,14 @@
-"""The training run: data, model, the sharded step, epochs, the plateau scheduler, checkpoints,
-SIGTERM, NaN guard, logging, validation and the exported models.
+"""The training run, phase by phase: :func:`setup` (processes, work directory) →
+:func:`open_data` (the dataset, steps) → :func:`build_model` → :func:`init_trainer` (optimizer,
+sharded state, the jitted step) → :func:`train_pipeline` and :func:`build_cache` → :func:`train`
+(epochs, the plateau scheduler, checkpoints, SIGTERM, NaN guard, logging, ``best/``) →
+:func:`export` (``final/``) → :func:`finish` (presence calibration and validation).
+:func:`run` chains them.
 
 Restarting with the same ``workdir`` resumes from the latest checkpoint (parameters, optimizer,
-step, scheduler, PRNG key and the exact position of the grain iterator), so an interrupted run
-ends with the parameters of an uninterrupted one.
+step, scheduler, PRNG key and the exact position of the grain iterator: :class:`Progress`), so
+an interrupted run ends with the parameters of an uninterrupted one. What goes where in the work
+directory is :mod:`automedsam_jax.io.rundir`.
 """
 
 from __future__ import annotations
@@ -11,33 +16,37 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+from flax import nnx
 from jax.experimental import multihost_utils
 
-from ..automedsam import AutoMedSAM
-from ..checkpoint import load_model, save_model, update_meta
-from ..config import AutoMedSamConfig, SamConfig
-from ..data import PipelineConfig, SyntheticConfig, prepare, steps_per_epoch, train_dataset
+from ..core.automedsam import AutoMedSAM
+from ..core.config import AutoMedSamConfig, SamConfig
+from ..core.init import random_model
+from ..core.losses import LossWeights
+from ..data import PipelineConfig, prepare, steps_per_epoch, train_dataset
 from ..data.augment import AugmentConfig
 from ..data.pipeline import foreground_slices
-from ..losses import LossWeights
-from ..optim import Trainee, adamw
+from ..io import rundir
+from ..io.checkpoint import load_model, pretrained_automedsam, save_model, update_meta
+from ..io.weights import pretrained_litemedsam
 from .checkpointing import Checkpoints, key_from_json, key_to_json
 from .config import TrainConfig
+from .distributed import maybe_initialize_distributed, to_host
 from .embedding_cache import EmbeddingCache
-from .evaluate import calibrate_presence, evaluate, summary_table
-from .init import random_automedsam
 from .logging import Logger
-from .step import (data_mesh, init_state, learning_rate, make_embed_fn, make_train_step,
-                   prefetch, set_learning_rate, shard_batch)
+from .optim import Trainee, adamw
+from .step import (data_mesh, init_state, learning_rate, make_embed_fn, make_train_step, prefetch,
+                   set_learning_rate, shard_batch)
+from .validation import calibrate_presence, validate
 
 PREFETCH = 2  # batches whose host→device copies run ahead of the step
 
@@ -46,65 +55,82 @@ class TrainingDiverged(RuntimeError):
     """A non-finite loss; the last good checkpoint is left as it was."""
 
 
-def multi_process_env() -> bool:
-    """Whether the environment describes a multi-process job: an explicit coordinator
-    (``JAX_COORDINATOR_ADDRESS``), Slurm or Open MPI with several tasks, or a multi-host Cloud
-    TPU VM (``TPU_WORKER_HOSTNAMES`` lists several hosts)."""
-    env = os.environ
-    return ("JAX_COORDINATOR_ADDRESS" in env or int(env.get("SLURM_NTASKS", "1")) > 1
-            or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
-            or "," in env.get("TPU_WORKER_HOSTNAMES", ""))
+# -- setup ------------------------------------------------------------------------------------
+def setup(cfg: TrainConfig) -> Path:
+    """Join the other processes (if any); create the work directory and record ``cfg`` in it."""
+    maybe_initialize_distributed(cfg.distributed)
+    workdir = Path(cfg.workdir).expanduser().absolute()
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / rundir.TRAIN_CONFIG_FILE).write_text(
+            json.dumps(dataclasses.asdict(cfg), indent=2))
+    return workdir
 
 
-def maybe_initialize_distributed(mode: str = "auto") -> None:
-    """``jax.distributed.initialize()`` when ``mode`` is ``"on"``, or ``"auto"`` and
-    :func:`multi_process_env`. JAX detects TPU, Slurm and Open MPI jobs itself; elsewhere set
-    ``JAX_COORDINATOR_ADDRESS=host:port``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``."""
-    if mode == "on" or (mode == "auto" and multi_process_env()):
-        env = os.environ
-        jax.distributed.initialize(
-            num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
-            process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None)
+# -- data -------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """The prepared dataset: its builder (for the validation split), class names, the training
+    slices the run draws from, and the run's length."""
+
+    builder: Any
+    class_names: list[str]
+    train: Sequence[dict]
+    steps_per_epoch: int
+    total_steps: int
 
 
-def to_host(tree):
-    """Replicated global arrays → numpy, from this process's first shard (works on several
-    hosts, where a global array is not fully addressable)."""
-    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))
-                        if isinstance(x, jax.Array) else x, tree)
+def open_data(cfg: TrainConfig) -> RunData:
+    """Prepare ``cfg.dataset`` (process 0 builds, the others then open it) and size the run."""
+    def build():
+        return prepare(cfg.dataset, cfg.data_dir, manual_dir=cfg.manual_dir)
+
+    if jax.process_count() == 1:
+        builder = build()
+    else:  # process 0 builds; the others open the built dataset (shared or per-host disk)
+        builder = build() if jax.process_index() == 0 else None
+        multihost_utils.sync_global_devices("automedsam_jax: dataset prepared")
+        builder = builder or build()
+    train_src = builder.as_data_source("train")
+    if builder.info.metadata.get("train_empty_slices") and not cfg.negatives:
+        train_src = foreground_slices(train_src)  # organ-free slices serve only as negatives
+    if cfg.batch_size % jax.device_count():
+        raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the device count "
+                         f"{jax.device_count()}")
+    spe = steps_per_epoch(len(train_src), cfg.batch_size)
+    if spe == 0:
+        raise ValueError(f"{len(train_src)} training slices < batch size {cfg.batch_size}")
+    total = cfg.epochs * spe
+    if cfg.max_steps:
+        total = min(total, cfg.max_steps)
+    return RunData(builder, list(builder.info.metadata["class_names"]), train_src, spe, total)
 
 
-def dataset_spec(name: str):
-    """A preset name, or ``synthetic:k=v,...`` → :class:`SyntheticConfig`."""
-    if not name.startswith("synthetic"):
-        return name
-    kwargs = {}
-    for item in filter(None, name.partition(":")[2].split(",")):
-        k, _, v = item.partition("=")
-        kwargs[k.strip()] = int(v)
-    return SyntheticConfig(**kwargs)
-
-
+# -- model ------------------------------------------------------------------------------------
 def build_model(cfg: TrainConfig, num_classes: int) -> AutoMedSAM:
+    """``cfg.weights``: a converted backbone directory, ``pretrained`` (LiteMedSAM via pip) or
+    ``random``; the class prompt encoder is new (PyTorch's default init)."""
     sam = SamConfig.preset(cfg.backbone)
+    class_prompt = cfg.class_prompt(num_classes)
     if cfg.weights == "random":
-        return random_automedsam(AutoMedSamConfig(sam, cfg.class_prompt(num_classes)), cfg.seed)
+        return random_model(AutoMedSamConfig(sam, class_prompt), cfg.seed)
     weights = cfg.weights
     if weights == "pretrained":
         if cfg.backbone != "litemedsam":
             raise ValueError("--weights pretrained is LiteMedSAM only; convert MedSAM/SAM with "
                              "`python -m convert SRC.pth DIR` and pass --weights DIR")
-        from ..weights import pretrained_litemedsam
         weights = pretrained_litemedsam()
     if not weights:
         raise ValueError(f"--weights is required for backbone {cfg.backbone!r} (a directory made "
                          "by `python -m convert`)")
-    base = load_model(weights)
-    if base.config != sam:
-        raise ValueError(f"{weights} holds {base.config.name!r}, not --backbone {cfg.backbone!r}")
-    return AutoMedSAM.from_sam(base, cfg.class_prompt(num_classes), cfg.seed)
+    model = pretrained_automedsam(weights, class_prompt, cfg.seed)
+    if model.config.sam != sam:
+        raise ValueError(f"{weights} holds {model.config.sam.name!r}, not --backbone "
+                         f"{cfg.backbone!r}")
+    return model
 
 
+# -- state ------------------------------------------------------------------------------------
 def make_tx(cfg: TrainConfig, total_steps: int = 0) -> optax.GradientTransformation:
     """AdamW with the learning rate in its state (``inject_hyperparams``): a constant the plateau
     scheduler lowers, or ``cfg.lr_schedule == "cosine"``: ``lr → 0`` over ``total_steps``."""
@@ -115,6 +141,76 @@ def make_tx(cfg: TrainConfig, total_steps: int = 0) -> optax.GradientTransformat
         lr = optax.cosine_decay_schedule(cfg.lr, total_steps)
     return optax.inject_hyperparams(adamw)(learning_rate=lr, b1=cfg.b1, b2=cfg.b2,
                                            eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+@dataclasses.dataclass
+class Trainer:
+    """The replicated training ``state`` (trained parameters, optimizer, step), the ``frozen``
+    variables, and the jitted ``step_fn(state, frozen, batch, key)`` on ``mesh``."""
+
+    graphdef: Any
+    state: dict
+    frozen: Any
+    step_fn: Callable
+    mesh: jax.sharding.Mesh
+    encoder_dtype: Any
+
+    def model(self) -> AutoMedSAM:
+        """The current model, on the host."""
+        return nnx.merge(self.graphdef, to_host(self.state["params"]),
+                         to_host(self.frozen)).model
+
+
+def init_trainer(cfg: TrainConfig, model: AutoMedSAM, total_steps: int) -> Trainer:
+    """Split ``model`` and the loss σ's into trained and frozen variables, replicate them on a
+    data mesh of every device, and compile nothing yet (the step is jitted lazily)."""
+    tx = make_tx(cfg, total_steps)
+    mesh = data_mesh()
+    state, frozen, graphdef = init_state(Trainee(model, LossWeights(cfg.loss())), tx, mesh)
+    enc_dtype = jnp.bfloat16 if cfg.encoder_dtype == "bfloat16" else jnp.float32
+    step_fn = make_train_step(graphdef, tx, mesh, cached=cfg.cache_embeddings,
+                              encoder_dtype=enc_dtype, negatives=cfg.negatives)
+    return Trainer(graphdef, state, frozen, step_fn, mesh, enc_dtype)
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where the run is, saved with every checkpoint (as JSON): the step, the running epoch
+    loss, past epoch losses, the plateau scheduler, the best epoch loss, the base PRNG key and
+    the grain iterator state after the last batch trained on."""
+
+    step: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_steps: int = 0
+    epoch_losses: list[float] = dataclasses.field(default_factory=list)
+    plateau: dict = dataclasses.field(default_factory=lambda: {"best": math.inf,
+                                                               "bad_epochs": 0})
+    best_loss: float = math.inf
+    key: list[int] | None = None
+    data: Any = None
+
+    @classmethod
+    def start(cls, seed: int) -> "Progress":
+        return cls(key=key_to_json(jax.random.key(seed)))
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, meta: dict) -> "Progress":
+        return cls(**meta)
+
+    def add_step(self, loss: float) -> None:
+        self.step += 1
+        self.epoch_loss_sum += loss
+        self.epoch_steps += 1
+
+    def end_epoch(self) -> float:
+        """Close the epoch: its mean loss, recorded and returned."""
+        epoch_loss = self.epoch_loss_sum / self.epoch_steps
+        self.epoch_losses.append(epoch_loss)
+        self.epoch_loss_sum, self.epoch_steps = 0.0, 0
+        return epoch_loss
 
 
 def plateau_update(plateau: dict, epoch_loss: float, cfg: TrainConfig) -> bool:
@@ -129,107 +225,50 @@ def plateau_update(plateau: dict, epoch_loss: float, cfg: TrainConfig) -> bool:
     return False
 
 
-def run(cfg: TrainConfig) -> dict:
-    """Train (or resume) per ``cfg``; returns a summary dict (also written to workdir)."""
-    maybe_initialize_distributed(cfg.distributed)
-    workdir = Path(cfg.workdir).expanduser().absolute()
-    main = jax.process_index() == 0
-    if main:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+# -- input ------------------------------------------------------------------------------------
+def train_pipeline(cfg: TrainConfig, data: RunData, model_cfg: AutoMedSamConfig):
+    """This process's grain dataset of training batches."""
+    return train_dataset(data.train, model_cfg.sam.frame, model_cfg.sam.low_res_size,
+                         PipelineConfig(batch_size=cfg.batch_size // jax.process_count(),
+                                        seed=cfg.seed, num_epochs=cfg.epochs, flips=cfg.flips,
+                                        images=not cfg.cache_embeddings,
+                                        classes=cfg.classes_per_step,
+                                        num_classes=len(data.class_names),
+                                        augment=AugmentConfig(variants=cfg.augment),
+                                        negatives=cfg.negatives,
+                                        negative_fraction=cfg.negative_fraction,
+                                        num_workers=cfg.num_workers))
 
-    # -- data ------------------------------------------------------------------------------
-    def build():
-        return prepare(dataset_spec(cfg.dataset), os.path.expanduser(cfg.data_dir),
-                       manual_dir=cfg.manual_dir)
 
-    if jax.process_count() == 1:
-        builder = build()
-    else:  # process 0 builds; the others open the built dataset (shared or per-host disk)
-        builder = build() if main else None
-        multihost_utils.sync_global_devices("automedsam_jax: dataset prepared")
-        builder = builder or build()
-    class_names = list(builder.info.metadata["class_names"])
-    train_src = builder.as_data_source("train")
-    if builder.info.metadata.get("train_empty_slices") and not cfg.negatives:
-        train_src = foreground_slices(train_src)  # organ-free slices serve only as negatives
-    n_proc = jax.process_count()
-    if cfg.batch_size % jax.device_count():
-        raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the device count "
-                         f"{jax.device_count()}")
-    spe = steps_per_epoch(len(train_src), cfg.batch_size)
-    if spe == 0:
-        raise ValueError(f"{len(train_src)} training slices < batch size {cfg.batch_size}")
-    total = cfg.epochs * spe
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
+def build_cache(cfg: TrainConfig, data: RunData, trainer: Trainer, frame,
+                log: Callable[[str], None]) -> EmbeddingCache:
+    """Every training slice's embeddings (each flip and augmentation variant), computed once on
+    the data mesh."""
+    embed = make_embed_fn(trainer.graphdef, trainer.mesh, trainer.encoder_dtype)
+    sharding = jax.sharding.NamedSharding(trainer.mesh, jax.sharding.PartitionSpec("data"))
+    chunk = max(jax.device_count(), 8 // jax.device_count() * jax.device_count())
+    return EmbeddingCache.build(
+        data.train, frame,
+        lambda x: embed(trainer.state["params"], trainer.frozen, jax.device_put(x, sharding)),
+        flips=cfg.flips, chunk=chunk, log=log, augment=AugmentConfig(variants=cfg.augment),
+        seed=cfg.seed)
 
-    # -- model, state, step -----------------------------------------------------------------
-    model = build_model(cfg, len(class_names))
-    frame = model.config.sam.frame
-    trainee = Trainee(model, LossWeights(cfg.loss()))
-    tx = make_tx(cfg, total)
-    mesh = data_mesh()
-    state, frozen, graphdef = init_state(trainee, tx, mesh)
-    enc_dtype = jnp.bfloat16 if cfg.encoder_dtype == "bfloat16" else jnp.float32
-    step_fn = make_train_step(graphdef, tx, mesh, cached=cfg.cache_embeddings,
-                              encoder_dtype=enc_dtype, negatives=cfg.negatives)
-    augment = AugmentConfig(variants=cfg.augment)
 
-    ckpts = Checkpoints(workdir / "checkpoints", cfg.keep_checkpoints)
-    meta = {"step": 0, "epoch_loss_sum": 0.0, "epoch_steps": 0, "epoch_losses": [],
-            "plateau": {"best": math.inf, "bad_epochs": 0}, "best_loss": math.inf,
-            "key": key_to_json(jax.random.key(cfg.seed)), "data": None}
-    ds = train_dataset(train_src, frame, model.config.sam.low_res_size,
-                       PipelineConfig(batch_size=cfg.batch_size // n_proc, seed=cfg.seed,
-                                      num_epochs=cfg.epochs, flips=cfg.flips,
-                                      images=not cfg.cache_embeddings,
-                                      classes=cfg.classes_per_step,
-                                      num_classes=len(class_names), augment=augment,
-                                      negatives=cfg.negatives,
-                                      negative_fraction=cfg.negative_fraction,
-                                      num_workers=cfg.num_workers))
-    it = iter(ds)
-    if ckpts.latest_step() is not None:
-        state, meta = ckpts.restore(state)
-        it.set_state(meta["data"])
-    key = key_from_json(meta["key"])
-    start = int(meta["step"])
-    log = Logger(str(workdir / "tb"), total, start, cfg.progress)
-    log.info(f"{cfg.dataset}: {len(train_src)} training slices, {spe} steps/epoch, "
-             f"{cfg.epochs} epochs, global batch {cfg.batch_size} on {jax.device_count()} "
-             f"device(s); backbone {cfg.backbone}, class prompt widths "
-             f"{tuple(cfg.class_prompt_widths)}, lr {cfg.lr:g}, flips {cfg.flips}; recipe "
-             f"{cfg.recipe}: class embedding {cfg.class_embedding}, {cfg.classes_per_step} "
-             f"class(es) per slice, negatives {cfg.negatives}, {cfg.augment} augmented "
-             f"variant(s), presence {cfg.presence}"
-             + (f"; resuming at step {start}" if start else ""))
-
-    cache = None
-    if cfg.cache_embeddings:
-        embed = make_embed_fn(graphdef, mesh, enc_dtype)
-        chunk = max(jax.device_count(), 8 // jax.device_count() * jax.device_count())
-        cache = EmbeddingCache.build(train_src, frame, lambda x: embed(
-            state["params"], frozen, jax.device_put(x, jax.sharding.NamedSharding(
-                mesh, jax.sharding.PartitionSpec("data")))), flips=cfg.flips, chunk=chunk,
-            log=log.info, augment=augment, seed=cfg.seed)
-
+# -- loop -------------------------------------------------------------------------------------
+def train(cfg: TrainConfig, data: RunData, trainer: Trainer, progress: Progress, it,
+          cache: EmbeddingCache | None, ckpts: Checkpoints, log: Logger,
+          on_best: Callable[[], None], on_validate: Callable[[int], None]) -> None:
+    """Train from ``progress.step`` to ``data.total_steps``, reading batches from the grain
+    iterator ``it``; checkpoints at each epoch end (and every ``cfg.checkpoint_every`` steps);
+    ``on_best()`` when an epoch's loss is the lowest yet, ``on_validate(step)`` every
+    ``cfg.eval_every`` epochs. SIGTERM: checkpoint and exit 143. Non-finite loss:
+    :class:`TrainingDiverged`, the last checkpoint untouched."""
     stop = {"sigterm": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
 
-    data_state = meta["data"]
-
-    def save(step):
-        if ckpts.latest_step() == step:
-            return
-        meta["step"], meta["data"] = step, data_state
-        ckpts.save(step, state, meta)
-
-    def export(name):
-        """Every process calls it (Orbax synchronises); process 0 writes."""
-        save_model(nnx_model(graphdef, state, frozen), workdir / name, extra={
-            "class_names": class_names, "train_config": dataclasses.asdict(cfg),
-            "step": int(meta["step"])})
+    def save():
+        if ckpts.latest_step() != progress.step:
+            ckpts.save(progress.step, trainer.state, progress.to_json())
 
     def host_batches():
         """This process's batches, each with the iterator state just after it."""
@@ -240,115 +279,134 @@ def run(cfg: TrainConfig) -> dict:
 
     # Device copies run PREFETCH batches ahead; a checkpoint stores the iterator state after
     # the last batch *trained on*, so a resumed run reads exactly the batches that follow it.
-    batches = prefetch(host_batches(), lambda b: (shard_batch(b[0], mesh, cfg.cache_embeddings),
-                                                  b[1]), size=PREFETCH)
-    step = start
+    batches = prefetch(host_batches(), lambda b: (
+        shard_batch(b[0], trainer.mesh, cfg.cache_embeddings), b[1]), size=PREFETCH)
+    key = key_from_json(progress.key)
+    spe, total = data.steps_per_epoch, data.total_steps
     t_last = time.perf_counter()
-    try:
-        while step < total:
-            batch, data_state = next(batches)
-            state, metrics = step_fn(state, frozen, batch, key)
-            scalars = {k: float(v) for k, v in to_host(metrics).items()}
-            if not all(math.isfinite(v) for v in scalars.values()):
-                last = ckpts.latest_step()
-                raise TrainingDiverged(
-                    f"non-finite loss at step {step + 1} (loss={scalars['loss']}); stopping. The "
-                    f"last good checkpoint (step {last}) in {ckpts.directory} is untouched.")
-            step += 1
-            now = time.perf_counter()
-            ips = cfg.batch_size / max(now - t_last, 1e-9)
-            t_last = now
-            scalars["lr"] = learning_rate(state)
-            log.step(step, scalars, ips)
-            meta["epoch_loss_sum"] += scalars["loss"]
-            meta["epoch_steps"] += 1
-            end_of_epoch = step % spe == 0
-            if end_of_epoch:
-                epoch = step // spe
-                epoch_loss = meta["epoch_loss_sum"] / meta["epoch_steps"]
-                meta["epoch_losses"].append(epoch_loss)
-                meta["epoch_loss_sum"], meta["epoch_steps"] = 0.0, 0
-                if cfg.lr_schedule == "plateau" and plateau_update(meta["plateau"], epoch_loss,
-                                                                   cfg):
-                    state = set_learning_rate(state, learning_rate(state) * cfg.plateau_factor)
-                    log.info(f"epoch {epoch}: no improvement for {cfg.plateau_patience} epochs, "
-                             f"lr → {learning_rate(state):.3g}")
-                log.scalars(step, {"epoch_loss": epoch_loss}, "train")
-                log.info(f"epoch {epoch}/{cfg.epochs}: loss {epoch_loss:.4f}, "
-                         f"lr {learning_rate(state):.3g}, {ips:.2f} img/s")
-                if epoch_loss < meta["best_loss"]:
-                    meta["best_loss"] = epoch_loss
-                    export("best")
-                if cfg.eval_every and epoch % cfg.eval_every == 0 and step < total:
-                    _validate(builder, nnx_model(graphdef, state, frozen), class_names, frame,
-                              log, step)
-            if end_of_epoch or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) \
-                    or step == total:
-                save(step)
-            if stop["sigterm"]:
-                save(step)
-                log.info(f"SIGTERM: checkpoint saved at step {step}; exiting. Re-run the same "
-                         "command to resume.")
-                log.close()
-                ckpts.close()
-                raise SystemExit(143)
-    except TrainingDiverged:
-        log.close()
-        ckpts.close()
-        raise
-    log.info(f"training done: {step} steps")
-    export("final")
-    summary = {"steps": step, "epoch_losses": meta["epoch_losses"]}
-    final_model = nnx_model(graphdef, state, frozen)
+    while progress.step < total:
+        batch, data_state = next(batches)
+        trainer.state, metrics = trainer.step_fn(trainer.state, trainer.frozen, batch, key)
+        scalars = {k: float(v) for k, v in to_host(metrics).items()}
+        if not all(math.isfinite(v) for v in scalars.values()):
+            raise TrainingDiverged(
+                f"non-finite loss at step {progress.step + 1} (loss={scalars['loss']}); "
+                f"stopping. The last good checkpoint (step {ckpts.latest_step()}) in "
+                f"{ckpts.directory} is untouched.")
+        progress.add_step(scalars["loss"])
+        progress.data = data_state
+        step = progress.step
+        now = time.perf_counter()
+        ips = cfg.batch_size / max(now - t_last, 1e-9)
+        t_last = now
+        scalars["lr"] = learning_rate(trainer.state)
+        log.step(step, scalars, ips)
+        end_of_epoch = step % spe == 0
+        if end_of_epoch:
+            epoch, epoch_loss = step // spe, progress.end_epoch()
+            if cfg.lr_schedule == "plateau" and plateau_update(progress.plateau, epoch_loss, cfg):
+                trainer.state = set_learning_rate(
+                    trainer.state, learning_rate(trainer.state) * cfg.plateau_factor)
+                log.info(f"epoch {epoch}: no improvement for {cfg.plateau_patience} epochs, "
+                         f"lr → {learning_rate(trainer.state):.3g}")
+            log.scalars(step, {"epoch_loss": epoch_loss}, "train")
+            log.info(f"epoch {epoch}/{cfg.epochs}: loss {epoch_loss:.4f}, "
+                     f"lr {learning_rate(trainer.state):.3g}, {ips:.2f} img/s")
+            if epoch_loss < progress.best_loss:
+                progress.best_loss = epoch_loss
+                on_best()
+            if cfg.eval_every and epoch % cfg.eval_every == 0 and step < total:
+                on_validate(step)
+        if end_of_epoch or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) \
+                or step == total:
+            save()
+        if stop["sigterm"]:
+            save()
+            log.info(f"SIGTERM: checkpoint saved at step {step}; exiting. Re-run the same "
+                     "command to resume.")
+            raise SystemExit(143)
+
+
+# -- export -----------------------------------------------------------------------------------
+def export(model: AutoMedSAM, workdir: Path, name: str, cfg: TrainConfig,
+           class_names: Sequence[str], step: int) -> Path:
+    """Write ``workdir/name`` (``best``/``final``): a model directory whose ``config.json`` also
+    records the class names, the training config and the step. Every process calls it (Orbax
+    synchronises); process 0 writes."""
+    return save_model(model, rundir.export_dir(workdir, name), extra={
+        rundir.CLASS_NAMES: list(class_names), rundir.TRAIN_CONFIG: dataclasses.asdict(cfg),
+        rundir.STEP: int(step)})
+
+
+# -- validation -------------------------------------------------------------------------------
+def finish(cfg: TrainConfig, workdir: Path, data: RunData, final_model: AutoMedSAM,
+           log: Logger, step: int) -> dict:
+    """After the last step: calibrate each export's presence rule (``cfg.presence``) and store
+    it with the export, validate the final model under its rule; → the summary's entries."""
+    summary = {}
     if cfg.presence:  # each exported model gets the rule calibrated for it
-        for name in ("best", "final"):
-            if (workdir / name).exists():
-                presence = _calibrate(builder, final_model if name == "final" else
-                                      load_model(workdir / name), class_names, frame, log, name)
+        for name in rundir.EXPORTS:
+            directory = rundir.export_dir(workdir, name)
+            if directory.exists():
+                model = final_model if name == rundir.FINAL else load_model(directory)
+                presence = calibrate_presence(model, data.builder, len(data.class_names), log,
+                                              name)
                 if presence is not None:
-                    update_meta(workdir / name, {"presence": presence})
+                    update_meta(directory, {rundir.PRESENCE: presence})
                     summary[f"presence_{name}"] = presence
-    min_area = summary.get("presence_final", {}).get("min_area", 0.0)
-    ev = _validate(builder, final_model, class_names, frame, log, step, min_area)
+    min_area = summary.get(f"presence_{rundir.FINAL}", {}).get("min_area", 0.0)
+    ev = validate(final_model, data.builder, data.class_names, log, step, min_area)
     if ev is not None:
         metrics = ev.metrics
         summary["validation"] = {"mean_dsc": metrics.dsc, "mean_nsd": metrics.nsd, "per_class": {
-            class_names[c - 1]: {"dsc": s.dsc, "nsd": s.nsd} for c, s in metrics.per_class.items()},
-            "presence": ev.presence.to_dict()}
-    if main:
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
-    log.close()
-    ckpts.close()
+            data.class_names[c - 1]: {"dsc": s.dsc, "nsd": s.nsd}
+            for c, s in metrics.per_class.items()}, "presence": ev.presence.to_dict()}
     return summary
 
 
-def nnx_model(graphdef, state, frozen) -> AutoMedSAM:
-    from flax import nnx
-    return nnx.merge(graphdef, to_host(state["params"]), to_host(frozen)).model
-
-
-def _calibrate(builder, model, class_names, frame, log, name):
-    """The presence rule of ``model`` calibrated on the validation split (None without one)."""
-    src = builder.as_data_source("validation")
-    if len(src) == 0:
-        log.info("presence: no validation split to calibrate on; every class is drawn")
-        return None
-    presence = calibrate_presence(model, src, len(class_names), frame)
-    log.info(f"presence ({name}): a class counts on a slice when its mask covers ≥ "
-             f"{presence['min_area']:.2e} of the image; {100 * presence['accuracy']:.1f} % of "
-             f"{presence['pairs']} validation (slice, class) pairs right")
-    return presence
-
-
-def _validate(builder, model, class_names, frame, log, step, min_area=0.0):
-    src = builder.as_data_source("validation")
-    if len(src) == 0:
-        return None
-    ev = evaluate(model, src, len(class_names), frame, min_area=min_area)
-    metrics = ev.metrics
-    log.scalars(step, {"dsc": metrics.dsc, "nsd": metrics.nsd,
-                       "presence/precision": ev.presence.precision,
-                       "presence/recall": ev.presence.recall, **{
-        f"dsc/{class_names[c - 1]}": s.dsc for c, s in metrics.per_class.items()}}, "validation")
-    log.info(f"validation at step {step}:\n" + summary_table(ev, class_names))
-    return ev
+# -- the run ----------------------------------------------------------------------------------
+def run(cfg: TrainConfig) -> dict:
+    """Train (or resume) per ``cfg``; returns a summary dict (also written to workdir)."""
+    workdir = setup(cfg)
+    data = open_data(cfg)
+    model = build_model(cfg, len(data.class_names))
+    trainer = init_trainer(cfg, model, data.total_steps)
+    ckpts = Checkpoints(workdir / rundir.CHECKPOINTS_DIR, cfg.keep_checkpoints)
+    progress = Progress.start(cfg.seed)
+    it = iter(train_pipeline(cfg, data, model.config))
+    if ckpts.latest_step() is not None:
+        trainer.state, meta = ckpts.restore(trainer.state)
+        progress = Progress.from_json(meta)
+        it.set_state(progress.data)
+    start = progress.step
+    log = Logger(str(workdir / rundir.TENSORBOARD_DIR), data.total_steps, start, cfg.progress)
+    log.info(f"{cfg.dataset}: {len(data.train)} training slices, {data.steps_per_epoch} "
+             f"steps/epoch, {cfg.epochs} epochs, global batch {cfg.batch_size} on "
+             f"{jax.device_count()} device(s); backbone {cfg.backbone}, class prompt widths "
+             f"{tuple(cfg.class_prompt_widths)}, lr {cfg.lr:g}, flips {cfg.flips}; recipe "
+             f"{cfg.recipe}: class embedding {cfg.class_embedding}, {cfg.classes_per_step} "
+             f"class(es) per slice, negatives {cfg.negatives}, {cfg.augment} augmented "
+             f"variant(s), presence {cfg.presence}"
+             + (f"; resuming at step {start}" if start else ""))
+    cache = (build_cache(cfg, data, trainer, model.config.sam.frame, log.info)
+             if cfg.cache_embeddings else None)
+    try:
+        train(cfg, data, trainer, progress, it, cache, ckpts, log,
+              on_best=lambda: export(trainer.model(), workdir, rundir.BEST, cfg,
+                                     data.class_names, progress.step),
+              on_validate=lambda step: validate(trainer.model(), data.builder, data.class_names,
+                                                log, step))
+    except (TrainingDiverged, SystemExit):
+        log.close()
+        ckpts.close()
+        raise
+    log.info(f"training done: {progress.step} steps")
+    final_model = trainer.model()
+    export(final_model, workdir, rundir.FINAL, cfg, data.class_names, progress.step)
+    summary = {"steps": progress.step, "epoch_losses": progress.epoch_losses,
+               **finish(cfg, workdir, data, final_model, log, progress.step)}
+    if jax.process_index() == 0:
+        (workdir / rundir.SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    log.close()
+    ckpts.close()
+    return summary

@@ -4,15 +4,15 @@ The batch is sharded on ``data``, the state is replicated. The loss is the mean 
 *global* batch and the gradient is taken of that global mean, so XLA's partitioner inserts the
 one cross-device reduction itself: gradients are averaged exactly once (no ``pmap``, no
 ``shard_map`` whose replicated-parameter gradients would already be summed before a ``pmean``).
-Only the trainable variables (:data:`~automedsam_jax.optim.TRAINABLE`) are differentiated; the
-frozen image encoder runs inside the step under ``stop_gradient``, or is skipped when the batch
+Only the trainable variables (:data:`~automedsam_jax.train.optim.TRAINABLE`) are differentiated;
+the frozen image encoder runs inside the step under ``stop_gradient``, or is skipped when the batch
 carries cached ``embedding``\\ s.
 
 Two batch layouts: one class per slice (the paper: ``class_id`` ``(B,)``, targets ``(B, L, L)``)
 or every class of each slice (``class_id`` ``(B, K)``, targets ``(B, K, L, L)``, ``present``
 ``(B, K)``): the slice's one embedding is decoded for all K classes in the same step — the
 B·K (slice, class) pairs are flattened into one batch, so the loss is the mean over pairs (see
-:mod:`automedsam_jax.losses` for what absent classes contribute; one-class batches may carry
+:mod:`automedsam_jax.core.losses` for what absent classes contribute; one-class batches may carry
 ``present`` ``(B,)`` too, for negatives). Diffusion noise comes from an explicit key folded with
 the step number (or from the batch's ``noise``, for benchmarks that must feed two frameworks the
 same draws). The state argument is donated; metrics stay on the device.
@@ -42,9 +42,9 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ..automedsam import AutoMedSamOutput
-from ..losses import joint_loss
-from ..optim import TRAINABLE, Trainee
+from ..core.automedsam import AutoMedSamOutput
+from ..core.losses import joint_loss
+from .optim import TRAINABLE, Trainee
 
 STEP_KEYS = ("class_id", "mask", "box", "dist")
 """Batch entries the step reads, besides ``image`` (online) or ``embedding`` (cached)."""
@@ -130,14 +130,10 @@ def forward(model, images: jax.Array | None, class_ids: jax.Array, *,
             compute_dtype=jnp.float32) -> AutoMedSamOutput:
     """AutoMedSAM's forward with the frozen encoder in ``encoder_dtype`` (skipped when
     ``embeddings`` are given) and the class prompt encoder and decoder in ``compute_dtype``;
-    outputs float32."""
+    outputs float32. ``class_ids`` ``(B, K)`` decodes every class of each slice against its
+    one embedding (:meth:`AutoMedSAM.decode`): outputs have B·K rows, slice-major."""
     emb = (jax.lax.stop_gradient(embeddings) if embeddings is not None
            else embed_frozen(model, images, encoder_dtype))
-    if class_ids.ndim == 2:  # every class of each slice: one embedding, K decodes
-        emb = jnp.repeat(emb, class_ids.shape[1], axis=0)
-        class_ids = class_ids.reshape(-1)
-        if noise is not None:
-            noise = noise.reshape(-1, *noise.shape[2:])
     cast = with_dtype(model, compute_dtype) if jnp.dtype(compute_dtype) != jnp.float32 else model
     if noise is not None:
         noise = noise.astype(compute_dtype)
@@ -147,7 +143,7 @@ def forward(model, images: jax.Array | None, class_ids: jax.Array, *,
 
 def flatten_pairs(batch: dict) -> dict:
     """The all-classes layout's per-(slice, class) entries ``(B, K, ...)`` → ``(B·K, ...)``
-    (slice-major, as :func:`forward` repeats the embeddings); other layouts unchanged."""
+    (slice-major, as :meth:`AutoMedSAM.decode` orders the pairs); other layouts unchanged."""
     if batch["class_id"].ndim != 2:
         return batch
     return {k: (v.reshape(-1, *v.shape[2:]) if k in STEP_KEYS + ("present",) else v)
@@ -182,7 +178,7 @@ def _step(graphdef, tx, cached, encoder_dtype, compute_dtype, negatives, state, 
     updates, opt = tx.update(grads, state["opt"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     metrics = {"loss": loss, **{f"loss/{k}": v for k, v in terms.items()},
-               "grad_norm": optax.global_norm(grads)}
+               "grad_norm": optax.tree.norm(grads)}
     if "loss_weights" in params and "sigma" in params["loss_weights"]:
         sigma = params["loss_weights"]["sigma"][...]
         for i in range(sigma.shape[0]):
@@ -196,7 +192,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, mesh: Mesh, *,
     """``step(state, frozen, batch, key) -> (state, metrics)``, jitted on ``mesh``; ``state``
     is donated. ``cached``: the batch holds ``embedding`` (B, g, g, C) instead of ``image``.
     ``encoder_dtype``/``compute_dtype``: see the module docstring. ``negatives``: absent
-    classes of an all-classes batch count in the CE term (:mod:`automedsam_jax.losses`)."""
+    classes of an all-classes batch count in the CE term (:mod:`automedsam_jax.core.losses`)."""
     rep, data = replicated(mesh), batch_sharding(mesh)
 
     def step(state, frozen, batch, key):

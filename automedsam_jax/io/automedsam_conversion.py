@@ -1,9 +1,9 @@
 """AutoMedSAM checkpoints in the authors' PyTorch layout ⇄ Flax :class:`AutoMedSAM`.
 
 The PyTorch state dict has four parts: ``image_encoder.*``, ``prompt_encoder.*``,
-``mask_decoder.*`` (SAM's names, converted by :mod:`convert.params`' table) and
+``mask_decoder.*`` (SAM's names, converted by :mod:`automedsam_jax.io.conversion`' table) and
 ``class_prmpt_encoder.*`` (the authors' misspelling; ``class_prompt_encoder`` in Flax, names
-otherwise as in ``convert/torch_automedsam.py``). Every tensor must be used and every leaf
+otherwise as in ``tests/torch_automedsam.py``). Every tensor must be used and every leaf
 filled: all problems of all parts are collected into one :class:`CheckpointMismatch`.
 """
 
@@ -13,10 +13,11 @@ from typing import Mapping
 
 import numpy as np
 
-from automedsam_jax.automedsam import AutoMedSAM
-from automedsam_jax.config import AutoMedSamConfig
-from convert.params import (CheckpointMismatch, load_state, problems, table, to_torch_state,
-                            unwrap_state_dict)
+from ..core.automedsam import AutoMedSAM
+from ..core.config import AutoMedSamConfig
+from ..core.init import abstract_model
+from .conversion import (CheckpointMismatch, load_state, problems, table, to_torch_state,
+                         unwrap_state_dict)
 
 # Flax attribute → PyTorch key prefix.
 PARTS = {"image_encoder": "image_encoder.", "prompt_encoder": "prompt_encoder.",
@@ -28,7 +29,7 @@ def automedsam_from_torch(state: Mapping, cfg: AutoMedSamConfig,
     """A Flax :class:`AutoMedSAM` from a PyTorch AutoMedSAM state dict (wrappers and
     ``module.`` prefixes accepted)."""
     state = unwrap_state_dict(state, source)
-    model = AutoMedSAM.abstract(cfg)  # conversion never runs a random init
+    model = abstract_model(cfg)  # conversion never runs a random init
     parts = {attr: {k: v for k, v in state.items() if k.startswith(prefix)}
              for attr, prefix in PARTS.items()}
     stray = [k for k in state if not k.startswith(tuple(PARTS.values()))]

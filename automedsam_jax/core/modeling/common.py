@@ -173,3 +173,23 @@ class MLPBlock(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.lin2(self.act(self.lin1(x)))
+
+
+def window_partition(x: jax.Array, window: int) -> tuple[jax.Array, tuple[int, int]]:
+    """``(B, H, W, C)`` → ``(B·nW, window, window, C)``, zero-padding H and W up to the window."""
+    B, H, W, C = x.shape
+    ph, pw = (-H) % window, (-W) % window
+    x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)))
+    Hp, Wp = H + ph, W + pw
+    x = x.reshape(B, Hp // window, window, Wp // window, window, C).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, window, window, C), (Hp, Wp)
+
+
+def window_unpartition(windows: jax.Array, window: int, pad_hw: tuple[int, int],
+                       hw: tuple[int, int]) -> jax.Array:
+    """Inverse of :func:`window_partition`, cropping the padding: → ``(B, H, W, C)``."""
+    (Hp, Wp), (H, W) = pad_hw, hw
+    B = windows.shape[0] // ((Hp // window) * (Wp // window))
+    x = windows.reshape(B, Hp // window, Wp // window, window, window, -1)
+    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, -1)
+    return x[:, :H, :W]

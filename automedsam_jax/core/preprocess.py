@@ -149,3 +149,21 @@ def mask_to_low_res(mask: np.ndarray, resized: Resized, frame: FrameConfig, low:
 __all__ = ["Resized", "resized_size", "resize_image", "check_image", "preprocess_image",
            "boxes_to_input_frame", "points_to_input_frame", "resize_logits", "postprocess_masks",
            "mask_to_low_res"]
+
+
+def model_input(pixels: np.ndarray, frame: FrameConfig) -> dict:
+    """One original-frame slice ``(H, W)``/``(H, W, C)`` → what a segmenter needs: ``image``
+    (S, S, 3) float32 input frame, and ``original_size``/``resized_size`` (h, w) to map its
+    logits back (:class:`Resized`)."""
+    image, resized = preprocess_image(pixels, frame)
+    return {"image": image, "original_size": resized.original_size,
+            "resized_size": resized.resized_size}
+
+
+def mask_box(mask: np.ndarray) -> np.ndarray:
+    """Tight box ``(4,)`` float32 ``x0, y0, x1, y1`` of a non-empty binary mask, in the mask's frame
+    (inclusive pixel indices of the first/last foreground column and row, as MedSAM)."""
+    rows, cols = np.nonzero(mask)
+    if rows.size == 0:
+        raise ValueError("cannot take the box of an empty mask")
+    return np.array([cols.min(), rows.min(), cols.max(), rows.max()], np.float32)

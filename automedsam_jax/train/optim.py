@@ -2,12 +2,13 @@
 
 Trained: the class prompt encoder, the mask decoder and the loss σ's. Frozen: the image encoder
 and SAM's prompt encoder (and every non-``Param`` variable: BatchNorm statistics, the Gaussian PE
-buffer). σ is excluded from weight decay.
+buffer). σ is excluded from weight decay. The trainer splits a :class:`Trainee` by
+:data:`TRAINABLE` and applies :func:`adamw` (raw optax) to the trained part
+(:mod:`automedsam_jax.train.step`):
 
     trainee = Trainee(model, LossWeights(loss_cfg))
-    optimizer = make_optimizer(trainee)                 # nnx.Optimizer over TRAINABLE only
-    grads = nnx.grad(loss_fn, argnums=nnx.DiffState(0, TRAINABLE))(trainee, batch)
-    optimizer.update(trainee, grads)
+    state, frozen, graphdef = init_state(trainee, adamw(), data_mesh())
+    step = make_train_step(graphdef, adamw(), mesh)
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ import jax
 import optax
 from flax import nnx
 
-from .automedsam import AutoMedSAM
-from .losses import LossScale, LossWeights
+from ..core.automedsam import AutoMedSAM
+from ..core.losses import LossScale, LossWeights
 
 TRAINABLE = nnx.All(nnx.Param, nnx.Any(nnx.PathContains("class_prompt_encoder"),
                                        nnx.PathContains("mask_decoder"), LossScale))
-"""nnx filter of the trained variables, for ``nnx.Optimizer(wrt=…)`` and ``nnx.DiffState``."""
+"""nnx filter of the trained variables (``nnx.split(trainee, TRAINABLE, ...)``)."""
 
 
 class Trainee(nnx.Module):
@@ -43,9 +44,3 @@ def adamw(learning_rate: float | optax.Schedule = 1e-4, b1: float = 0.9, b2: flo
     """The paper's AdamW; weight decay on every trained parameter except σ."""
     return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                        mask=_decay_mask)
-
-
-def make_optimizer(trainee: nnx.Module, tx: optax.GradientTransformation | None = None
-                   ) -> nnx.Optimizer:
-    """``nnx.Optimizer`` over :data:`TRAINABLE` of ``trainee`` with :func:`adamw` by default."""
-    return nnx.Optimizer(trainee, adamw() if tx is None else tx, wrt=TRAINABLE)

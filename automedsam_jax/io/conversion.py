@@ -31,8 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from automedsam_jax.config import PRESETS, SamConfig
-from automedsam_jax.modeling import Sam
+from ..core.config import PRESETS, SamConfig
+from ..core.init import abstract_model
+from ..core.modeling import Sam
 
 Array = np.ndarray
 
@@ -104,11 +105,6 @@ def table(model: nnx.Module, prefix: str = "") -> dict[str, Leaf]:
     return out
 
 
-def abstract_sam(cfg: SamConfig) -> Sam:
-    """A shape-only model (no FLOPs, no memory) for checking a checkpoint against a config."""
-    return nnx.eval_shape(lambda: Sam(cfg, rngs=nnx.Rngs(0)))
-
-
 class CheckpointMismatch(ValueError):
     """A checkpoint does not fit the model; the message lists every problem at once."""
 
@@ -151,7 +147,7 @@ def problems(expected: Mapping[str, Leaf], state: Mapping[str, Array]) -> list[s
 
 @functools.cache
 def _torch_shapes(cfg: SamConfig) -> dict[str, Leaf]:
-    return table(abstract_sam(cfg))
+    return table(abstract_model(cfg))
 
 
 def infer_preset(state: Mapping[str, Array], hint: str = "") -> tuple[str | None, dict[str, int]]:
@@ -222,7 +218,7 @@ def sam_from_torch(state: Mapping[str, Array], cfg: SamConfig | str | None = Non
     if isinstance(cfg, str):
         cfg = SamConfig.preset(cfg)
     check_state(cfg, state, source)
-    model = abstract_sam(cfg)
+    model = abstract_model(cfg)
     load_state(model, state, source)
     return model
 

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ..config import ViTConfig
-from .common import MLPBlock, Sequential, attention, conv2d, layer_norm, layer_norm_2d
+from .common import (MLPBlock, Sequential, attention, conv2d, layer_norm, layer_norm_2d,
+                     window_partition, window_unpartition)
 
 
 class PatchEmbed(nnx.Module):
@@ -64,26 +65,6 @@ class Attention(nnx.Module):
         out = attention(*(x.reshape(B, H * W, nh, C // nh) for x in (q, k, v)), bias,
                         scale=self.scale)
         return self.proj(out.reshape(B, H, W, C))
-
-
-def window_partition(x: jax.Array, window: int) -> tuple[jax.Array, tuple[int, int]]:
-    """``(B, H, W, C)`` → ``(B·nW, window, window, C)``, zero-padding H and W up to the window."""
-    B, H, W, C = x.shape
-    ph, pw = (-H) % window, (-W) % window
-    x = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)))
-    Hp, Wp = H + ph, W + pw
-    x = x.reshape(B, Hp // window, window, Wp // window, window, C).transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, window, window, C), (Hp, Wp)
-
-
-def window_unpartition(windows: jax.Array, window: int, pad_hw: tuple[int, int],
-                       hw: tuple[int, int]) -> jax.Array:
-    """Inverse of :func:`window_partition`, cropping the padding: → ``(B, H, W, C)``."""
-    (Hp, Wp), (H, W) = pad_hw, hw
-    B = windows.shape[0] // ((Hp // window) * (Wp // window))
-    x = windows.reshape(B, Hp // window, Wp // window, window, window, -1)
-    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(B, Hp, Wp, -1)
-    return x[:, :H, :W]
 
 
 class Block(nnx.Module):

@@ -8,15 +8,15 @@ Inputs (:func:`read_scan`):
   ``spacing`` optional.
 * ``.nii`` / ``.nii.gz`` — a 3D volume (a 4D one with one volume is accepted), read with nibabel
   and brought to the radiological ``(z, y, x)`` layout training used
-  (:func:`automedsam_jax.data.orientation.to_radiological`): axial slices, row 0 anterior,
+  (:func:`automedsam_jax.io.orientation.to_radiological`): axial slices, row 0 anterior,
   column 0 the patient's right.
 
 Intensities: ``ct`` windows at 40/400 HU and ``mr`` clips to the 0.5–99.5 percentiles of the
-non-zero voxels, both to uint8 (:mod:`automedsam_jax.data.intensity`, what the datasets were
+non-zero voxels, both to uint8 (:mod:`automedsam_jax.io.intensity`, what the datasets were
 built with); ``none`` keeps the stored pixels (challenge npz files and PNGs are uint8 already).
 ``auto`` (default) is ``ct`` for a NIfTI volume whose minimum is ≤ −500 (air in Hounsfield
 units), ``mr`` for any other NIfTI, ``none`` for the rest. Each slice then gets the model's own
-preprocessing (:func:`automedsam_jax.preprocess.preprocess_image`).
+preprocessing (:func:`automedsam_jax.core.preprocess.preprocess_image`).
 
 Outputs (:func:`write_labels`): the label map — uint8 class ids, 0 background — in the input's
 format: a NIfTI in the input's voxel order with its affine and header (intent ``label``, the
@@ -38,10 +38,10 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from .data.errors import BadInputError
-from .data.intensity import ct_window_to_uint8, mr_percentile_to_uint8
-from .data.npz import load_npz
-from .data.orientation import from_radiological, to_radiological
+from .errors import BadInputError
+from .intensity import ct_window_to_uint8, mr_percentile_to_uint8
+from .npz import load_npz
+from .orientation import from_radiological, to_radiological
 
 Kind = Literal["image", "npz", "nifti"]
 Intensity = Literal["auto", "ct", "mr", "none"]

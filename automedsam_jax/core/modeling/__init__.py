@@ -3,9 +3,9 @@
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
-from .sam import Sam, build_sam
+from .sam import Sam
 from .tiny_vit import TinyViT
 from .transformer import TwoWayTransformer
 
 __all__ = ["ImageEncoderViT", "MaskDecoder", "PromptEncoder", "Sam", "TinyViT",
-           "TwoWayTransformer", "build_sam"]
+           "TwoWayTransformer"]

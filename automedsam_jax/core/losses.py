@@ -93,7 +93,7 @@ class LossWeights(nnx.Module):
     """The learned σ's, one per term of ``cfg.terms`` in that order (absent for fixed weights).
 
     ``sigma`` is a :class:`LossScale` — an ``nnx.Param`` subclass, so the optimizer filter can
-    train it and keep it out of weight decay (see :mod:`automedsam_jax.optim`).
+    train it and keep it out of weight decay (see :mod:`automedsam_jax.train.optim`).
     """
 
     def __init__(self, cfg: LossConfig):

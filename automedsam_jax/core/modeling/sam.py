@@ -16,7 +16,7 @@ class Sam(nnx.Module):
     """``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` under PyTorch's names.
 
     Inputs are in the input frame (``cfg.image_size`` px, NHWC, already preprocessed — see
-    :mod:`automedsam_jax.preprocess` or :class:`automedsam_jax.predictor.SamPredictor`).
+    :mod:`automedsam_jax.core.preprocess` or :class:`automedsam_jax.predictor.SamPredictor`).
     """
 
     def __init__(self, cfg: SamConfig, *, rngs: nnx.Rngs):
@@ -40,10 +40,3 @@ class Sam(nnx.Module):
                  multimask_output: bool = False) -> tuple[jax.Array, jax.Array]:
         """``(B, S, S, 3)`` input-frame images with one prompt set each → low-res logits, IoU."""
         return self.decode(self.image_encoder(images), points, boxes, masks, multimask_output)
-
-
-def build_sam(cfg: SamConfig | str, seed: int = 0) -> Sam:
-    """A randomly initialised model for a config or preset name."""
-    if isinstance(cfg, str):
-        cfg = SamConfig.preset(cfg)
-    return Sam(cfg, rngs=nnx.Rngs(seed))

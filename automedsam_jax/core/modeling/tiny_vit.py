@@ -18,7 +18,8 @@ import numpy as np
 from flax import nnx
 
 from ..config import TinyViTConfig
-from .common import GELU, Sequential, attention, conv2d, gelu, layer_norm, layer_norm_2d
+from .common import (GELU, Sequential, attention, conv2d, gelu, layer_norm, layer_norm_2d,
+                     window_partition, window_unpartition)
 
 
 class BatchNorm2d(nnx.BatchNorm):
@@ -165,15 +166,11 @@ class TinyViTBlock(nnx.Module):
                                     groups=dim, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        B, H, W, C = x.shape
+        _, H, W, C = x.shape
         ws = self.window_size
-        ph, pw = (-H) % ws, (-W) % ws
-        y = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)))
-        nH, nW = (H + ph) // ws, (W + pw) // ws
-        y = y.reshape(B, nH, ws, nW, ws, C).transpose(0, 1, 3, 2, 4, 5).reshape(-1, ws * ws, C)
-        y = self.attn(y)
-        y = y.reshape(B, nH, nW, ws, ws, C).transpose(0, 1, 3, 2, 4, 5).reshape(B, nH * ws, nW * ws, C)
-        x = x + y[:, :H, :W]
+        y, pad_hw = window_partition(x, ws)
+        y = self.attn(y.reshape(-1, ws * ws, C)).reshape(-1, ws, ws, C)
+        x = x + window_unpartition(y, ws, pad_hw, (H, W))
         x = self.local_conv(x)
         return x + self.mlp(x)
 

@@ -2,31 +2,36 @@
 
 A SAM-family backbone — frozen image encoder, frozen SAM prompt encoder (positional encoding and
 distillation teacher), trained mask decoder — with the trained diffusion
-:class:`~automedsam_jax.modeling.class_prompt_encoder.ClassPromptEncoder` in place of box prompts.
+:class:`~automedsam_jax.core.modeling.class_prompt_encoder.ClassPromptEncoder` in place of box
+prompts.
 
 Frames: images ``(B, S, S, 3)`` in the preset's input frame (already preprocessed, see
-:mod:`automedsam_jax.preprocess`); image embeddings ``(B, g, g, C)``; masks are low-res-frame logits
-``(B, 4g, 4g)`` (256×256 at full size) — :func:`automedsam_jax.preprocess.postprocess_masks` takes
-them to the original image. Class ids are ints 1..K; 0 is background in label maps.
+:mod:`automedsam_jax.core.preprocess`); image embeddings ``(B, g, g, C)``; masks are low-res-frame
+logits ``(B, 4g, 4g)`` (256×256 at full size) —
+:func:`automedsam_jax.core.preprocess.postprocess_masks` takes them to the original image. Class
+ids are ints 1..K; 0 is background in label maps.
 
-    model = AutoMedSAM.from_pretrained("work/litemedsam")          # a converted MedSAM/LiteMedSAM
+    model = AutoMedSAM.from_sam(sam, ClassPromptConfig())           # a pretrained Sam + new head
     out = model(images, class_ids)                                  # training / one class each
     emb = model.embed(images); out = model.decode(emb, class_ids)   # cached embeddings
-    labels, probs = model.segment_all(image, num_classes=5)         # one image, every class
+    out = model.decode(emb, jnp.arange(1, K + 1)[None])             # every class of one image
+    labels = label_map(out.low_res_logits, threshold=0.0)           # (4g, 4g) ids, 0 = none
+
+Loading a model directory is :func:`automedsam_jax.io.checkpoint.load_model` (and
+:func:`~automedsam_jax.io.checkpoint.pretrained_automedsam` for a converted backbone + a new
+class prompt encoder); random weights for tests are :func:`automedsam_jax.core.init.random_model`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .checkpoint import load_model
 from .config import AutoMedSamConfig, ClassPromptConfig
-from .modeling import Sam, build_sam
+from .modeling import Sam
 from .modeling.class_prompt_encoder import ClassPromptEncoder, init_class_prompt_encoder
 
 
@@ -63,13 +68,6 @@ class AutoMedSAM(nnx.Module):
             class_prompt, cfg.sam.decoder.transformer_dim, cfg.sam.embedding_size, seed))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path,
-                        class_prompt: ClassPromptConfig = ClassPromptConfig(),
-                        seed: int = 0) -> "AutoMedSAM":
-        """From a converted MedSAM/LiteMedSAM directory (``python -m convert``)."""
-        return cls.from_sam(load_model(directory), class_prompt, seed)
-
-    @classmethod
     def abstract(cls, cfg: AutoMedSamConfig) -> "AutoMedSAM":
         """A shape-only model (no FLOPs, no memory), to be filled from a checkpoint."""
         def build():
@@ -98,13 +96,23 @@ class AutoMedSAM(nnx.Module):
 
     def decode(self, embeddings: jax.Array, class_ids: jax.Array, *,
                key: jax.Array | None = None, noise: jax.Array | None = None) -> AutoMedSamOutput:
-        """``(B, g, g, C)`` embeddings (cached or fresh) + ``(B,)`` class ids → masks and IoU."""
+        """``(B, g, g, C)`` embeddings (cached or fresh) + class ids → masks and IoU.
+
+        ``class_ids`` ``(B,)``: one class per embedding. ``(B, K)``: K classes per embedding
+        (every class of a slice, in training and inference alike): each embedding is repeated
+        K times and the B·K (slice, class) pairs are decoded as one batch, slice-major, so
+        every output has B·K rows (``noise``, if given, is ``(B, K, g, g, C)``)."""
+        if class_ids.ndim == 2:
+            embeddings = jnp.repeat(embeddings, class_ids.shape[1], axis=0)
+            class_ids = class_ids.reshape(-1)
+            if noise is not None:
+                noise = noise.reshape(-1, *noise.shape[2:])
         sparse, dense = self.prompts(embeddings, class_ids, key=key, noise=noise)
         low, iou = self._masks(embeddings, sparse, dense, class_ids.shape[0])
         return AutoMedSamOutput(low, iou, sparse, dense)
 
     def _masks(self, embeddings, sparse, dense, n: int) -> tuple[jax.Array, jax.Array]:
-        """Mask decoder on ``(n or 1, g, g, C)`` embeddings for n prompt sets; a disabled branch
+        """Mask decoder on ``(n, g, g, C)`` embeddings for n prompt sets; a disabled branch
         (None) gets MedSAM's no-prompt embedding. → logits ``(n, 4g, 4g)``, IoU ``(n,)``."""
         no_sparse, no_dense = self.prompt_encoder()
         if sparse is None:
@@ -120,35 +128,9 @@ class AutoMedSAM(nnx.Module):
         """``(B, S, S, 3)`` input-frame images, one class id each → :class:`AutoMedSamOutput`."""
         return self.decode(self.embed(images), class_ids, key=key, noise=noise)
 
-    def segment_all(self, image: jax.Array, num_classes: int, *,
-                    key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        """One ``(1, S, S, 3)`` image, classes 1..K at once: embedded once, then
-        :meth:`segment_embedding`."""
-        return self.segment_embedding(self.embed(image), num_classes, key=key)
-
-    def segment_embedding(self, embedding: jax.Array, num_classes: int, *,
-                          key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-        """Classes 1..K on one ``(1, g, g, C)`` embedding: the K class prompts are decoded as a
-        batch against that single embedding.
-
-        Returns the low-res label map ``(4g, 4g)`` int32 (see :func:`label_map`) and the class
-        probabilities ``(K, 4g, 4g)``.
-        """
-        ids = jnp.arange(1, num_classes + 1, dtype=jnp.int32)
-        sparse, dense = self.prompts(
-            jnp.broadcast_to(embedding, (num_classes, *embedding.shape[1:])), ids, key=key)
-        low, _ = self._masks(embedding, sparse, dense, num_classes)
-        probs = jax.nn.sigmoid(low)
-        return label_map(probs), probs
-
 
 def label_map(probs: jax.Array, threshold: float = 0.5) -> jax.Array:
     """Per-class probabilities ``(..., K, H, W)`` → labels ``(..., H, W)`` int32: the class
     (1..K) of highest probability, 0 where none exceeds ``threshold``. Ties go to the lower id."""
     best = jnp.argmax(probs, axis=-3)
     return jnp.where(jnp.max(probs, axis=-3) > threshold, best + 1, 0).astype(jnp.int32)
-
-
-def build_automedsam(cfg: AutoMedSamConfig, seed: int = 0) -> AutoMedSAM:
-    """Everything randomly initialised (tests; training starts from :meth:`from_pretrained`)."""
-    return AutoMedSAM.from_sam(build_sam(cfg.sam, seed), cfg.class_prompt, seed)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from automedsam_jax.config import AutoMedSamConfig, ClassPromptConfig
-from convert.torch_models import build_torch_sam
+from automedsam_jax.core.config import AutoMedSamConfig, ClassPromptConfig
+from torch_models import build_torch_sam
 
 
 def _double_conv(cin: int, mid: int, cout: int) -> nn.Sequential:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from automedsam_jax.config import DecoderConfig, SamConfig, ViTConfig
+from automedsam_jax.core.config import DecoderConfig, SamConfig, ViTConfig
 
 
 def build_torch_sam(cfg: SamConfig):

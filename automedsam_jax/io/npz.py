@@ -1,0 +1,82 @@
+"""Reading and checking one CVPR 2024 "MedSAM on Laptop" challenge ``.npz`` file.
+
+The format (SPEC §4): ``imgs`` is ``(H, W, 3)`` or ``(H, W)`` for 2D and ``(D, H, W)`` uint8 for 3D;
+``gts`` has the same spatial shape with integer labels; 3D files carry ``spacing`` (3 floats, mm,
+in the array's (z, y, x) order). :func:`load_npz` raises :class:`BadInputError` naming the file;
+the ``npz_*`` checks raise ``ValueError`` with the problem, for the caller to name the file
+(:func:`automedsam_jax.data.npz.read_npz` turns a file into class ids per dataset).
+"""
+
+from __future__ import annotations
+
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BadInputError
+
+
+def npz_image(imgs: np.ndarray, ndim: int) -> np.ndarray:
+    """``imgs`` → ``(D, H, W, C)`` uint8; raises ``ValueError`` with the problem."""
+    if imgs.dtype.kind == "f" and not np.all(np.isfinite(imgs)):
+        raise ValueError("image contains NaN or Inf pixels")
+    if imgs.dtype != np.uint8:
+        raise ValueError(f"image dtype is {imgs.dtype}, expected uint8 (16-bit and float images "
+                         "must be windowed/clipped to uint8 first, see automedsam_jax.io.intensity)")
+    if ndim == 3:
+        if imgs.ndim != 3:
+            raise ValueError(f"3D image must be (D, H, W), got shape {imgs.shape}")
+        return imgs[..., None]
+    if imgs.ndim == 2:
+        return imgs[None, ..., None]
+    if imgs.ndim == 3 and imgs.shape[-1] in (1, 3):
+        return imgs[None]
+    if imgs.ndim == 3 and imgs.shape[-1] == 4:
+        raise ValueError(f"image has 4 channels (RGBA?) {imgs.shape}; expected (H, W) or (H, W, 3)")
+    raise ValueError(f"2D image must be (H, W) or (H, W, 3), got shape {imgs.shape}")
+
+
+def npz_labels(gts: np.ndarray) -> np.ndarray:
+    """``gts`` → uint8 raw labels; raises ``ValueError`` for non-integer or out-of-range values."""
+    if gts.dtype.kind == "b":
+        return gts.astype(np.uint8)
+    if gts.dtype.kind == "f":
+        if not np.all(np.isfinite(gts)) or not np.all(gts == np.round(gts)):
+            raise ValueError(f"labels ({gts.dtype}) contain non-integer values")
+    elif gts.dtype.kind not in "iu":
+        raise ValueError(f"labels have dtype {gts.dtype}, expected integers")
+    lo, hi = gts.min(), gts.max()
+    if lo < 0 or hi > 255:
+        raise ValueError(f"labels out of range [0, 255]: min {lo}, max {hi}")
+    return gts.astype(np.uint8)
+
+
+def npz_spacing(spacing: np.ndarray | None) -> np.ndarray:
+    if spacing is None:
+        raise ValueError("3D file has no 'spacing'")
+    spacing = np.asarray(spacing, np.float64).ravel()
+    if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
+        raise ValueError(f"'spacing' must be 3 positive numbers, got {spacing}")
+    return spacing.astype(np.float32)
+
+
+def load_npz(path: str | Path, required: tuple[str, ...],
+             optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """The ``required`` arrays and those of ``optional`` present, read without pickles; a file
+    that is not a complete npz or lacks a required key raises :class:`BadInputError`."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise BadInputError(path, "unreadable npz: not a complete zip archive (truncated, or "
+                                  "another format)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = set(required) - set(f.files)
+            if missing:
+                raise BadInputError(path, f"missing keys {sorted(missing)} (has {sorted(f.files)})")
+            return {k: f[k] for k in (*required, *optional) if k in f.files}
+    except BadInputError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError) as e:
+        raise BadInputError(path, f"unreadable npz ({type(e).__name__}: {e})") from e

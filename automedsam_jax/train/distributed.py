@@ -1,0 +1,37 @@
+"""Several processes (hosts): when to call ``jax.distributed.initialize()``, and reading
+replicated arrays back on any of them."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+
+
+def multi_process_env() -> bool:
+    """Whether the environment describes a multi-process job: an explicit coordinator
+    (``JAX_COORDINATOR_ADDRESS``), Slurm or Open MPI with several tasks, or a multi-host Cloud
+    TPU VM (``TPU_WORKER_HOSTNAMES`` lists several hosts)."""
+    env = os.environ
+    return ("JAX_COORDINATOR_ADDRESS" in env or int(env.get("SLURM_NTASKS", "1")) > 1
+            or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+            or "," in env.get("TPU_WORKER_HOSTNAMES", ""))
+
+
+def maybe_initialize_distributed(mode: str = "auto") -> None:
+    """``jax.distributed.initialize()`` when ``mode`` is ``"on"``, or ``"auto"`` and
+    :func:`multi_process_env`. JAX detects TPU, Slurm and Open MPI jobs itself; elsewhere set
+    ``JAX_COORDINATOR_ADDRESS=host:port``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``."""
+    if mode == "on" or (mode == "auto" and multi_process_env()):
+        env = os.environ
+        jax.distributed.initialize(
+            num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
+            process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None)
+
+
+def to_host(tree):
+    """Replicated global arrays → numpy, from this process's first shard (works on several
+    hosts, where a global array is not fully addressable)."""
+    return jax.tree.map(lambda x: np.asarray(x.addressable_data(0))
+                        if isinstance(x, jax.Array) else x, tree)
