@@ -87,8 +87,36 @@ def test_each_bad_file_names_file_and_problem(tmp_path):
         assert str(path) in str(err.value) and fragment in str(err.value), (name, str(err.value))
     rgba = tmp_path / "rgba.npz"
     np.savez_compressed(rgba, imgs=np.zeros((8, 8, 4), np.uint8), gts=np.zeros((8, 8), np.uint8))
-    with pytest.raises(BadInputError, match="4 channels"):
+    with pytest.raises(BadInputError, match=RGBA_REFUSED):
         read_npz(rgba, KVASIR)
+
+
+RGBA_REFUSED = (r"expected an image of shape \(H, W\) or \(H, W, 3\), got \(8, 8, 4\); convert "
+                "RGBA or multi-channel images to RGB or grayscale first")
+
+
+def test_one_image_rule_for_a_four_channel_image(tmp_path):
+    """A 2D RGBA array is refused with the same named error by preprocessing, the dataset reader
+    and the scan reader of predict (which once read it as a volume of 4-pixel-wide slices and
+    predicted nothing); a PNG with alpha is decoded to RGB, the documented conversion."""
+    from PIL import Image
+
+    from automedsam_jax.core.config import LITEMEDSAM_FRAME
+    from automedsam_jax.core.preprocess import preprocess_image
+    from automedsam_jax.io.scans import read_scan
+
+    rgba = np.random.default_rng(0).integers(0, 255, (8, 8, 4), dtype=np.uint8)
+    with pytest.raises(ValueError, match=RGBA_REFUSED):
+        preprocess_image(rgba, LITEMEDSAM_FRAME)
+    np.savez(tmp_path / "rgba.npz", imgs=rgba, gts=np.zeros((8, 8), np.uint8))
+    with pytest.raises(BadInputError, match=RGBA_REFUSED):
+        read_npz(tmp_path / "rgba.npz", KVASIR)
+    with pytest.raises(BadInputError, match=RGBA_REFUSED):
+        read_scan(tmp_path / "rgba.npz")
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    scan = read_scan(tmp_path / "rgba.png")
+    assert not scan.volume
+    np.testing.assert_array_equal(scan.slices, rgba[None, ..., :3])  # alpha dropped
 
 
 def test_build_3d_skips_and_lists_bad_files(tmp_path, caplog):
@@ -155,14 +183,44 @@ def test_build_split_with_only_bad_files_is_an_error(tmp_path):
 
 
 def test_build_empty_or_unmatched_directory(tmp_path):
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(AssertionError, match="does not exist or is empty"):
-        prepare("brats", tmp_path / "data", manual_dir=empty)
-    (empty / "README.txt").write_text("not a case")
-    with pytest.raises(BadInputError, match=r"no files matching 'MR_BraTS_FLAIR_\*\.npz'"):
-        prepare("brats", tmp_path / "data", manual_dir=empty)
+    """No files yet, an empty folder, files of another dataset: a BadInputError naming the folder,
+    what goes there and where the data comes from — before tfds is asked (which used to fail with
+    an AssertionError about its manual directory)."""
+    for problem in ("does not exist", "holds no files matching 'MR_BraTS_FLAIR_*.npz'"):
+        manual = tmp_path / "empty"
+        with pytest.raises(BadInputError) as err:
+            prepare("brats", tmp_path / "data", manual_dir=manual)
+        message = str(err.value)
+        assert message.startswith(f"{manual}: {problem}: dataset 'brats' reads its challenge "
+                                  ".npz files from there"), message
+        assert "MR_BraTS_FLAIR_*.npz" in message and "codabench" in message
+        manual.mkdir(exist_ok=True)
+        (manual / "CT_AbdomenCT_0001.npz").write_bytes(b"another dataset's file")
+    with pytest.raises(BadInputError, match=r"data/downloads/manual: does not exist"):
+        prepare("brats", tmp_path / "data")  # tfds's default manual directory
     assert BRATS.class_names == ("tumour",)
+
+
+def test_commands_say_where_the_data_goes_without_a_traceback(tmp_path, capsys):
+    """The first command a pod team types, with no files yet: train.py and evaluate.py exit 2
+    with one message (no traceback) naming the folder the .npz files go in."""
+    from automedsam_jax.core.config import TINY_CLASS_PROMPT, AutoMedSamConfig, SamConfig
+    from automedsam_jax.core.init import random_model
+    from automedsam_jax.evaluation.cli import main as evaluate_main
+    from automedsam_jax.io.checkpoint import save_model
+    from train import main as train_main
+
+    data = tmp_path / "D"
+    assert train_main(["--dataset", "brats", "--data-dir", str(data), "--workdir",
+                       str(tmp_path / "run"), "--no-progress"]) == 2
+    cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
+    model = save_model(random_model(cfg), tmp_path / "model", extra={"class_names": ["tumour"]})
+    assert evaluate_main(["--checkpoint", str(model), "--dataset", "brats", "--data-dir",
+                          str(data)]) == 2
+    for err in capsys.readouterr().err.split("error: ")[1:]:
+        assert err.startswith(f"{data / 'downloads' / 'manual'}: does not exist: dataset "
+                              "'brats' reads its challenge .npz files from there"), err
+        assert "Traceback" not in err
 
 
 def test_build_2d_and_kidney_split(tmp_path):

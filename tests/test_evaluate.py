@@ -17,6 +17,11 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -315,3 +320,46 @@ def test_errors_name_the_problem(trained, tiny_sam, tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             main(bad)
         assert e.value.code == 2
+
+
+def test_case_blocks_are_the_cases_of_the_split(trained):
+    """Whole cases, in stored order, for a split holding every slice (one record read per case)
+    and for the train split (foreground slices only: the fallback), against grouping every
+    record by its case id."""
+    from automedsam_jax.evaluation.hosts import case_blocks
+
+    for split in ("train", "validation", "test"):
+        src = prepare(SYNTHETIC, trained / "data").as_data_source(split)
+        expected: dict[str, list[int]] = {}
+        for i in range(len(src)):
+            expected.setdefault(src[i]["case_id"].decode(), []).append(i)
+        blocks = case_blocks(src)
+        assert [(case, list(rows)) for case, rows in blocks] == list(expected.items()), split
+
+
+def test_two_processes_give_the_scores_of_one(trained, tmp_path):
+    """``evaluate.py`` on two processes (jax.distributed over gloo, one CPU device each): each
+    scores its share of the cases and process 0 writes the gathered result — the same per-case,
+    per-class, dataset and presence figures as one process evaluating everything."""
+    root = Path(__file__).resolve().parents[1]
+    args = ["--checkpoint", str(trained / "run"), "--split", "train", "--batch-size", "2"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    procs = [subprocess.Popen(
+        [sys.executable, str(root / "evaluate.py"), *args, "--out", str(tmp_path / "two")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=dict(os.environ, JAX_PLATFORMS="cpu", JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                 JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i), PYTHONPATH=str(root)))
+        for i in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert len(one["per_case"]) >= 2
+    assert f"{len(one['per_case'])} cases split over 2 processes" in outs[0]
+    assert "wrote" not in outs[1]  # only process 0 reports
+    for key in ("per_case", "per_class", "per_dataset", "presence", "class_names"):
+        assert two[key] == one[key], key

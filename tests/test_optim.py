@@ -9,9 +9,9 @@ import pytest
 from flax import nnx
 
 from automedsam_jax.core.config import TINY_CLASS_PROMPT, AutoMedSamConfig, LossConfig, SamConfig
+from automedsam_jax.core.distributed import to_host
 from automedsam_jax.core.losses import LossWeights
 from automedsam_jax.io.automedsam_conversion import automedsam_from_torch
-from automedsam_jax.train.distributed import to_host
 from automedsam_jax.train.optim import Trainee, adamw
 from automedsam_jax.train.step import data_mesh, init_state, make_train_step, shard_batch
 

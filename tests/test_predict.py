@@ -200,7 +200,7 @@ def test_predict_errors_name_the_problem(model_dir, tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", imgs=np.zeros((2, 3, 4, 5), np.uint8))
     assert main([str(tmp_path / "bad.npz"), "--checkpoint", str(model_dir),
                  "--out", str(tmp_path)]) == 2
-    assert "bad.npz: 'imgs' must be (H, W), (H, W, 3) or (D, H, W), got shape (2, 3, 4, 5)" in \
+    assert "bad.npz: 'imgs': expected a 3D volume (D, H, W), got shape (2, 3, 4, 5)" in \
         capsys.readouterr().err
     np.savez(tmp_path / "no_imgs.npz", gts=np.zeros((4, 5), np.uint8))
     assert main([str(tmp_path / "no_imgs.npz"), "--checkpoint", str(model_dir),

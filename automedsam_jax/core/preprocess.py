@@ -60,17 +60,46 @@ def resize_image(image: np.ndarray, size: tuple[int, int], interpolation: str) -
                      for c in range(image.shape[-1])], axis=-1)
 
 
+CHANNELS = (1, 3)
+"""Channel counts of a 2D image: grey ``(H, W)``/``(H, W, 1)`` or RGB ``(H, W, 3)``. Anything else
+(RGBA, multi-channel) is refused everywhere with the same message; the PNG/JPEG reader decodes
+files to grey or RGB first (:mod:`automedsam_jax.io.scans`: alpha is dropped)."""
+
+
 def check_image(image: np.ndarray) -> np.ndarray:
-    """``(H, W)``, ``(H, W, 1)`` or ``(H, W, 3)`` finite pixels → ``(H, W)`` or ``(H, W, 3)``."""
+    """The one image rule (preprocessing, the npz reader, the scan reader): ``(H, W)``,
+    ``(H, W, 1)`` or ``(H, W, 3)`` finite pixels → ``(H, W)`` or ``(H, W, 3)``; otherwise a
+    ``ValueError`` naming the shape."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
         raise ValueError(f"expected an image of shape (H, W) or (H, W, 3), got {image.shape}; "
                          "convert RGBA or multi-channel images to RGB or grayscale first")
-    if not np.all(np.isfinite(image)):
+    if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
         raise ValueError("image contains NaN or Inf pixels")
     return image
+
+
+def image_ndim(imgs: np.ndarray) -> int:
+    """2 or 3, for an array whose file does not say: 2D when it is ``(H, W)`` or its last axis
+    is short (≤ 4 are channels: an RGBA image is then refused by :func:`check_image` rather than
+    read as a volume of 4-pixel-wide slices), else a ``(D, H, W)`` volume."""
+    return 2 if np.ndim(imgs) == 2 or (np.ndim(imgs) == 3 and np.shape(imgs)[-1] <= 4) else 3
+
+
+def as_slices(imgs: np.ndarray, ndim: int | None = None) -> np.ndarray:
+    """An image (``ndim=2``) or a ``(D, H, W)`` volume (``ndim=3``; ``None``: see
+    :func:`image_ndim`) → its slices ``(D, H, W)`` or ``(D, H, W, 3)``, under
+    :func:`check_image`'s rule; otherwise a ``ValueError`` naming the shape."""
+    imgs = np.asarray(imgs)
+    if (ndim or image_ndim(imgs)) == 2:
+        return check_image(imgs)[None]
+    if imgs.ndim != 3:
+        raise ValueError(f"expected a 3D volume (D, H, W), got shape {imgs.shape}")
+    if imgs.dtype.kind == "f" and not np.all(np.isfinite(imgs)):
+        raise ValueError("image contains NaN or Inf pixels")
+    return imgs
 
 
 def preprocess_image(image: np.ndarray, frame: FrameConfig) -> tuple[np.ndarray, Resized]:

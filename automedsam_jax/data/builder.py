@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ..io.errors import BadInputError
+from ..io.errors import BadInputError, UsageError
+from .custom import dataset_config, matching_files, parse_dataset_json, read_dataset_file
 from .demo import demo_cases
 from .npz import read_npz
 from .presets import PRESETS, DatasetConfig, get_preset
@@ -127,11 +128,8 @@ class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
             volumes = {split: (synthetic_case(syn, by_id[c]) for c in assignment[split])
                        for split in SPLITS}
         else:
-            manual = Path(dl_manager.manual_dir)
-            paths = {p.stem: p for p in sorted(manual.glob(ds.file_glob))}
-            if not paths:
-                raise BadInputError(manual, f"no files matching {ds.file_glob!r} for dataset "
-                                            f"{ds.name!r}\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+            paths = {p.stem: p for p in npz_files(ds, None if Path(ds.file_glob).is_absolute()
+                                                  else Path(dl_manager.manual_dir))}
             assignment = split_cases(paths, ds.split_fractions)
             volumes = {split: self._read_files([paths[c] for c in assignment[split]], skipped)
                        for split in SPLITS}
@@ -172,16 +170,46 @@ class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
                              f"{skipped or 'none'})")
 
 
-def dataset_spec(name: str) -> str | SyntheticConfig:
-    """``--dataset``: a preset name (returned as is), or ``synthetic:k=v,...`` →
-    :class:`SyntheticConfig` (integer fields, e.g. ``synthetic:cases=4,size=64``)."""
-    if not name.startswith("synthetic"):
-        return name
-    kwargs = {}
-    for item in filter(None, name.partition(":")[2].split(",")):
-        k, _, v = item.partition("=")
-        kwargs[k.strip()] = int(v)
-    return SyntheticConfig(**kwargs)
+def dataset_spec(name: str) -> str | DatasetConfig | SyntheticConfig:
+    """``--dataset``: a preset name (returned as is); ``synthetic:k=v,...`` →
+    :class:`SyntheticConfig` (integer fields, e.g. ``synthetic:num_cases=4,height=64``); a
+    ``.json`` dataset file or an inline JSON dataset (:mod:`.custom`) → its
+    :class:`DatasetConfig`."""
+    if name.startswith("synthetic"):
+        kwargs = {}
+        for item in filter(None, name.partition(":")[2].split(",")):
+            k, _, v = item.partition("=")
+            kwargs[k.strip()] = int(v)
+        return SyntheticConfig(**kwargs)
+    if name.lstrip().startswith("{"):
+        return dataset_config(parse_dataset_json(name))
+    if name.endswith(".json"):
+        return dataset_config(read_dataset_file(name))
+    if name not in PRESETS:
+        raise UsageError(f"unknown dataset {name!r}: a preset ({', '.join(sorted(PRESETS))}), "
+                         "synthetic:k=v,..., a dataset .json file, or your own npz files with "
+                         "--files DIR --classes NAME=VALUE,...")
+    return name
+
+
+def npz_files(ds: DatasetConfig, manual_dir: Path | None) -> list[Path]:
+    """The challenge files of an npz dataset: its absolute glob (a user dataset) or its glob in
+    ``manual_dir`` (a preset). None found: :class:`BadInputError` saying where to put what."""
+    if manual_dir is None:
+        files = matching_files(ds.file_glob)
+        where = Path(ds.file_glob).parent
+    else:
+        files = sorted(manual_dir.glob(ds.file_glob)) if manual_dir.is_dir() else []
+        where = manual_dir
+    if not files:
+        state = ("does not exist" if not where.exists() else
+                 f"holds no files matching {Path(ds.file_glob).name!r}")
+        raise BadInputError(where, f"{state}: dataset {ds.name!r} reads its challenge .npz files "
+                                   f"from there (pass --manual-dir DIR, or --data-dir D to use "
+                                   f"D/downloads/manual)\n{MANUAL_DOWNLOAD_INSTRUCTIONS}"
+                            if manual_dir is not None else
+                            f"{state}: no .npz files for dataset {ds.name!r}")
+    return files
 
 
 def prepare(dataset: str | DatasetConfig | SyntheticConfig, data_dir: str | Path, *,
@@ -200,6 +228,10 @@ def prepare(dataset: str | DatasetConfig | SyntheticConfig, data_dir: str | Path
         dataset = dataset.name
     config = dataset if isinstance(dataset, str) else slices_config(dataset)
     builder = AutomedsamSlices(config=config, data_dir=str(data_dir), strict=strict)
+    ds = builder.dataset
+    if ds.source == "npz" and not builder.is_prepared():  # say where the files go, up front
+        absolute = Path(ds.file_glob).is_absolute()
+        npz_files(ds, None if absolute else Path(manual_dir or data_dir / "downloads" / "manual"))
     download = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
     builder.download_and_prepare(download_config=download)
     skipped = builder.info.metadata.get("skipped_files", {})

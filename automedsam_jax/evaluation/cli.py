@@ -14,6 +14,9 @@ pip); every class present in a slice's GT gets its box enlarged by ``--box-offse
 the paper's MedSAM setting: its Table 8 row for 5 px equals MedSAM in Table 2), ``image`` for the
 whole image; absent classes get no box and an empty prediction.
 
+On several hosts (``--distributed``) each process evaluates its share of the cases
+(:mod:`.hosts`) and process 0 writes the gathered scores.
+
 Writes ``metrics.json``, ``metrics.csv`` and ``table.md`` (see :mod:`.report`) to ``--out``
 (default ``<workdir>/eval/<dataset>_<split>``, or ``runs/box_baseline/<dataset>_<split>_<offset>``)
 and prints the table.
@@ -26,13 +29,17 @@ import sys
 from pathlib import Path
 
 import grain
+import jax
 
+from ..core.distributed import maybe_initialize_distributed
 from ..core.metrics import DEFAULT_TOLERANCE
 from ..data import DEFAULT_DATA_DIR, eval_dataset, prepare
+from ..data.custom import add_dataset_arguments, dataset_argument
 from ..data.presets import DEMO
-from ..io.errors import BadInputError
+from ..io.errors import BadInputError, UsageError
 from ..io.rundir import DEFAULT_WORKDIR, EXPORTS, load_automedsam, load_sam
 from .evaluator import Evaluation, evaluate_records
+from .hosts import gather, process_share
 from .report import nsd_units, paper_table, write_reports
 from .segmenter import BoxSegmenter, ClassSegmenter
 
@@ -58,8 +65,9 @@ def parser() -> argparse.ArgumentParser:
     a("--checkpoint", help=f"class prompts: a training work directory or model directory "
       f"(default {DEFAULT_WORKDIR}); box prompts: a converted model directory or 'pretrained' "
       "(default)")
-    a("--dataset", help="data preset or synthetic:k=v,... (default: the model's training dataset; "
-      "box prompts: demo)")
+    a("--dataset", help="data preset, synthetic:k=v,..., a dataset .json file or the name of your "
+      "own --files (default: the model's training dataset; box prompts: demo)")
+    add_dataset_arguments(p)
     a("--data-dir", help="tfds data directory (default: the model's, else ~/tensorflow_datasets)")
     a("--manual-dir", help="directory of the challenge .npz files")
     a("--split", default="test", choices=("test", "validation", "train"))
@@ -72,6 +80,9 @@ def parser() -> argparse.ArgumentParser:
     a("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="NSD tolerance τ (mm for "
       "volumes, px for 2D images)")
     a("--challenge-nsd", action="store_true", help="NSD = 0 where DSC <= 0.2 (challenge rule)")
+    a("--distributed", default="auto", choices=("auto", "on", "off"), help="split the cases "
+      "over the processes of a multi-host job (jax.distributed; auto: when the environment "
+      "names a coordinator, Slurm/Open MPI tasks or several TPU hosts) and gather the scores")
     a("--no-presence", action="store_true", help="class prompts: keep every class's mask on "
       "every slice, ignoring the presence rule calibrated with the model")
     return p
@@ -84,14 +95,21 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--box-offset needs --prompt box")
     if args.batch_size < 1:
         p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    maybe_initialize_distributed(args.distributed)
     try:
+        args.dataset = dataset_argument(args.dataset, args.files, args.classes, args.modality,
+                                        args.ndim)
         ev, paths, table = run(args)
-    except (FileNotFoundError, BadInputError) as e:
+    except (FileNotFoundError, BadInputError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if jax.process_index() != 0:
+        return 0
     print(table)
     print(f"{ev.num_slices} slices × {len(ev.class_names)} classes in {ev.seconds:.1f} s "
           f"({ev.num_slices / max(ev.seconds, 1e-9):.2f} slices/s, compilation included)")
+    if jax.process_count() > 1:
+        print(f"{len(ev.cases)} cases split over {jax.process_count()} processes")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -134,16 +152,18 @@ def run(args: argparse.Namespace) -> tuple[Evaluation, dict[str, Path], str]:
         method = f"{backbone}, " + ("whole-image box" if offset == "image"
                                     else f"GT box + {offset} px")
 
-    records = eval_dataset(builder.as_data_source(args.split), segmenter.frame).to_iter_dataset(
+    share, case_order = process_share(builder.as_data_source(args.split))
+    records = eval_dataset(share, segmenter.frame).to_iter_dataset(
         grain.ReadOptions(num_threads=1, prefetch_buffer_size=2 * args.batch_size))
-    ev = evaluate_records(segmenter, records, class_names, args.tolerance, args.challenge_nsd)
+    ev = gather(evaluate_records(segmenter, records, class_names, args.tolerance,
+                                 args.challenge_nsd), case_order)
     title = (f"{method} · {name}, {args.split} split: {_count(len(ev.cases), 'case')}, "
              f"{_count(ev.num_slices, 'slice')} · NSD τ = {args.tolerance:g} {nsd_units(ev)}"
              + (" (challenge rule)" if args.challenge_nsd else ""))
     meta = {"method": "automedsam" if args.prompt == "class" else "box", "backbone": backbone,
             "checkpoint": str(directory), "dataset": name, "split": args.split,
             "box_offset": offset, "batch_size": args.batch_size, "min_area": segmenter.min_area}
-    paths = write_reports(ev, out, name, title, meta)
+    paths = write_reports(ev, out, name, title, meta) if jax.process_index() == 0 else {}
     return ev, paths, paper_table(ev, title)
 
 

@@ -1,4 +1,4 @@
-"""The one error type of the data layer: a bad input file, named together with its problem."""
+"""The errors a user can fix: a bad input file (named with its problem) and an unusable setting."""
 
 from __future__ import annotations
 
@@ -12,3 +12,9 @@ class BadInputError(ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class UsageError(ValueError):
+    """A command-line value or setting that cannot work (an unknown dataset, a batch size the
+    devices cannot split, ...): ``str(err)`` says which and what to do. Commands print it without
+    a traceback."""

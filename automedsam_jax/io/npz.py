@@ -15,27 +15,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.preprocess import as_slices
 from .errors import BadInputError
 
 
 def npz_image(imgs: np.ndarray, ndim: int) -> np.ndarray:
-    """``imgs`` → ``(D, H, W, C)`` uint8; raises ``ValueError`` with the problem."""
-    if imgs.dtype.kind == "f" and not np.all(np.isfinite(imgs)):
-        raise ValueError("image contains NaN or Inf pixels")
+    """``imgs`` → ``(D, H, W, C)`` uint8 (:func:`automedsam_jax.core.preprocess.as_slices`'
+    rule); raises ``ValueError`` with the problem."""
     if imgs.dtype != np.uint8:
+        if imgs.dtype.kind == "f" and not np.all(np.isfinite(imgs)):
+            raise ValueError("image contains NaN or Inf pixels")
         raise ValueError(f"image dtype is {imgs.dtype}, expected uint8 (16-bit and float images "
                          "must be windowed/clipped to uint8 first, see automedsam_jax.io.intensity)")
-    if ndim == 3:
-        if imgs.ndim != 3:
-            raise ValueError(f"3D image must be (D, H, W), got shape {imgs.shape}")
-        return imgs[..., None]
-    if imgs.ndim == 2:
-        return imgs[None, ..., None]
-    if imgs.ndim == 3 and imgs.shape[-1] in (1, 3):
-        return imgs[None]
-    if imgs.ndim == 3 and imgs.shape[-1] == 4:
-        raise ValueError(f"image has 4 channels (RGBA?) {imgs.shape}; expected (H, W) or (H, W, 3)")
-    raise ValueError(f"2D image must be (H, W) or (H, W, 3), got shape {imgs.shape}")
+    slices = as_slices(imgs, ndim)
+    return slices if slices.ndim == 4 else slices[..., None]
 
 
 def npz_labels(gts: np.ndarray) -> np.ndarray:

