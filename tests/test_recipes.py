@@ -19,9 +19,9 @@ from automedsam_jax.core.init import random_model
 from automedsam_jax.core.losses import LossWeights, loss_terms
 from automedsam_jax.data import PipelineConfig, SyntheticConfig, prepare, train_dataset
 from automedsam_jax.data.augment import AugmentConfig, augment_slice
+from automedsam_jax.data.embedding_cache import CacheSpec, EmbeddingCache
 from automedsam_jax.data.sample import class_sample, slice_sample
 from automedsam_jax.train.config import TrainConfig, from_args
-from automedsam_jax.train.embedding_cache import EmbeddingCache
 from automedsam_jax.train.loop import make_tx
 from automedsam_jax.train.optim import Trainee
 from automedsam_jax.train.step import (data_mesh, init_state, loss_and_terms, make_embed_fn,
@@ -245,10 +245,12 @@ def test_cached_augmented_all_class_losses_agree_with_online(tmp_path):
     embed = make_embed_fn(graphdef, mesh)
     classes, variants = "all", 2
     augment = AugmentConfig(variants=variants)
-    cache = EmbeddingCache.build(src, frame, lambda x: embed(state["params"], frozen, x),
-                                 flips=False, chunk=4, log=lambda *_: None, augment=augment,
-                                 seed=3)
-    assert len(cache.embeddings) == (variants + 1) * len(src)
+    spec = CacheSpec.of(trainee.model, "synthetic/train", len(src), flips=False,
+                        augment=augment, seed=3)
+    cache = EmbeddingCache.open_or_build(tmp_path / "cache", spec, src, frame,
+                                         lambda x: embed(state["params"], frozen, x), chunk=4,
+                                         log=lambda *_: None)
+    assert len(cache) == (variants + 1) * len(src)
     pc = dict(batch_size=4, seed=3, flips=False, classes=classes, num_classes=3,
               augment=augment)
     it = iter(train_dataset(src, frame, cfg.sam.low_res_size, PipelineConfig(**pc)))

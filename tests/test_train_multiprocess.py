@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).parents[1]
 DATASET = "synthetic:num_cases=6,num_classes=3,height=48,width=48"
@@ -42,16 +43,24 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process_two_devices(tmp_path):
+@pytest.mark.parametrize("cached", [False, True], ids=["online", "cached"])
+def test_two_processes_match_one_process_two_devices(tmp_path, cached):
+    """Online, and from the embedding cache: each process embeds its half of the slices into its
+    own shard (slice i to process i mod 2), both read both shards."""
     base = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
     data = tmp_path / "data"
+
+    def cmd(run):
+        extra = ["--cache-embeddings", "--cache-dir", str(tmp_path / f"cache_{run}")]
+        return _cmd(tmp_path / run, data) + (extra if cached else [])
+
     single = subprocess.run(
-        _cmd(tmp_path / "one", data), capture_output=True, text=True, timeout=600,
+        cmd("one"), capture_output=True, text=True, timeout=600,
         env=dict(base, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
     assert single.returncode == 0, single.stdout + single.stderr
     port = _free_port()
     procs = [subprocess.Popen(
-        _cmd(tmp_path / "two", data), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cmd("two"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=dict(base, JAX_COORDINATOR_ADDRESS=f"localhost:{port}", JAX_NUM_PROCESSES="2",
                  JAX_PROCESS_ID=str(i), XLA_FLAGS="--xla_force_host_platform_device_count=1"))
         for i in range(2)]
@@ -60,6 +69,10 @@ def test_two_processes_match_one_process_two_devices(tmp_path):
         assert p.returncode == 0, out
     assert "on 2 device(s)" in outs[0] and "training done: 4 steps" in outs[0], outs[0]
     assert "training done" not in outs[1]  # only process 0 logs
+    if cached:
+        shards = sorted(p.name for p in (tmp_path / "cache_two").glob("*/shard-*.array_record"))
+        assert shards == ["shard-00000-of-00002.array_record",
+                          "shard-00001-of-00002.array_record"]
     assert len(list((tmp_path / "two" / "tb").iterdir())) == 1  # one event file: process 0's
     ref, got = _params(tmp_path / "one"), _params(tmp_path / "two")
     init = _initial_params()

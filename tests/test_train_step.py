@@ -14,8 +14,8 @@ from automedsam_jax.core.config import TINY_CLASS_PROMPT, AutoMedSamConfig, Loss
 from automedsam_jax.core.init import random_model
 from automedsam_jax.core.losses import LossWeights
 from automedsam_jax.data import PipelineConfig, SyntheticConfig, prepare, train_dataset
+from automedsam_jax.data.embedding_cache import CacheSpec, EmbeddingCache
 from automedsam_jax.train.config import TrainConfig
-from automedsam_jax.train.embedding_cache import EmbeddingCache
 from automedsam_jax.train.loop import make_tx, plateau_update
 from automedsam_jax.train.optim import Trainee
 from automedsam_jax.train.step import (data_mesh, init_state, make_embed_fn, make_loss_fn,
@@ -32,9 +32,11 @@ def test_cached_and_online_losses_agree(tmp_path):
     mesh = data_mesh()
     state, frozen, graphdef = init_state(trainee, tx, mesh)
     embed = make_embed_fn(graphdef, mesh)
-    cache = EmbeddingCache.build(src, frame, lambda x: embed(state["params"], frozen, x),
-                                 chunk=4, log=lambda *_: None)
-    assert len(cache.embeddings) == 4 * len(src)
+    spec = CacheSpec.of(trainee.model, "synthetic/train", len(src))
+    cache = EmbeddingCache.open_or_build(tmp_path / "cache", spec, src, frame,
+                                         lambda x: embed(state["params"], frozen, x), chunk=4,
+                                         log=lambda *_: None)
+    assert len(cache) == 4 * len(src)
     it = iter(train_dataset(src, frame, cfg.sam.low_res_size, PipelineConfig(batch_size=4)))
     # The cached run's pipeline skips the images but must draw the same samples.
     it_cached = iter(train_dataset(src, frame, cfg.sam.low_res_size,

@@ -52,3 +52,12 @@ def allgather_json(obj) -> list:
     buf[:data.size] = data
     gathered = np.asarray(multihost_utils.process_allgather(buf))
     return [json.loads(bytes(gathered[i, :sizes[i]])) for i in range(len(sizes))]
+
+
+def local_rows(x: jax.Array) -> np.ndarray:
+    """This process's rows of a global array sharded on its first axis, in order (the whole
+    array in a one-process job)."""
+    if jax.process_count() == 1:
+        return np.asarray(x)
+    shards = {s.index[0].start or 0: s.data for s in x.addressable_shards}
+    return np.concatenate([np.asarray(shards[k]) for k in sorted(shards)])

@@ -47,6 +47,9 @@ class TrainConfig:
                    an absent class in ``negative_fraction`` of the samples.
     augment:       augmented variants per training slice (0: none; scale/shift/intensity).
     presence:      calibrate a presence rule on validation and store it with the models.
+    cache_dir:     with ``cache_embeddings``: where the embeddings are stored (default
+                   ``<data_dir>/embeddings``; :mod:`automedsam_jax.data.embedding_cache`).
+    cache_dtype:   their storage dtype, ``float32`` (exact) or ``bfloat16``.
     """
 
     dataset: str = "demo"
@@ -73,6 +76,8 @@ class TrainConfig:
     loss_weighting: Literal["uncertainty", "fixed"] = "uncertainty"
     flips: bool = True
     cache_embeddings: bool = False
+    cache_dir: str | None = None
+    cache_dtype: Literal["float32", "bfloat16"] = "float32"
     encoder_dtype: Literal["float32", "bfloat16"] = "float32"
     keep_checkpoints: int = 3
     checkpoint_every: int = 0
@@ -202,6 +207,11 @@ def parser() -> argparse.ArgumentParser:
     a("--cache-embeddings", action=argparse.BooleanOptionalAction, default=None,
       help="compute each training image's embedding once per flip and augmentation variant "
       "(frozen encoder), then train from the cache")
+    a("--cache-dir", help="where --cache-embeddings stores the embeddings (default "
+      "<data-dir>/embeddings; reused by every run with the same inputs; on several hosts: "
+      "storage they all read)")
+    a("--cache-dtype", choices=("float32", "bfloat16"), help="storage dtype of the cached "
+      "embeddings (bfloat16: half the disk and reads)")
     a("--encoder-dtype", choices=("float32", "bfloat16"), help="compute dtype of the frozen encoder")
     a("--class-embedding", choices=("scalar", "learned"), help="class id as a scalar through "
       "Linear(1→g²) (paper) or a learned vector per class")

@@ -35,6 +35,7 @@ from ..core.init import random_model
 from ..core.losses import LossWeights
 from ..data import PipelineConfig, prepare, steps_per_epoch, train_dataset
 from ..data.augment import AugmentConfig
+from ..data.embedding_cache import CacheSpec, EmbeddingCache
 from ..data.pipeline import foreground_slices
 from ..io import rundir
 from ..io.checkpoint import load_model, pretrained_automedsam, save_model, update_meta
@@ -42,7 +43,6 @@ from ..io.errors import UsageError
 from ..io.weights import pretrained_litemedsam
 from .checkpointing import Checkpoints, key_from_json, key_to_json
 from .config import TrainConfig
-from .embedding_cache import EmbeddingCache
 from .logging import Logger
 from .optim import Trainee, adamw
 from .step import (data_mesh, init_state, learning_rate, make_embed_fn, make_train_step, prefetch,
@@ -241,18 +241,23 @@ def train_pipeline(cfg: TrainConfig, data: RunData, model_cfg: AutoMedSamConfig)
                                         num_workers=cfg.num_workers))
 
 
-def build_cache(cfg: TrainConfig, data: RunData, trainer: Trainer, frame,
+def build_cache(cfg: TrainConfig, data: RunData, trainer: Trainer, model: AutoMedSAM,
                 log: Callable[[str], None]) -> EmbeddingCache:
-    """Every training slice's embeddings (each flip and augmentation variant), computed once on
-    the data mesh."""
+    """Every training slice's embeddings (each flip and augmentation variant) on disk under
+    ``cfg.cache_dir`` (default ``<data_dir>/embeddings``): reused when a cache of the same
+    inputs is there, else embedded once on the data mesh, each process its share."""
     embed = make_embed_fn(trainer.graphdef, trainer.mesh, trainer.encoder_dtype)
     sharding = jax.sharding.NamedSharding(trainer.mesh, jax.sharding.PartitionSpec("data"))
-    chunk = max(jax.device_count(), 8 // jax.device_count() * jax.device_count())
-    return EmbeddingCache.build(
-        data.train, frame,
-        lambda x: embed(trainer.state["params"], trainer.frozen, jax.device_put(x, sharding)),
-        flips=cfg.flips, chunk=chunk, log=log, augment=AugmentConfig(variants=cfg.augment),
-        seed=cfg.seed)
+    local = max(1, 8 // jax.device_count()) * jax.local_device_count()  # images per process
+    spec = CacheSpec.of(model, f"{data.builder.info.full_name}/train", len(data.train),
+                        encoder_dtype=cfg.encoder_dtype, flips=cfg.flips,
+                        augment=AugmentConfig(variants=cfg.augment), seed=cfg.seed,
+                        dtype=cfg.cache_dtype)
+    return EmbeddingCache.open_or_build(
+        cfg.cache_dir or Path(cfg.data_dir).expanduser() / "embeddings", spec, data.train,
+        model.config.sam.frame, lambda x: embed(trainer.state["params"], trainer.frozen,
+                                   jax.make_array_from_process_local_data(sharding, x)),
+        chunk=local, log=log, barrier=multihost_utils.sync_global_devices)
 
 
 # -- loop -------------------------------------------------------------------------------------
@@ -389,8 +394,7 @@ def run(cfg: TrainConfig) -> dict:
              f"class(es) per slice, negatives {cfg.negatives}, {cfg.augment} augmented "
              f"variant(s), presence {cfg.presence}"
              + (f"; resuming at step {start}" if start else ""))
-    cache = (build_cache(cfg, data, trainer, model.config.sam.frame, log.info)
-             if cfg.cache_embeddings else None)
+    cache = build_cache(cfg, data, trainer, model, log.info) if cfg.cache_embeddings else None
     try:
         train(cfg, data, trainer, progress, it, cache, ckpts, log,
               on_best=lambda: export(trainer.model(), workdir, rundir.BEST, cfg,
