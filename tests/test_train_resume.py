@@ -80,6 +80,32 @@ def test_sigkill_then_restart_matches_uninterrupted(reference, tmp_path):
     assert list((work / "tb").glob("events.out.tfevents.*"))
 
 
+def test_sigkill_with_the_embedding_cache_resumes_exactly(reference, tmp_path):
+    """From cached embeddings: the run killed mid-training restarts on the cache its first
+    attempt stored (reused, nothing embedded again) and ends with the parameters of an
+    uninterrupted cached run that built its own cache."""
+    def cmd(run, cache):
+        return _cmd(tmp_path / run, reference / "data", "--cache-embeddings", "--cache-dir",
+                    str(tmp_path / cache))
+
+    ref = subprocess.run(cmd("ref", "cache_ref"), env=_env(), timeout=300, capture_output=True,
+                         text=True)
+    assert ref.returncode == 0, ref.stdout + ref.stderr
+    proc = subprocess.Popen(cmd("run", "cache"), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    _wait_for_checkpoint(proc, tmp_path / "run", 4)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert _latest(tmp_path / "run") < 12, "the run finished before it could be killed"
+    out = subprocess.run(cmd("run", "cache"), env=_env(), timeout=300, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "embeddings reused from" in out.stdout and "resuming at step" in out.stdout
+    want, got = _final_params(tmp_path / "ref"), _final_params(tmp_path / "run")
+    for p in want:
+        np.testing.assert_array_equal(got[p], want[p], err_msg=str(p))
+
+
 def test_sigterm_saves_a_checkpoint(reference, tmp_path):
     work = tmp_path / "run"
     proc = subprocess.Popen(_cmd(work, reference / "data", "--checkpoint-every", "100"),
