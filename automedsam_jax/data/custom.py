@@ -108,9 +108,9 @@ def define_dataset(name: str, files: str | Path, classes: dict[str, list[int] | 
     pattern = resolve_files(files, base)
     found = matching_files(pattern)
     if not found:
-        raise BadInputError(pattern, f"no .npz files for dataset {name!r}: put the challenge-format "
-                                     "files (imgs, gts, and spacing for 3D) there, or point "
-                                     "--files at their folder or a glob")
+        raise BadInputError(pattern, f"no .npz files for dataset {name!r}: put the "
+                                     "challenge-format files (imgs, gts, and spacing for 3D) "
+                                     "there, or point --files at their folder or a glob")
     if ndim not in (None, 2, 3):
         raise UsageError(f"ndim must be 2 or 3, got {ndim}")
     if other_labels not in ("error", "background"):
