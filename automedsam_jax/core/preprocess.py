@@ -60,16 +60,11 @@ def resize_image(image: np.ndarray, size: tuple[int, int], interpolation: str) -
                      for c in range(image.shape[-1])], axis=-1)
 
 
-CHANNELS = (1, 3)
-"""Channel counts of a 2D image: grey ``(H, W)``/``(H, W, 1)`` or RGB ``(H, W, 3)``. Anything else
-(RGBA, multi-channel) is refused everywhere with the same message; the PNG/JPEG reader decodes
-files to grey or RGB first (:mod:`automedsam_jax.io.scans`: alpha is dropped)."""
-
-
 def check_image(image: np.ndarray) -> np.ndarray:
     """The one image rule (preprocessing, the npz reader, the scan reader): ``(H, W)``,
-    ``(H, W, 1)`` or ``(H, W, 3)`` finite pixels → ``(H, W)`` or ``(H, W, 3)``; otherwise a
-    ``ValueError`` naming the shape."""
+    ``(H, W, 1)`` or ``(H, W, 3)`` finite pixels → ``(H, W)`` or ``(H, W, 3)``; anything else
+    (RGBA, multi-channel) is a ``ValueError`` naming the shape. The PNG/JPEG reader decodes files
+    to grey or RGB first (:mod:`automedsam_jax.io.scans`: alpha is dropped)."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
