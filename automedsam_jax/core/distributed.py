@@ -8,6 +8,7 @@ import os
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 
 def multi_process_env() -> bool:
@@ -43,8 +44,6 @@ def allgather_json(obj) -> list:
     bytes go through a device all-gather, so no shared file system is needed."""
     if jax.process_count() == 1:
         return [obj]
-    from jax.experimental import multihost_utils
-
     data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
     sizes = np.asarray(multihost_utils.process_allgather(np.array([data.size], np.int64)))
     sizes = sizes.reshape(-1)

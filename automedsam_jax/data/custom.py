@@ -34,7 +34,7 @@ import re
 from pathlib import Path
 
 from ..io.errors import BadInputError, UsageError
-from ..io.npz import load_npz
+from ..io.npz import load_npz, npz_ndim
 from .presets import PRESETS, DatasetConfig
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -76,8 +76,7 @@ def matching_files(pattern: str) -> list[Path]:
 
 
 def _infer_ndim(first: Path) -> int:
-    arrays = load_npz(first, required=("imgs",), optional=("spacing",))
-    return 3 if "spacing" in arrays and arrays["imgs"].ndim == 3 else 2
+    return npz_ndim(load_npz(first, required=("imgs",), optional=("spacing",)))
 
 
 def _infer_modality(first: Path) -> str:

@@ -43,8 +43,10 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from ..core.config import FrameConfig
 from ..core.distributed import local_rows
 from ..core.preprocess import preprocess_image
+from ..io.checkpoint import write_atomic
 from ..io.errors import UsageError
 from .augment import AugmentConfig, augment_slice
+from .pipeline import as_text
 from .sample import flip
 
 FLIP_VARIANTS = ((False, False), (True, False), (False, True), (True, True))
@@ -110,18 +112,8 @@ def weights_hash(module) -> str:
     return digest.hexdigest()
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _shard_name(p: int, n: int) -> str:
     return f"shard-{p:05d}-of-{n:05d}"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 class EmbeddingCache:
@@ -146,7 +138,7 @@ class EmbeddingCache:
 
     def lookup(self, batch: dict) -> np.ndarray:
         variants = batch.get("variant", np.zeros(len(batch["case_id"]), np.int32))
-        rows = [self.index[(_text(c), int(s), bool(f[0]), bool(f[1]), int(v))] for c, s, f, v in
+        rows = [self.index[(as_text(c), int(s), bool(f[0]), bool(f[1]), int(v))] for c, s, f, v in
                 zip(batch["case_id"], batch["slice_index"], batch["flips"], variants)]
         return np.stack([np.frombuffer(self.source[r], self._dtype).reshape(self.spec.shape)
                          for r in rows]).astype(np.float32)
@@ -179,7 +171,7 @@ class EmbeddingCache:
                      chunk, -(-max(counts) // chunk))
         barrier("automedsam_jax: embedding cache shards written")
         if p == 0:
-            _write_atomic(directory / SPEC_FILE, json.dumps({
+            write_atomic(directory / SPEC_FILE, json.dumps({
                 "spec": dataclasses.asdict(spec), "shards": [_shard_name(q, n) for q in range(n)],
                 "counts": counts}, indent=2))
         barrier("automedsam_jax: embedding cache complete")
@@ -218,7 +210,7 @@ def _build_shard(path: Path, spec: CacheSpec, source: Sequence[dict], slices: ra
     def images():
         for i in slices:
             r = source[i]
-            case, z = _text(r["case_id"]), int(r["slice_index"])
+            case, z = as_text(r["case_id"]), int(r["slice_index"])
             for v, hf, vf in spec.variants:
                 image = augment_slice(r["image"], r["label"], augment, spec.seed or 0, case, z,
                                       v)[0]
@@ -243,7 +235,7 @@ def _build_shard(path: Path, spec: CacheSpec, source: Sequence[dict], slices: ra
         _write(writer, *pending, dtype)
     writer.close()
     os.replace(tmp, path.with_name(path.name + ".array_record"))
-    _write_atomic(path.with_name(path.name + ".json"), json.dumps(keys))
+    write_atomic(path.with_name(path.name + ".json"), json.dumps(keys))
 
 
 def _write(writer, embeddings: jax.Array, n: int, dtype: np.dtype) -> None:

@@ -102,7 +102,7 @@ class TrainTransform(grain.transforms.RandomMap):
 
     def random_map(self, record: Record, rng: np.random.Generator) -> Record:
         image, label = record["image"], record["label"]
-        case, z = _text(record["case_id"]), int(record["slice_index"])
+        case, z = as_text(record["case_id"]), int(record["slice_index"])
         # Without the extensions the draws are the paper's (class, flips, jitter, in that
         # order), so such a run sees exactly the samples it always did.
         if self.classes == "one":
@@ -204,7 +204,7 @@ class EvalTransform(grain.transforms.Map):
 
     def map(self, record: Record) -> Record:
         return {**model_input(record["image"], self.frame), "label": record["label"],
-                "classes": present_classes(record["label"]), "case_id": _text(record["case_id"]),
+                "classes": present_classes(record["label"]), "case_id": as_text(record["case_id"]),
                 "slice_index": int(record["slice_index"]), "depth": int(record["depth"]),
                 "spacing": record["spacing"]}
 
@@ -222,5 +222,6 @@ def eval_dataset(source: Sequence[Record], frame: FrameConfig) -> grain.MapDatas
     return grain.MapDataset.source(source).map(EvalTransform(frame))
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A record's text feature (``case_id``: bytes when read back from tfds) as ``str``."""
     return value.decode() if isinstance(value, bytes) else str(value)

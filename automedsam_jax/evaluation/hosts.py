@@ -17,13 +17,9 @@ import jax
 
 from ..core.distributed import allgather_json
 from ..core.metrics import ClassMetrics, aggregate
-from ..data.pipeline import SliceSubset
+from ..data.pipeline import SliceSubset, as_text
 from .evaluator import CaseResult, Evaluation
 from .presence import PresenceCounts
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def case_blocks(source: Sequence[dict]) -> list[tuple[str, range]]:
@@ -31,16 +27,16 @@ def case_blocks(source: Sequence[dict]) -> list[tuple[str, range]]:
     blocks, i, n = [], 0, len(source)
     while i < n:
         first = source[i]
-        case, depth = _text(first["case_id"]), int(first["depth"])
+        case, depth = as_text(first["case_id"]), int(first["depth"])
         end = i + depth
         if int(first["slice_index"]) == 0 and end <= n and (
-                _text(source[end - 1]["case_id"]) == case
+                as_text(source[end - 1]["case_id"]) == case
                 and int(source[end - 1]["slice_index"]) == depth - 1):
             blocks.append((case, range(i, end)))  # every slice of the case is stored
             i = end
             continue
         j = i + 1
-        while j < n and _text(source[j]["case_id"]) == case:
+        while j < n and as_text(source[j]["case_id"]) == case:
             j += 1
         blocks.append((case, range(i, j)))
         i = j

@@ -48,10 +48,16 @@ def save_model(model: nnx.Module, directory: str | Path, extra: dict | None = No
     return directory
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file renamed into place: a reader sees the
+    old file or the whole new one, never a part."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _write_meta(directory: Path, meta: dict) -> None:
-    tmp = directory / (CONFIG_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, directory / CONFIG_FILE)
+    write_atomic(directory / CONFIG_FILE, json.dumps(meta, indent=2))
 
 
 def update_meta(directory: str | Path, extra: dict) -> None:

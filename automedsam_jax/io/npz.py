@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.preprocess import as_slices
+from ..core.preprocess import as_slices, image_ndim
 from .errors import BadInputError
 
 
@@ -29,6 +29,12 @@ def npz_image(imgs: np.ndarray, ndim: int) -> np.ndarray:
                          "must be windowed/clipped to uint8 first, see automedsam_jax.io.intensity)")
     slices = as_slices(imgs, ndim)
     return slices if slices.ndim == 4 else slices[..., None]
+
+
+def npz_ndim(arrays: dict[str, np.ndarray]) -> int:
+    """2 or 3 for a file that does not say: 3 when it carries ``spacing`` (the challenge's 3D
+    files do), else by the shape of ``imgs`` (:func:`automedsam_jax.core.preprocess.image_ndim`)."""
+    return 3 if "spacing" in arrays else image_ndim(arrays["imgs"])
 
 
 def npz_labels(gts: np.ndarray) -> np.ndarray:

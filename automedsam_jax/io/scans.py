@@ -39,10 +39,10 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from ..core.preprocess import as_slices, image_ndim
+from ..core.preprocess import as_slices
 from .errors import BadInputError
 from .intensity import ct_window_to_uint8, mr_percentile_to_uint8
-from .npz import load_npz
+from .npz import load_npz, npz_ndim
 from .orientation import from_radiological, to_radiological
 
 Kind = Literal["image", "npz", "nifti"]
@@ -141,7 +141,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, bool, tuple[float, float, float] 
     files do) or its array is one (:func:`automedsam_jax.core.preprocess.image_ndim`)."""
     arrays = load_npz(path, required=("imgs",), optional=("spacing",))
     imgs, spacing = arrays["imgs"], arrays.get("spacing")
-    ndim = 3 if spacing is not None else image_ndim(imgs)
+    ndim = npz_ndim(arrays)
     try:
         slices = as_slices(imgs, ndim)
     except ValueError as e:
