@@ -27,8 +27,8 @@ batch N = 2 + repeats·steps times; the loss of call N sits next to its speed. I
 the loss of their (deterministic) output instead. Inputs are already on the device: the input
 pipeline is not timed (``benchmarks/data_throughput.py`` measures it).
 
-FLOPs per image come from XLA's cost analysis of the float32 JAX function of each mode (the same
-count is used for the PyTorch rows: same computation); MFU = achieved FLOP/s / the device's peak
+FLOPs per image come from XLA's cost analysis of the float32 JAX function of each mode with its
+native ops (no CPU rewrite; the same count is used for the PyTorch rows: same computation); MFU = achieved FLOP/s / the device's peak
 (a table for H100/H200/A100, ``--peak-tflops`` elsewhere). Peak memory: on GPU the device
 allocator's peak (PyTorch ``max_memory_allocated``; JAX: XLA's buffer assignment of the compiled
 step, arguments + outputs + temporaries); on CPU the growth of the process RSS above its level
@@ -60,6 +60,7 @@ from flax import nnx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))  # the PyTorch reference models (torch_side)
 
 from automedsam_cost import encoder_flops, vit_encoder_flops  # noqa: E402
 
@@ -284,32 +285,28 @@ class JaxSide:
         return step, (state, self.frozen, {k: b[k] for k in keys}, self.key)
 
     def flops(self, mode: str) -> float:
-        """XLA's FLOPs of one call of the float32 function of ``mode`` (from its lowering)."""
-        with jax.default_matmul_precision("highest"):
+        """XLA's FLOPs of one call of the float32 function of ``mode`` (from its lowering), with
+        the native ops (``common.native_ops``): the count of the model as written, the same on
+        every backend and for PyTorch, whatever CPU rewrite runs."""
+        with jax.default_matmul_precision("highest"), common.native_ops():
             fn, args = self.lower(mode, jnp.float32)
             cost = fn.lower(*args).cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         return float(cost["flops"])
 
-    def run(self, row: Row, repeats: int, steps: int, budget_s: float | None = None) -> None:
-        dt = jnp.bfloat16 if row.dtype == "bf16" else jnp.float32
-        common.ATTENTION_CALLS.clear()
-        with jax.default_matmul_precision("highest" if row.dtype == "fp32" else "default"):
-            fn, args = self.lower(row.mode, dt)
+    def prepare(self, mode: str, dtype: str):
+        """Compile ``mode`` in ``dtype`` (fp32: highest matmul precision): (compiled, compile
+        seconds, ``call`` running it once on its own output state, ``sync``, ``holder`` with
+        the last ``args`` and ``out``)."""
+        dt = jnp.bfloat16 if dtype == "bf16" else jnp.float32
+        with jax.default_matmul_precision("highest" if dtype == "fp32" else "default"):
+            fn, args = self.lower(mode, dt)
             t = time.perf_counter()
             compiled = fn.lower(*args).compile()
-            row.compile_s = time.perf_counter() - t
-        row.note = "attention: " + ", ".join(f"{k}×{v}" for k, v in
-                                             sorted(common.ATTENTION_CALLS.items()))
-        mem = compiled.memory_analysis()
-        if mem is not None:
-            row.xla_memory_mib = (mem.argument_size_in_bytes + mem.output_size_in_bytes
-                                  + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2 ** 20
-        row.images_per_call = (args[2] if row.mode == "infer"
-                               else args[2]["class_id"]).shape[0]
+            compile_s = time.perf_counter() - t
         holder = {"args": args, "out": None}
 
-        if row.mode == "infer":
+        if mode == "infer":
             def call():
                 holder["out"] = compiled(*holder["args"])
         else:
@@ -320,7 +317,20 @@ class JaxSide:
 
         def sync():  # the whole output: the updated state as well as the metrics
             jax.block_until_ready((holder["out"], holder["args"][0]))
+        return compiled, compile_s, call, sync, holder
 
+    def run(self, row: Row, repeats: int, steps: int, budget_s: float | None = None) -> None:
+        common.ATTENTION_CALLS.clear()
+        compiled, row.compile_s, call, sync, holder = self.prepare(row.mode, row.dtype)
+        row.note = "attention: " + ", ".join(f"{k}×{v}" for k, v in
+                                             sorted(common.ATTENTION_CALLS.items()))
+        mem = compiled.memory_analysis()
+        if mem is not None:
+            row.xla_memory_mib = (mem.argument_size_in_bytes + mem.output_size_in_bytes
+                                  + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2 ** 20
+        args = holder["args"]
+        row.images_per_call = (args[2] if row.mode == "infer"
+                               else args[2]["class_id"]).shape[0]
         run_calls(call, sync, repeats, steps, row, self.on_gpu, budget_s=budget_s)
         if self.on_gpu and mem is not None:
             row.peak_mem_mib, row.mem_kind = row.xla_memory_mib, "XLA buffers"
@@ -358,29 +368,32 @@ class TorchSide:
         if self.on_gpu:
             self.torch.cuda.synchronize()
 
-    def run(self, row: Row, repeats: int, steps: int, budget_s: float | None = None) -> None:
-        torch, a = self.torch, self.args
-        if row.dtype == "bf16" and not self.on_gpu and not self.force_cpu_bf16 \
+    def skip_reason(self, dtype: str) -> str | None:
+        if dtype == "bf16" and not self.on_gpu and not self.force_cpu_bf16 \
                 and not cpu_has_native_bf16():
-            row.error = ("skipped: no native bf16 on this CPU (no avx512_bf16/amx_bf16 flag), where "
-                         "PyTorch's bf16 convolutions run ~100× slower than fp32 (a 3×3 64→64 "
-                         "conv at 128², batch 2: 23 s vs 0.18 s); --force-cpu-bf16 runs it")
-            return
+            return ("skipped: no native bf16 on this CPU (no avx512_bf16/amx_bf16 flag), where "
+                    "PyTorch's bf16 convolutions run ~100× slower than fp32 (a 3×3 64→64 "
+                    "conv at 128², batch 2: 23 s vs 0.18 s); --force-cpu-bf16 runs it")
+        return None
+
+    def prepare(self, mode: str, dtype: str, variant: str = "eager"):
+        """(model, ``call`` running ``mode`` once — a training step updates the model —,
+        ``holder`` with its ``out``)."""
+        torch, a = self.torch, self.args
         model = self.ts.build(self.cfg, self.jax_model, self.sigma, self.device)
-        infer, loss_fn = self.ts.make_fns(model, self.device, row.dtype == "bf16",
-                                          cached=row.mode == "cached")
-        if row.variant == "compile":
+        infer, loss_fn = self.ts.make_fns(model, self.device, dtype == "bf16",
+                                          cached=mode == "cached")
+        if variant == "compile":
             torch._dynamo.reset()
             infer, loss_fn = torch.compile(infer), torch.compile(loss_fn)
-        row.images_per_call = a["class_id"].shape[0]
         holder = {}
-        if row.mode == "infer":
+        if mode == "infer":
             def call():
                 with torch.no_grad():
                     holder["out"] = infer(a["image"], a["class_id"])
         else:
             opt = self.ts.adamw(model, self.device)
-            x = a["embedding"] if row.mode == "cached" else a["image"]
+            x = a["embedding"] if mode == "cached" else a["image"]
 
             def call():
                 opt.zero_grad(set_to_none=True)
@@ -388,7 +401,15 @@ class TorchSide:
                 total.backward()
                 opt.step()
                 holder["out"] = total.detach()
+        return model, call, holder
 
+    def run(self, row: Row, repeats: int, steps: int, budget_s: float | None = None) -> None:
+        torch, a = self.torch, self.args
+        row.error = self.skip_reason(row.dtype)
+        if row.error:
+            return
+        model, call, holder = self.prepare(row.mode, row.dtype, row.variant)
+        row.images_per_call = a["class_id"].shape[0]
         first_s = run_calls(call, self.sync, repeats, steps, row, self.on_gpu,
                             torch.cuda if self.on_gpu else None, budget_s)
         if row.variant == "compile":
@@ -401,7 +422,7 @@ class TorchSide:
             row.loss = float(total)
         else:
             row.loss = float(holder["out"])
-        del model, infer, loss_fn, holder
+        del model, call, holder
         gc.collect()
         if self.on_gpu:
             torch.cuda.empty_cache()

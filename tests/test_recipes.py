@@ -3,6 +3,7 @@ all-classes step, negatives, the learned class embedding and augmentation do wha
 docstrings say."""
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,14 +37,17 @@ def test_paper_recipe_reproduces_the_code_before_the_extensions(tmp_path):
     """``tests/data/paper_recipe_params.npz`` holds the class prompt encoder and mask decoder
     after this exact command, run with the code of commit d187387 (before issue 13: the
     command had no --recipe then, and its defaults were the paper's). Same machine kind, same
-    seed: the parameters must be bit-identical."""
+    seed, the layers' native forms (``AUTOMEDSAM_CPU_REWRITES=0``: the CPU rewrites of issue 14
+    round differently; ``tests/test_cpu_rewrites.py`` checks them): the parameters must be
+    bit-identical."""
     cmd = [sys.executable, str(ROOT / "train.py"), "--recipe", "paper",
            "--dataset", "synthetic:num_cases=6,num_classes=3,height=48,width=48",
            "--backbone", "tiny_vit_b", "--weights", "random", "--class-prompt-widths", "8,16,32",
            "--epochs", "2", "--batch-size", "2", "--max-steps", "4", "--lr", "1e-3",
            "--workdir", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"),
            "--no-progress"]
-    subprocess.run(cmd, check=True, capture_output=True, cwd=tmp_path)
+    subprocess.run(cmd, check=True, capture_output=True, cwd=tmp_path,
+                   env={**os.environ, "AUTOMEDSAM_CPU_REWRITES": "0"})
     from automedsam_jax.io.checkpoint import load_model
     model = load_model(tmp_path / "run" / "final")
     flat = {"/".join(map(str, k)): np.asarray(v.get_value())

@@ -175,10 +175,12 @@ def _step(graphdef, tx, cached, encoder_dtype, compute_dtype, negatives, state, 
                               negatives)
 
     (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-    updates, opt = tx.update(grads, state["opt"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
+    with jax.named_scope("optimizer"):  # names the update's ops in profiles
+        updates, opt = tx.update(grads, state["opt"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        grad_norm = optax.tree.norm(grads)
     metrics = {"loss": loss, **{f"loss/{k}": v for k, v in terms.items()},
-               "grad_norm": optax.tree.norm(grads)}
+               "grad_norm": grad_norm}
     if "loss_weights" in params and "sigma" in params["loss_weights"]:
         sigma = params["loss_weights"]["sigma"][...]
         for i in range(sigma.shape[0]):

@@ -8,6 +8,9 @@ Names mirror PyTorch so that a reader holding a state dict finds each tensor: a 
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
+import math
 import os
 
 import jax
@@ -77,6 +80,11 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None =
         except (NotImplementedError, ValueError, RuntimeError):
             pass  # an unsupported pattern: the XLA formulation below
     ATTENTION_CALLS["xla"] += 1
+    with jax.named_scope("attention"):  # names its ops in profiles
+        return _xla_attention(q, k, v, bias, scale)
+
+
+def _xla_attention(q, k, v, bias, scale):
     f32 = jnp.float32
     qt, kt, vt = (jnp.swapaxes(x, 1, 2) for x in (q * jnp.asarray(scale, q.dtype), k, v))
     # Dots in the input dtype (their transposes then stay bf16×bf16 under autodiff), softmax
@@ -91,8 +99,15 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None =
 
 
 def gelu(x: jax.Array) -> jax.Array:
-    """Exact (erf) GELU, as ``torch.nn.GELU()``; the tanh approximation breaks parity."""
-    return jax.nn.gelu(x, approximate=False)
+    """Exact (erf) GELU, as ``torch.nn.GELU()``; the tanh approximation breaks parity. On a CPU
+    PyTorch's formula ``x·½·(1 + erf(x/√2))``: ``jax.nn.gelu(approximate=False)`` (other
+    platforms, :func:`per_backend`) goes through ``erfc``, which XLA:CPU computes in three
+    passes over the tensor."""
+    return per_backend(_gelu_erf, functools.partial(jax.nn.gelu, approximate=False), x)
+
+
+def _gelu_erf(x: jax.Array) -> jax.Array:
+    return x * 0.5 * (1.0 + jax.lax.erf(x * (1.0 / math.sqrt(2.0))))
 
 
 class GELU(nnx.Module):
@@ -126,41 +141,132 @@ def layer_norm_2d(dim: int, *, rngs: nnx.Rngs) -> nnx.LayerNorm:
     return layer_norm(dim, 1e-6, rngs=rngs)
 
 
-class DepthwiseConv(nnx.Conv):
-    """``nn.Conv2d(c, c, k, stride, padding, groups=c)`` computed as k² shifted multiply-adds.
+# -- per-backend lowering ------------------------------------------------------------------
+_cpu_rewrites = os.environ.get("AUTOMEDSAM_CPU_REWRITES", "1") != "0"
 
-    Same variables and result (up to float rounding) as ``nnx.Conv`` with one group per channel,
-    which XLA on CPU runs ~7× slower than PyTorch; the shifted form fuses into one loop.
-    """
+
+@contextlib.contextmanager
+def native_ops():
+    """Trace with the native form of every layer on every platform, the CPU included (no
+    :func:`per_backend` rewrite; ``AUTOMEDSAM_CPU_REWRITES=0`` does the same for a whole
+    process): the computation as written before the rewrites, for checking them and for
+    counting a model's FLOPs as PyTorch computes it. Read at trace time."""
+    global _cpu_rewrites
+    saved, _cpu_rewrites = _cpu_rewrites, False
+    try:
+        yield
+    finally:
+        _cpu_rewrites = saved
+
+
+def per_backend(cpu, native, *args):
+    """``cpu(*args)`` where the computation is lowered for a CPU, ``native(*args)`` for every
+    other platform (GPU, TPU): ``jax.lax.platform_dependent``, decided when XLA lowers the
+    function, so a CPU-only formulation never reaches an accelerator. Tested without a GPU by
+    exporting for ``"cuda"`` (``jax.export``) and reading the lowered module."""
+    if not _cpu_rewrites:
+        return native(*args)
+    return jax.lax.platform_dependent(*args, cpu=cpu, default=native)
+
+
+class Conv2d(nnx.Conv):
+    """``nn.Conv2d`` on NHWC with an HWIO kernel: ``nnx.Conv``'s variables, computed by
+    :meth:`apply`, which also takes a kernel and bias other than the stored ones (a folded
+    BatchNorm, ``tiny_vit.Conv2d_BN``). Subclasses give a CPU formulation (``_cpu``)."""
+
+    _cpu = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        return self.apply(x, self.kernel[...], None if self.bias is None else self.bias[...])
+
+    def apply(self, x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+        x, kernel, bias = self.promote_dtype((x, kernel, bias), dtype=self.dtype)
+        if self._cpu is None:
+            return self._native(x, kernel, bias)
+        return per_backend(self._cpu, self._native, x, kernel, bias)
+
+    def _native(self, x, kernel, bias):
+        y = jax.lax.conv_general_dilated(x, kernel, self.strides, self.padding,
+                                         feature_group_count=self.feature_group_count,
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                         precision=self.precision)
+        return y if bias is None else y + bias
+
+
+class DepthwiseConv(Conv2d):
+    """``nn.Conv2d(c, c, k, stride, padding, groups=c)``; on a CPU as k² shifted multiply-adds.
+
+    Same result (up to float rounding) as the grouped convolution, which XLA on CPU runs ~7×
+    slower than PyTorch; the shifted form fuses into one loop. Other platforms keep the
+    grouped convolution (:func:`per_backend`).
+    """
+
+    def _cpu(self, x, kernel, bias):
         (pt, pb), (pl, pr) = self.padding
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
         x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
         h, w = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-        k = self.kernel[...].astype(x.dtype)  # (kh, kw, 1, c)
-        out = sum(x[:, i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw] * k[i, j, 0]
+        out = sum(x[:, i:i + sh * (h - 1) + 1:sh, j:j + sw * (w - 1) + 1:sw] * kernel[i, j, 0]
                   for i in range(kh) for j in range(kw))
-        return out if self.bias is None else out + self.bias[...]
+        return out if bias is None else out + bias
+
+
+class PointwiseConv(Conv2d):
+    """``nn.Conv2d(cin, cout, 1)``; on a CPU as the matmul ``(B·H·W, cin) × (cin, cout)``.
+
+    XLA:CPU runs a 1×1 convolution 2–4× slower than the same product as a dot
+    (``benchmarks/profile_breakdown.py``: TinyViT's 1×1 convolutions at 256²). Other platforms
+    keep the convolution (:func:`per_backend`).
+    """
+
+    def _cpu(self, x, kernel, bias):
+        y = jnp.einsum("bhwc,co->bhwo", x, kernel[0, 0], precision=self.precision)
+        return y if bias is None else y + bias
 
 
 def conv2d(cin: int, cout: int, kernel: int, *, stride: int = 1, padding: int = 0, groups: int = 1,
-           bias: bool = True, rngs: nnx.Rngs) -> nnx.Conv:
+           bias: bool = True, rngs: nnx.Rngs) -> Conv2d:
     """``nn.Conv2d`` with PyTorch's symmetric explicit padding (never Flax's 'SAME');
-    depthwise (``groups == cin == cout``) as :class:`DepthwiseConv`."""
-    conv = DepthwiseConv if groups == cin == cout > 1 else nnx.Conv
+    depthwise (``groups == cin == cout``) as :class:`DepthwiseConv`, 1×1 (stride 1, no
+    padding, one group) as :class:`PointwiseConv`."""
+    if groups == cin == cout > 1:
+        conv = DepthwiseConv
+    elif kernel == stride == 1 and padding == 0 and groups == 1:
+        conv = PointwiseConv
+    else:
+        conv = Conv2d
     return conv(cin, cout, (kernel, kernel), strides=(stride, stride),
                 padding=((padding, padding), (padding, padding)), feature_group_count=groups,
                 use_bias=bias, rngs=rngs)
 
 
-def conv_transpose_2x2(cin: int, cout: int, *, rngs: nnx.Rngs) -> nnx.ConvTranspose:
-    """``nn.ConvTranspose2d(cin, cout, kernel_size=2, stride=2)``: doubles H and W.
+class ConvTranspose2x2(nnx.ConvTranspose):
+    """``nn.ConvTranspose2d(cin, cout, kernel_size=2, stride=2)``: doubles H and W (NHWC).
 
     The kernel is stored as Flax's ``(kh, kw, cin, cout)`` *spatially flipped* relative to
-    PyTorch's ``(cin, cout, kh, kw)``; the converter does the flip.
+    PyTorch's ``(cin, cout, kh, kw)``; the converter does the flip. The 2×2 windows of a stride-2
+    transposed convolution never overlap: output pixel ``(2i + p, 2j + q)`` is input pixel
+    ``(i, j)`` times kernel tap ``(1 − p, 1 − q)``. On a CPU it is computed as that one matmul
+    ``(B·H·W, cin) × (cin, 4·cout)`` and a pixel shuffle; XLA:CPU runs the native form as a
+    convolution over a zero-dilated input (4× the multiplies) and its weight gradient as a slow
+    dilated convolution. Other platforms keep the native op (:func:`per_backend`).
     """
-    return nnx.ConvTranspose(cin, cout, (2, 2), strides=(2, 2), padding="VALID", rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return per_backend(self._as_matmul, super().__call__, x)
+
+    def _as_matmul(self, x: jax.Array) -> jax.Array:
+        bias = None if self.bias is None else self.bias[...]
+        x, k, bias = self.promote_dtype((x, self.kernel[...], bias), dtype=self.dtype)
+        b, h, w, _ = x.shape
+        y = jnp.einsum("bhwc,pqco->bhpwqo", x, k[::-1, ::-1], precision=self.precision)
+        y = y.reshape(b, 2 * h, 2 * w, k.shape[-1])
+        return y if bias is None else y + bias
+
+
+def conv_transpose_2x2(cin: int, cout: int, *, rngs: nnx.Rngs) -> ConvTranspose2x2:
+    """``nn.ConvTranspose2d(cin, cout, kernel_size=2, stride=2)`` (:class:`ConvTranspose2x2`)."""
+    return ConvTranspose2x2(cin, cout, (2, 2), strides=(2, 2), padding="VALID", rngs=rngs)
 
 
 class MLPBlock(nnx.Module):

@@ -19,7 +19,7 @@ from flax import nnx
 
 from ..config import TinyViTConfig
 from .common import (GELU, Sequential, attention, conv2d, gelu, layer_norm, layer_norm_2d,
-                     window_partition, window_unpartition)
+                     per_backend, window_partition, window_unpartition)
 
 
 class BatchNorm2d(nnx.BatchNorm):
@@ -39,7 +39,11 @@ class BatchNorm2d(nnx.BatchNorm):
 
 
 class Conv2d_BN(nnx.Module):  # noqa: N801 - the PyTorch class name, so state-dict names match
-    """Bias-free conv followed by BatchNorm (``c``, ``bn``)."""
+    """Bias-free conv followed by the frozen BatchNorm (``c``, ``bn``). On a CPU one conv with the
+    BatchNorm folded into its kernel and a bias — ``W·s`` and ``β − μ·s`` with
+    ``s = γ/√(σ² + ε)``, as TinyViT's own ``Conv2d_BN.fuse`` — which spares XLA:CPU a pass over
+    the activation (equal up to float rounding); other platforms fuse the BatchNorm into the
+    conv themselves and keep ``bn(c(x))`` (:func:`.common.per_backend`)."""
 
     def __init__(self, a: int, b: int, ks: int = 1, stride: int = 1, pad: int = 0, groups: int = 1,
                  *, rngs: nnx.Rngs):
@@ -47,7 +51,12 @@ class Conv2d_BN(nnx.Module):  # noqa: N801 - the PyTorch class name, so state-di
         self.bn = BatchNorm2d(b, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return self.bn(self.c(x))
+        return per_backend(self._folded, lambda x: self.bn(self.c(x)), x)
+
+    def _folded(self, x: jax.Array) -> jax.Array:
+        bn = self.bn
+        scale = bn.scale[...] / jnp.sqrt(bn.var[...] + bn.epsilon)
+        return self.c.apply(x, self.c.kernel[...] * scale, bn.bias[...] - bn.mean[...] * scale)
 
 
 class PatchEmbed(nnx.Module):

@@ -1,0 +1,167 @@
+"""The CPU-only formulations of ``core.modeling.common.per_backend`` (issue 14): each computes
+its layer's native function — forward and gradients — and only a CPU lowering gets them; GPUs
+and TPUs keep the native ops. The expectation is always XLA's native op (``native_ops``), never
+the rewrite itself; the PyTorch parity tests run with the rewrites on."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, LossConfig,
+                                        SamConfig)
+from automedsam_jax.core.init import random_model
+from automedsam_jax.core.losses import LossWeights
+from automedsam_jax.core.modeling import common
+from automedsam_jax.core.modeling.tiny_vit import Conv2d_BN
+from automedsam_jax.core.preprocess import mask_box
+from automedsam_jax.data.sample import shape_distance_map
+from automedsam_jax.train.optim import Trainee
+from automedsam_jax.train.step import loss_and_terms, split_trainee
+
+RTOL = 1e-5
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+def _layers():
+    rngs = nnx.Rngs(0)
+    bn = Conv2d_BN(8, 8, 3, 2, 1, groups=8, rngs=rngs)
+    # Running statistics far from identity, so a wrong fold shows.
+    bn.bn.mean[...] = jnp.linspace(-1.0, 1.0, 8)
+    bn.bn.var[...] = jnp.linspace(0.5, 2.0, 8)
+    bn.bn.scale[...] = jnp.linspace(0.5, 1.5, 8)
+    bn.bn.bias[...] = jnp.linspace(-0.3, 0.3, 8)
+    return {"depthwise 3×3": common.conv2d(8, 8, 3, padding=1, groups=8, rngs=rngs),
+            "depthwise 3×3 stride 2": common.conv2d(8, 8, 3, stride=2, padding=1, groups=8,
+                                                    rngs=rngs),
+            "pointwise": common.conv2d(8, 16, 1, rngs=rngs),
+            "transposed 2×2": common.conv_transpose_2x2(8, 4, rngs=rngs),
+            "conv + folded BatchNorm": bn,
+            "GELU": common.GELU()}
+
+
+@pytest.mark.parametrize("name", list(_layers()))
+def test_each_rewrite_computes_the_native_function(name):
+    layer = _layers()[name]
+    graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 9, 7, 8)), jnp.float32) * 2
+
+    def loss(params, x):
+        y = nnx.merge(graphdef, params, rest)(x)
+        return jnp.sum(jnp.sin(y)), y
+
+    def run():  # a new function each time: traced afresh under the current setting
+        return jax.jit(jax.value_and_grad(lambda p, x: loss(p, x), argnums=(0, 1),
+                                          has_aux=True))(params, x)
+
+    with jax.default_matmul_precision("highest"):
+        (_, y), grads = run()
+        with common.native_ops():
+            (_, y_ref), grads_ref = run()
+    assert y.shape == y_ref.shape
+    assert _rel(y, y_ref) < RTOL, name
+    flat, flat_ref = jax.tree.leaves(grads), jax.tree.leaves(grads_ref)
+    assert len(flat) == len(flat_ref) >= 1
+    for g, g_ref in zip(flat, flat_ref):
+        assert np.abs(np.asarray(g_ref)).max() > 0  # a gradient that can differ
+        assert _rel(g, g_ref) < RTOL, name
+
+
+def _batch(cfg: AutoMedSamConfig, n: int = 2) -> dict:
+    rs = np.random.RandomState(0)
+    S, L = cfg.sam.image_size, cfg.sam.low_res_size
+    g, C = cfg.sam.embedding_size, cfg.sam.decoder.transformer_dim
+    yy, xx = np.mgrid[:L, :L]
+    masks = [(((yy - L * (0.4 + 0.1 * i)) / (0.2 * L)) ** 2
+              + ((xx - L / 2) / (0.15 * L)) ** 2 <= 1).astype(np.float32) for i in range(n)]
+    return {"image": jnp.asarray(rs.rand(n, S, S, 3).astype(np.float32)),
+            "class_id": jnp.arange(1, n + 1, dtype=jnp.int32),
+            "mask": jnp.asarray(np.stack(masks)),
+            "box": jnp.asarray(np.stack([mask_box(m) * (S / L) for m in masks]), jnp.float32),
+            "dist": jnp.asarray(np.stack([shape_distance_map(m) for m in masks])),
+            "noise": jnp.asarray(rs.randn(n, g, g, C).astype(np.float32))}
+
+
+def test_tinyvit_embedding_matches_the_native_ops():
+    """LiteMedSAM's encoder family (folded BatchNorms, depthwise and 1×1 convs, GELU) at its
+    256² frame, tiny widths."""
+    model = random_model(AutoMedSamConfig(SamConfig.preset("tiny_litemedsam"),
+                                          TINY_CLASS_PROMPT), seed=0)
+    x = jnp.asarray(np.random.RandomState(0).rand(2, 256, 256, 3).astype(np.float32))
+
+    def run():
+        return jax.jit(lambda m, x: m.embed(x))(model, x)
+
+    with jax.default_matmul_precision("highest"):
+        emb = run()
+        with common.native_ops():
+            emb_ref = run()
+    assert _rel(emb, emb_ref) < RTOL
+
+
+def test_training_loss_and_gradients_match_the_native_ops():
+    """The whole training function of a tiny AutoMedSAM (ViT encoder forward, class prompt
+    encoder, decoder with its transposed convolutions, joint loss, every trained gradient)."""
+    cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
+    graphdef, params, frozen = split_trainee(Trainee(random_model(cfg, seed=0),
+                                                     LossWeights(LossConfig())))
+    batch = _batch(cfg)
+
+    def run():
+        def f(params):
+            trainee = nnx.merge(graphdef, params, frozen)
+            return loss_and_terms(trainee, batch, jax.random.key(0), cached=False)[0]
+        return jax.jit(jax.value_and_grad(f))(params)
+
+    with jax.default_matmul_precision("highest"):
+        loss, grads = run()
+        with common.native_ops():
+            loss_ref, grads_ref = run()
+    assert abs(float(loss) - float(loss_ref)) <= RTOL * abs(float(loss_ref))
+    leaves = jax.tree.leaves_with_path(grads)
+    ref = dict(jax.tree.leaves_with_path(grads_ref))
+    assert len(leaves) == len(ref) > 20
+    # Gradients that are zero in exact arithmetic (a key projection's bias under softmax) are
+    # rounding noise on both sides: compared against the largest gradient instead.
+    scale = max(float(np.linalg.norm(np.asarray(v))) for v in ref.values())
+    for path, g in leaves:
+        diff = float(np.linalg.norm(np.asarray(g, np.float64) - np.asarray(ref[path], np.float64)))
+        assert diff <= 1e-4 * float(np.linalg.norm(np.asarray(ref[path]))) + 1e-7 * scale, \
+            jax.tree_util.keystr(path)
+
+
+def test_only_a_cpu_lowering_gets_the_rewrites():
+    """Lowered for CUDA or TPU (``jax.export``, no GPU needed), the same function holds the
+    native grouped, 1×1 and input-dilated (transposed) convolutions and erfc's GELU; lowered
+    for the CPU it holds dots, the shifted sum and erf instead."""
+    layers = nnx.List(list(_layers().values()))
+    graphdef, state = nnx.split(layers)
+
+    def f(state, x):
+        m = nnx.merge(graphdef, state)
+        x = m[0](x)
+        x = m[1](x)
+        x = m[2](x)              # 8 → 16 channels
+        x = m[3](x[..., :8])     # 8 → 4, twice the size
+        return m[5](m[4](jnp.tile(x, (1, 1, 1, 2))))
+
+    x = jnp.ones((1, 8, 8, 8), jnp.float32)
+    text = {p: jax.export.export(jax.jit(f), platforms=[p])(state, x).mlir_module()
+            for p in ("cpu", "cuda", "tpu")}
+    for p in ("cuda", "tpu"):
+        t = text[p]
+        assert t.count("stablehlo.convolution") == 5, p
+        assert len(re.findall(r"feature_group_count = 8", t)) == 3, p  # the depthwise ones
+        assert "lhs_dilate" in t, p                                     # the transposed one
+        assert "chlo.erf" not in t, p
+    cpu = text["cpu"]
+    assert cpu.count("stablehlo.convolution") == 0
+    assert cpu.count("stablehlo.dot_general") == 2  # 1×1 and transposed
+    assert "chlo.erf" in cpu
