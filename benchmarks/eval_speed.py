@@ -8,8 +8,12 @@ uint8 slice to the preset's input frame, the jitted batched model call (image en
 slice, the K class prompts decoded against that embedding), and the per-slice step back to the
 original frame (upsampling the K masks, label map) — :func:`automedsam_jax.evaluation.
 segment_slices`. Metrics (NSD distance transforms) are not included. Weights are random
-(``train.init.random_model``; the speed does not depend on them). One warm-up batch
+(``core.init.random_model``; the speed does not depend on them). One warm-up batch
 compiles everything first (its time is reported apart), then ``--batches`` full batches are timed.
+
+Where the time goes (ms per slice, one more batch run phase by phase, each synchronised):
+preprocessing on the host, the model call (of which the image encoder alone, jitted apart),
+and the step back to the original frame (upsampling the K masks to ``size``², label map, areas).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from automedsam_jax.core.config import AutoMedSamConfig, ClassPromptConfig, SamC
 from automedsam_jax.core.init import random_model
 from automedsam_jax.data.pipeline import model_input
 from automedsam_jax.evaluation import ClassSegmenter, segment_slices
+from automedsam_jax.evaluation.segmenter import slice_by_slice
 
 
 def _records(n: int, size: int, frame, seed: int = 0):
@@ -46,7 +51,33 @@ def bench(preset: str, classes: int, batch_size: int, batches: int, size: int) -
         assert labels.shape == (size, size)
     seconds = time.perf_counter() - t
     return dict(preset=preset, frame=seg.frame.size, slices=n, seconds=seconds,
-                rate=n / seconds, warmup=warmup)
+                rate=n / seconds, warmup=warmup, **phases(model, seg, batch_size, size))
+
+
+def phases(model, seg: ClassSegmenter, batch_size: int, size: int) -> dict[str, float]:
+    """Milliseconds per slice of each phase of one batch, run one after the other."""
+    raw = np.random.default_rng(2).integers(0, 256, (batch_size, size, size), np.uint8)
+    # The encoder as the segmenter runs it (slice by slice on a CPU).
+    embed = jax.jit(slice_by_slice(lambda m, x, _: m.embed(x)))
+    no_prompts = np.zeros(batch_size, np.int32)
+    t = time.perf_counter()
+    records = [model_input(r, seg.frame) for r in raw]
+    pre = time.perf_counter() - t
+    images = np.stack([r["image"] for r in records])
+    jax.block_until_ready(embed(model, images, no_prompts))  # compiles
+    t = time.perf_counter()
+    jax.block_until_ready(embed(model, images, no_prompts))
+    encoder = time.perf_counter() - t
+    t = time.perf_counter()
+    logits, valid = seg.run_batch(records)
+    jax.block_until_ready(logits)
+    call = time.perf_counter() - t
+    t = time.perf_counter()
+    for i, r in enumerate(records):
+        seg.to_labels(logits[i], valid[i], r)
+    post = time.perf_counter() - t
+    return {f"{k}_ms": 1e3 * v / batch_size for k, v in
+            dict(pre=pre, model=call, encoder=encoder, post=post).items()}
 
 
 def main() -> None:
@@ -61,12 +92,14 @@ def main() -> None:
           f"batch {args.batch_size}, float32, random weights")
     print(f"# {platform.processor() or platform.machine()}, {jax.devices()[0].device_kind} "
           f"× {jax.device_count()}, jax {jax.__version__}\n")
-    print("| preset | input | slices timed | seconds | slices/s | warm-up batch, compiling (s) |")
-    print("|---|---|---|---|---|---|")
+    print("| preset | input | slices timed | seconds | slices/s | warm-up batch, compiling (s) | "
+          "ms/slice: preprocess | model call | of which encoder | back to original frame |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.presets:
         r = bench(name, args.classes, args.batch_size, args.batches, args.size)
         print(f"| {r['preset']} | {r['frame']}² | {r['slices']} | {r['seconds']:.1f} | "
-              f"{r['rate']:.3f} | {r['warmup']:.1f} |", flush=True)
+              f"{r['rate']:.3f} | {r['warmup']:.1f} | {r['pre_ms']:.0f} | {r['model_ms']:.0f} | "
+              f"{r['encoder_ms']:.0f} | {r['post_ms']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

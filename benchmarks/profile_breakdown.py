@@ -206,8 +206,8 @@ def profile_torch(side: frameworks.TorchSide, mode: str, calls: int) -> dict:
 
 # -- report ----------------------------------------------------------------------------------
 def report(mode: str, jx: dict, pt: dict | None) -> str:
-    lines = [f"\n**{frameworks.MODE_TITLES[mode]}** — ms per call (wall: JAX "
-             f"{jx['wall_ms']:.0f}" + (f", PyTorch eager {pt['wall_ms']:.0f}" if pt else "") + ")\n",
+    wall = f"JAX {jx['wall_ms']:.0f}" + (f", PyTorch eager {pt['wall_ms']:.0f}" if pt else "")
+    lines = [f"\n**{frameworks.MODE_TITLES[mode]}** — ms per call (wall: {wall})\n",
              "| op class | JAX ms | PyTorch ms | JAX − PyTorch |", "|---|---|---|---|"]
     for c in CLASSES:
         j = jx["classes"].get(c, 0.0)

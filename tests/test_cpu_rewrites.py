@@ -1,6 +1,6 @@
 """The CPU-only formulations of ``core.modeling.common.per_backend`` (issue 14): each computes
 its layer's native function — forward and gradients — and only a CPU lowering gets them; GPUs
-and TPUs keep the native ops. The expectation is always XLA's native op (``native_ops``), never
+and TPUs keep the native ops (and the encoders' whole batch, ``image_by_image``). The expectation is always XLA's native op (``native_ops``), never
 the rewrite itself; the PyTorch parity tests run with the rewrites on."""
 
 import re
@@ -165,3 +165,9 @@ def test_only_a_cpu_lowering_gets_the_rewrites():
     assert cpu.count("stablehlo.convolution") == 0
     assert cpu.count("stablehlo.dot_general") == 2  # 1×1 and transposed
     assert "chlo.erf" in cpu
+    # A batch through a frozen encoder: a loop over its images on a CPU only.
+    x = jnp.ones((3, 4, 4, 2), jnp.float32)
+    loop = {p: "stablehlo.while" in jax.export.export(
+        jax.jit(lambda x: common.image_by_image(jnp.sin, x)), platforms=[p])(x).mlir_module()
+        for p in ("cpu", "cuda")}
+    assert loop == {"cpu": True, "cuda": False}

@@ -169,6 +169,19 @@ def per_backend(cpu, native, *args):
     return jax.lax.platform_dependent(*args, cpu=cpu, default=native)
 
 
+def image_by_image(fn, x: jax.Array) -> jax.Array:
+    """``fn(x)`` on a ``(B, ...)`` batch; on a CPU one image at a time (``lax.map``,
+    :func:`per_backend`): XLA:CPU is memory-bound on a batch's full-resolution activations
+    (TinyViT's first stage holds 256²×256 floats per image), one image's stay in cache. For the
+    frozen encoders, which are never differentiated: on XLA:CPU the loop's backward is slow."""
+    if x.shape[0] == 1:
+        return fn(x)
+
+    def mapped(x):
+        return jax.lax.map(lambda xi: fn(xi[None])[0], x)
+    return per_backend(mapped, fn, x)
+
+
 class Conv2d(nnx.Conv):
     """``nn.Conv2d`` on NHWC with an HWIO kernel: ``nnx.Conv``'s variables, computed by
     :meth:`apply`, which also takes a kernel and bias other than the stored ones (a folded

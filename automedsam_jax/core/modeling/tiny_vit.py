@@ -18,8 +18,8 @@ import numpy as np
 from flax import nnx
 
 from ..config import TinyViTConfig
-from .common import (GELU, Sequential, attention, conv2d, gelu, layer_norm, layer_norm_2d,
-                     per_backend, window_partition, window_unpartition)
+from .common import (GELU, Sequential, attention, conv2d, gelu, image_by_image, layer_norm,
+                     layer_norm_2d, per_backend, window_partition, window_unpartition)
 
 
 class BatchNorm2d(nnx.BatchNorm):
@@ -226,6 +226,9 @@ class TinyViT(nnx.Module):
         ])
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        return image_by_image(self._forward, x)
+
+    def _forward(self, x: jax.Array) -> jax.Array:
         x = self.patch_embed(x)
         for layer in self.layers:
             x = layer(x)
