@@ -3,8 +3,9 @@ in float32, bf16 and bf16 inputs with a float32 result, in JAX and PyTorch.
 
     python benchmarks/cpu_bf16.py [--repeats 7]
 
-For each case the compiled HLO is read: the dtype the convolution/dot runs in after XLA's
-passes and whether ``convert`` instructions were added around it; then the op alone is timed
+For each case the compiled HLO is read: the result type of the convolution/dot after XLA's
+passes and how many ``convert`` instructions it added (2 on the inputs + 1 on the result: the op
+was moved to float32; 0: it runs on the bf16 inputs); then the op alone is timed
 (jitted, median of ``--repeats`` after warm-up) and GFLOP/s printed. PyTorch runs the same
 shapes eagerly (oneDNN; bf16 tensors). Why: ``benchmarks/frameworks.py``'s JAX bf16 rows are no
 faster than float32 on a CPU, while PyTorch's nearly double.
@@ -78,7 +79,7 @@ def main(argv=None) -> None:
     jax.config.update("jax_default_matmul_precision", "highest")
     print(f"# jax {jax.__version__} on {jax.devices()[0].device_kind}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads)\n")
-    print("| op | inputs → result | XLA runs it in | converts added | JAX ms | JAX GFLOP/s | "
+    print("| op | inputs → result | compiled op's result | converts XLA added | JAX ms | JAX GFLOP/s | "
           "PyTorch ms | PyTorch GFLOP/s |")
     print("|---|---|---|---|---|---|---|---|")
     for kind in ("conv", "dot"):

@@ -116,14 +116,26 @@ class Hlo:
             conv = next((b for b in body if " convolution(" in b), line)
             if "transpose(" not in op_name:
                 return "conv forward"
+            # The weight gradient slides the activation over the output gradient: its window is
+            # larger than its (kernel-sized) output; the input gradient's is the kernel.
             size = re.search(r"window=\{size=(\d+)x(\d+)", conv)
-            big = size and int(size.group(1)) * int(size.group(2)) > 49  # the activation's extent
-            return "conv backward-filter" if big else "conv backward-input"
+            shape = re.search(r"= \w+\[([\d,]+)\]", conv)
+            labels = re.search(r"dim_labels=\w+_\w+->(\w+)", conv)
+            if size and shape and labels:
+                dims = [int(d) for d in shape.group(1).split(",")]
+                out = dims[labels.group(1).index("0")] * dims[labels.group(1).index("1")]
+                if int(size.group(1)) * int(size.group(2)) > out:
+                    return "conv backward-filter"
+            return "conv backward-input"
         if "dot" in opcodes:
             return "matmul"
         if opcodes - {"fusion"} <= LAYOUT_OPS:
             return "layout"
         return "element-wise & reductions"
+
+    def is_container(self, name: str) -> bool:
+        """A loop, call or conditional: its body's instructions have events of their own."""
+        return _opcode(self.lines[name])[1] in ("while", "call", "conditional")
 
     def shape(self, name: str) -> str:
         line = self.lines.get(name, "")
@@ -149,7 +161,7 @@ def profile_jax(side: frameworks.JaxSide, mode: str, calls: int, top: int) -> di
         events = json.load(gzip.open(path))["traceEvents"]
     by_class, by_op = collections.Counter(), collections.Counter()
     for e in events:
-        if e.get("ph") != "X" or e["name"] not in hlo.lines:
+        if e.get("ph") != "X" or e["name"] not in hlo.lines or hlo.is_container(e["name"]):
             continue
         by_class[hlo.classify(e["name"])] += e["dur"] / 1e3 / calls
         by_op[e["name"]] += e["dur"] / 1e3 / calls

@@ -159,3 +159,25 @@ def test_conv_layers_benchmark_times_the_encoders_own_convolutions(capsys):
     conv_layers.main(["--size", "8", "--widths", "4,8,16", "--repeats", "1"])
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + len(conv_layers.layer_shapes(4, 8, 16)) + 1   # header, layers, all
+
+
+@pytest.mark.requires_torch
+def test_profile_breakdown_finds_every_op_class(tmp_path):
+    """``benchmarks/profile_breakdown.py`` (its own process: the XLA flag that makes XLA:CPU
+    trace each instruction must precede JAX's start) at the tiny size: the step from cached
+    embeddings has convolutions forward and both gradients, matmuls, attention and the
+    optimizer on the JAX side, found in the trace, and the same classes on the PyTorch side."""
+    import json
+    import subprocess
+    out = tmp_path / "profile.json"
+    subprocess.run([sys.executable, str(Path(frameworks.__file__).with_name("profile_breakdown.py")),
+                    "--backbone", "tiny_vit_b", "--modes", "cached", "--calls", "1",
+                    "--out", str(out)], check=True, capture_output=True)
+    result = json.loads(out.read_text())["modes"]["cached"]
+    jx, pt = result["jax"]["classes"], result["torch"]["classes"]
+    for c in ("conv forward", "conv backward-input", "conv backward-filter", "matmul",
+              "attention", "optimizer update", "element-wise & reductions"):
+        assert jx.get(c, 0) > 0, (c, jx)
+    for c in ("conv forward", "conv backward (both)", "matmul", "attention", "optimizer update"):
+        assert pt.get(c, 0) > 0, (c, pt)
+    assert result["jax"]["slowest"]
