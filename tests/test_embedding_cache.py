@@ -62,7 +62,8 @@ def test_written_once_then_reused(setup, tmp_path):
             want = np.asarray(embed(x[None]))[0]
             batch = {"case_id": [r["case_id"]], "slice_index": [r["slice_index"]],
                      "flips": np.array([[hf, vf]])}
-            np.testing.assert_allclose(cache.lookup(batch)[0], want, rtol=1e-5, atol=1e-6)
+            # (the batch is embedded image by image in a loop on a CPU: rounding-level differences)
+            np.testing.assert_allclose(cache.lookup(batch)[0], want, rtol=1e-5, atol=1e-5)
     again = Counting(embed)
     reused = _build(tmp_path, spec, src, again)
     assert again.images == 0 and len(reused) == len(cache)  # a second run embeds nothing
