@@ -28,8 +28,9 @@ the loss of their (deterministic) output instead. Inputs are already on the devi
 pipeline is not timed (``benchmarks/data_throughput.py`` measures it).
 
 FLOPs per image come from XLA's cost analysis of the float32 JAX function of each mode with its
-native ops (no CPU rewrite; the same count is used for the PyTorch rows: same computation); MFU = achieved FLOP/s / the device's peak
-(a table for H100/H200/A100, ``--peak-tflops`` elsewhere). Peak memory: on GPU the device
+native ops (no CPU rewrite; the same count is used for the PyTorch rows: same computation);
+MFU = achieved FLOP/s / the device's peak (a table for H100/H200/A100, ``--peak-tflops``
+elsewhere). Peak memory: on GPU the device
 allocator's peak (PyTorch ``max_memory_allocated``; JAX: XLA's buffer assignment of the compiled
 step, arguments + outputs + temporaries); on CPU the growth of the process RSS above its level
 after the first call, sampled every 2 ms during the warm-up and timed calls (both frameworks).
