@@ -34,7 +34,7 @@ def layer_shapes(w1: int, w2: int, w3: int, dim: int = 256) -> list[tuple[int, i
             (2 * w1, w1, 2), (w1, dim, 2)]            # dec2 of both branches
 
 
-def _median_time(fn, repeats: int) -> float:
+def median_time(fn, repeats: int) -> float:
     fn(), fn()
     times = []
     for _ in range(repeats):
@@ -63,7 +63,7 @@ def time_jax(c_in: int, c_out: int, batch: int, size: int, repeats: int) -> dict
                           (w, dy)),
            "weight grad": (jax.jit(lambda x, dy: jax.vjp(lambda w: conv(x, w), w)[1](dy)[0]),
                            (x, dy))}
-    return {op: _median_time(lambda: jax.block_until_ready(f(*a)), repeats)
+    return {op: median_time(lambda: jax.block_until_ready(f(*a)), repeats)
             for op, (f, a) in fns.items()}
 
 
@@ -80,10 +80,10 @@ def time_torch(c_in: int, c_out: int, batch: int, size: int, repeats: int) -> di
         return lambda: grad(dy, x, w, [c_out], [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
 
     with torch.no_grad():
-        return {"forward": _median_time(lambda: conv(x, w, None, [1, 1], [1, 1], [1, 1], False,
+        return {"forward": median_time(lambda: conv(x, w, None, [1, 1], [1, 1], [1, 1], False,
                                                       [0, 0], 1), repeats),
-                "input grad": _median_time(backward([True, False, False]), repeats),
-                "weight grad": _median_time(backward([False, True, False]), repeats)}
+                "input grad": median_time(backward([True, False, False]), repeats),
+                "weight grad": median_time(backward([False, True, False]), repeats)}
 
 
 def main(argv=None) -> None:

@@ -15,25 +15,14 @@ from __future__ import annotations
 
 import argparse
 import re
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from conv_layers import median_time as median_s  # benchmarks/ is the script's directory
 
 CONV = ((2, 64, 64, 256), (3, 3, 256, 128))   # NHWC input, HWIO kernel: dec1's first conv
 DOT = ((8192, 2304), (2304, 128))             # the same FLOPs as one matmul
-
-
-def _median_ms(fn, repeats: int) -> float:
-    fn(), fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
 
 
 def jax_case(kind: str, dtype, out_dtype, repeats: int) -> dict:
@@ -54,7 +43,7 @@ def jax_case(kind: str, dtype, out_dtype, repeats: int) -> dict:
     op = "convolution" if kind == "conv" else "dot"
     runs_in = sorted(set(re.findall(rf"= (\w+)\[[\d,]*\]\S* {op}\(", hlo)))
     converts = len(re.findall(r" convert\(", hlo))
-    ms = _median_ms(lambda: compiled(a, b).block_until_ready(), repeats)
+    ms = 1e3 * median_s(lambda: compiled(a, b).block_until_ready(), repeats)
     return {"runs_in": ",".join(runs_in), "converts": converts, "ms": ms}
 
 
@@ -66,9 +55,9 @@ def torch_ms(kind: str, bf16: bool, repeats: int) -> float:
     if kind == "conv":
         x = torch.randn(a_shape[0], a_shape[3], *a_shape[1:3], generator=g).to(dt)
         w = (torch.randn(b_shape[3], b_shape[2], *b_shape[:2], generator=g) * 0.05).to(dt)
-        return _median_ms(lambda: torch.nn.functional.conv2d(x, w, padding=1), repeats)
+        return 1e3 * median_s(lambda: torch.nn.functional.conv2d(x, w, padding=1), repeats)
     a, b = torch.randn(*a_shape, generator=g).to(dt), torch.randn(*b_shape, generator=g).to(dt)
-    return _median_ms(lambda: a @ b, repeats)
+    return 1e3 * median_s(lambda: a @ b, repeats)
 
 
 def main(argv=None) -> None:

@@ -150,7 +150,6 @@ def profile_jax(side: frameworks.JaxSide, mode: str, calls: int, top: int) -> di
         call()
     sync()
     with tempfile.TemporaryDirectory() as d:
-        t = time.perf_counter()
         with jax.profiler.trace(d, create_perfetto_trace=True):
             t = time.perf_counter()
             for _ in range(calls):
