@@ -11,7 +11,8 @@ the most probable class above 0.5 (:class:`automedsam_jax.evaluation.ClassSegmen
 class is drawn on a slice only where the model's calibrated presence rule finds it there
 (:mod:`automedsam_jax.evaluation.presence`; models trained with ``--recipe paper`` have none and
 draw every class everywhere). The summary says on how many slices each class was found. Writes
-the label map in the input's format (NIfTI: the input's voxel grid, affine and header), a sidecar
+the label map in the input's format (``--postprocess 3d``: per class, presence smoothed along z
+and the largest 3-D component, :mod:`automedsam_jax.evaluation.postprocess`) (NIfTI: the input's voxel grid, affine and header), a sidecar
 JSON naming every label value, and with ``--overlays`` PNGs of the slices that hold a prediction
 (every slice of a 2D input) with a legend of class names, in ``<out name>_overlays/``.
 """
@@ -27,6 +28,7 @@ import numpy as np
 
 from .core.preprocess import model_input
 from .evaluation import ClassSegmenter, segment_slices
+from .evaluation.postprocess import postprocess_case
 from .io.errors import BadInputError
 from .io.rundir import DEFAULT_WORKDIR, load_automedsam
 from .io.scans import Scan, output_path, read_scan, sidecar_path, write_labels
@@ -88,6 +90,9 @@ def parser() -> argparse.ArgumentParser:
       help="intensity step before the model (auto: CT window for NIfTI in HU, MR percentiles "
       "for other NIfTI, none for PNG/JPEG/npz)")
     a("--batch-size", type=int, default=4, help="slices per model call")
+    a("--postprocess", choices=("none", "3d"), default="none", help="3d: per class, presence "
+      "smoothed along z and the largest 3-D connected component (a volume; a 2D image keeps "
+      "its largest component)")
     return p
 
 
@@ -110,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     names = trained.class_names
     segmenter = ClassSegmenter(trained.model, ids, args.batch_size, trained.min_area)
     labels = segment_scan(segmenter, scan)
+    if args.postprocess == "3d":
+        labels = postprocess_case(labels if scan.volume else labels[0], ids)
+        labels = labels if scan.volume else labels[None]
     written = write_labels(scan, labels, out, names, {
         "checkpoint": str(trained.directory), "classes": [names[i - 1] for i in ids]})
     print(f"{scan.path}: {len(scan.slices)} slice(s) of {scan.slices.shape[1:3]}, intensity "

@@ -69,7 +69,7 @@ def phases(model, seg: ClassSegmenter, batch_size: int, size: int) -> dict[str, 
     jax.block_until_ready(embed(model, images, no_prompts))
     encoder = time.perf_counter() - t
     t = time.perf_counter()
-    logits, valid = seg.run_batch(records)
+    logits, valid, _ = seg.run_batch(records)
     jax.block_until_ready(logits)
     call = time.perf_counter() - t
     t = time.perf_counter()

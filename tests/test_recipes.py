@@ -297,7 +297,8 @@ def test_calibrate_picks_the_middle_of_the_best_threshold_interval():
 
 
 def test_training_calibrates_and_stores_the_presence_rule(tmp_path):
-    """train.py's improved recipe writes a presence rule into both exported models; reloaded,
+    """train.py's improved recipe (with the class prompt encoder) writes a presence rule into
+    both exported models; reloaded,
     it is the one the command printed, and it gets as many validation pairs right as the best
     threshold found by brute force over masks computed here class by class."""
     from automedsam_jax.io.checkpoint import read_meta
@@ -309,7 +310,7 @@ def test_training_calibrates_and_stores_the_presence_rule(tmp_path):
     cfg = from_args(["--dataset", spec, "--backbone", "tiny_vit_b", "--weights", "random",
                      "--class-prompt-widths", "8,16,32", "--epochs", "2", "--batch-size", "2",
                      "--workdir", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"),
-                     "--no-progress", "--augment", "1"])
+                     "--no-progress", "--augment", "1", "--prompt", "class"])
     summary = run(cfg)
     for name in ("best", "final"):
         stored = read_meta(tmp_path / "run" / name)["presence"]

@@ -20,7 +20,7 @@ def test_improved_recipe_changes_only_the_extensions():
     paper = from_args(["--recipe", "paper", "--dataset", "brats"])
     improved = from_args(["--dataset", "brats"])
     changed = {k for k in vars(paper) if getattr(paper, k) != getattr(improved, k)}
-    assert changed == {"recipe", "class_embedding", "negatives", "presence", "flips"}
+    assert changed == {"recipe", "class_embedding", "negatives", "presence", "flips", "prompt"}
 
 
 def test_demo_is_the_papers_recipe_on_an_accelerator_and_smaller_on_a_cpu():

@@ -22,7 +22,7 @@ def _cmd(workdir, data_dir, *extra):
             "tiny_vit_b", "--weights", "random", "--class-prompt-widths", "8,16,32",
             "--workdir", str(workdir), "--data-dir", str(data_dir), "--epochs", "3",
             "--batch-size", "2", "--checkpoint-every", "1", "--keep-checkpoints", "2",
-            "--no-progress", *extra]
+            "--prompt", "class", "--no-progress", *extra]
 
 
 def _env():

@@ -30,9 +30,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .config import AutoMedSamConfig, ClassPromptConfig
+from .config import AutoMedSamConfig, ClassPromptConfig, LocaliserConfig
 from .modeling import Sam
 from .modeling.class_prompt_encoder import ClassPromptEncoder, init_class_prompt_encoder
+from .modeling.localiser import Localiser
 
 
 class AutoMedSamOutput(NamedTuple):
@@ -47,34 +48,44 @@ class AutoMedSamOutput(NamedTuple):
 
 class AutoMedSAM(nnx.Module):
     """``image_encoder``, ``prompt_encoder``, ``mask_decoder`` (SAM's names) and
-    ``class_prompt_encoder`` (``class_prmpt_encoder`` in the authors' checkpoints)."""
+    ``class_prompt_encoder`` (``class_prmpt_encoder`` in the authors' checkpoints); ``localiser``
+    (beyond the paper) when ``cfg.localiser`` is set, else None."""
 
-    def __init__(self, cfg: AutoMedSamConfig, sam: Sam, class_prompt_encoder: ClassPromptEncoder):
-        """Take over ``sam``'s three parts (pretrained weights) and add ``class_prompt_encoder``."""
+    def __init__(self, cfg: AutoMedSamConfig, sam: Sam, class_prompt_encoder: ClassPromptEncoder,
+                 localiser: Localiser | None = None):
+        """Take over ``sam``'s three parts (pretrained weights) and add ``class_prompt_encoder``
+        (and the ``localiser`` that ``cfg`` asks for)."""
         if sam.config != cfg.sam:
             raise ValueError(f"backbone {sam.config.name!r} does not match config {cfg.sam.name!r}")
+        if (localiser is None) != (cfg.localiser is None):
+            raise ValueError("give a localiser exactly when the config has one")
         self.config = cfg
         self.image_encoder = sam.image_encoder
         self.prompt_encoder = sam.prompt_encoder
         self.mask_decoder = sam.mask_decoder
         self.class_prompt_encoder = class_prompt_encoder
+        self.localiser = localiser
 
     @classmethod
     def from_sam(cls, sam: Sam, class_prompt: ClassPromptConfig = ClassPromptConfig(),
-                 seed: int = 0) -> "AutoMedSAM":
-        """``sam``'s weights + a fresh class prompt encoder (PyTorch's default init)."""
-        cfg = AutoMedSamConfig(sam.config, class_prompt)
+                 seed: int = 0, localiser: LocaliserConfig | None = None) -> "AutoMedSAM":
+        """``sam``'s weights + a fresh class prompt encoder (PyTorch's default init) and, with
+        ``localiser``, a fresh localisation head (Flax's default init, key ``seed``)."""
+        cfg = AutoMedSamConfig(sam.config, class_prompt, localiser)
+        head = None if localiser is None else Localiser(
+            localiser, cfg.sam.decoder.transformer_dim, rngs=nnx.Rngs(seed))
         return cls(cfg, sam, init_class_prompt_encoder(
-            class_prompt, cfg.sam.decoder.transformer_dim, cfg.sam.embedding_size, seed))
+            class_prompt, cfg.sam.decoder.transformer_dim, cfg.sam.embedding_size, seed), head)
 
     @classmethod
     def abstract(cls, cfg: AutoMedSamConfig) -> "AutoMedSAM":
         """A shape-only model (no FLOPs, no memory), to be filled from a checkpoint."""
         def build():
             rngs = nnx.Rngs(0)
+            dim = cfg.sam.decoder.transformer_dim
+            head = None if cfg.localiser is None else Localiser(cfg.localiser, dim, rngs=rngs)
             return cls(cfg, Sam(cfg.sam, rngs=rngs), ClassPromptEncoder(
-                cfg.class_prompt, cfg.sam.decoder.transformer_dim, cfg.sam.embedding_size,
-                rngs=rngs))
+                cfg.class_prompt, dim, cfg.sam.embedding_size, rngs=rngs), head)
         return nnx.eval_shape(build)
 
     # -- parts ------------------------------------------------------------------------------
@@ -110,6 +121,23 @@ class AutoMedSAM(nnx.Module):
         sparse, dense = self.prompts(embeddings, class_ids, key=key, noise=noise)
         low, iou = self._masks(embeddings, sparse, dense, class_ids.shape[0])
         return AutoMedSamOutput(low, iou, sparse, dense)
+
+    def localise(self, embeddings: jax.Array) -> jax.Array:
+        """The localiser's map: ``(B, g, g, C)`` embeddings → ``(B, g, g, K + 1)`` logits
+        (channel 0 background); boxes come from it with
+        :func:`~automedsam_jax.core.modeling.localiser.map_boxes`."""
+        if self.localiser is None:
+            raise ValueError("this AutoMedSAM has no localiser (AutoMedSamConfig.localiser)")
+        return self.localiser(embeddings)
+
+    def box_masks(self, embeddings: jax.Array, boxes: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The backbone prompted with boxes: ``(B, g, g, C)`` embeddings and ``(B, K, 4)``
+        input-frame boxes (``x0, y0, x1, y1``) → logits ``(B, K, 4g, 4g)`` and IoU ``(B, K)``,
+        through SAM's prompt encoder and the mask decoder."""
+        b, k = boxes.shape[:2]
+        sparse, dense = self.prompt_encoder(boxes=boxes.reshape(b * k, 4))
+        low, iou = self._masks(jnp.repeat(embeddings, k, axis=0), sparse, dense, b * k)
+        return low.reshape(b, k, *low.shape[1:]), iou.reshape(b, k)
 
     def _masks(self, embeddings, sparse, dense, n: int) -> tuple[jax.Array, jax.Array]:
         """Mask decoder on ``(n, g, g, C)`` embeddings for n prompt sets; a disabled branch

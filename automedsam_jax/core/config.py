@@ -277,19 +277,50 @@ TINY_CLASS_PROMPT = ClassPromptConfig(widths=(8, 16, 32))
 
 
 @dataclasses.dataclass(frozen=True)
+class LocaliserConfig:
+    """The localisation head (beyond the paper): a per-pixel softmax over background and classes
+    1..K on the frozen ``(g, g, C)`` image embedding, whose map prompts the backbone itself.
+
+    num_classes: K.
+    width:       channels of its two 3×3 convolutions (GELU after each) before the 1×1
+                 classifier; 0 is a linear probe (the 1×1 classifier alone).
+    margin:      grid cells added to each side of a class's box from the map (one cell is
+                 ``S / g`` input-frame pixels: 4 at 256 px, 16 at 1024 px).
+    """
+
+    num_classes: int
+    width: int = 64
+    margin: float = 1.0
+
+    def __post_init__(self):
+        if self.num_classes < 1:
+            raise ValueError(f"the localiser needs num_classes >= 1, got {self.num_classes}")
+        if self.width < 0 or self.margin < 0:
+            raise ValueError(f"localiser width and margin must be >= 0, got {self.width}, "
+                             f"{self.margin}")
+
+
+@dataclasses.dataclass(frozen=True)
 class AutoMedSamConfig:
     """AutoMedSAM: a SAM-family backbone (frozen encoder and prompt encoder, trained decoder) and
-    the class prompt encoder."""
+    the class prompt encoder; with ``localiser`` (beyond the paper) the masks come instead from
+    boxes read off the localisation head's map, through the backbone's own prompt encoder and
+    decoder (:meth:`AutoMedSAM.localise`)."""
 
     sam: SamConfig
     class_prompt: ClassPromptConfig = ClassPromptConfig()
+    localiser: LocaliserConfig | None = None
 
     def to_dict(self) -> dict:
-        return {"sam": self.sam.to_dict(), "class_prompt": dataclasses.asdict(self.class_prompt)}
+        return {"sam": self.sam.to_dict(), "class_prompt": dataclasses.asdict(self.class_prompt),
+                "localiser": None if self.localiser is None
+                else dataclasses.asdict(self.localiser)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AutoMedSamConfig":
-        return cls(SamConfig.from_dict(d["sam"]), _from_dict(ClassPromptConfig, d["class_prompt"]))
+        loc = d.get("localiser")
+        return cls(SamConfig.from_dict(d["sam"]), _from_dict(ClassPromptConfig, d["class_prompt"]),
+                   None if loc is None else _from_dict(LocaliserConfig, loc))
 
 
 LossTerm = Literal["mse", "ce", "dice", "sd"]
@@ -311,4 +342,5 @@ class LossConfig:
         if unknown or not self.terms or len(set(self.terms)) != len(self.terms):
             raise ValueError(f"loss terms must be distinct items of mse/ce/dice/sd, got {self.terms}")
 
-__all__ += ["ClassPromptConfig", "TINY_CLASS_PROMPT", "AutoMedSamConfig", "LossConfig"]
+__all__ += ["ClassPromptConfig", "TINY_CLASS_PROMPT", "LocaliserConfig", "AutoMedSamConfig",
+            "LossConfig"]

@@ -167,3 +167,18 @@ def joint_loss(out: AutoMedSamOutput, batch: dict, teacher: tuple[jax.Array, jax
     if cfg.weighting == "fixed":
         return jnp.sum(values), terms
     return uncertainty_weighting(values, weights.sigma[...]), terms
+
+
+def localiser_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Class-balanced softmax cross-entropy of the localiser (beyond the paper).
+
+    ``logits`` ``(B, g, g, K + 1)``, ``labels`` ``(B, g, g)`` int class ids at the embedding grid
+    (0 background, padding included). Each cell's CE is weighted by ``(N / n_c)^½`` for its
+    class c, with ``n_c`` the cells of class c in the batch and N all cells: small organs count
+    more than their area, less than equal shares. → the weighted mean (a scalar)."""
+    k = logits.shape[-1]
+    onehot = jax.nn.one_hot(labels, k, dtype=jnp.float32)
+    counts = onehot.sum(axis=tuple(range(labels.ndim)))
+    weight = jnp.sqrt(labels.size / jnp.maximum(counts, 1.0))[labels]
+    ce = optax.softmax_cross_entropy(logits.astype(jnp.float32), onehot)
+    return jnp.sum(weight * ce) / jnp.sum(weight)

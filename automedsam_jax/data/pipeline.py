@@ -28,7 +28,7 @@ from ..core.config import FrameConfig
 from ..core.preprocess import model_input
 from .augment import AugmentConfig, augment_slice
 from .labels import present_classes
-from .sample import class_sample, flip, slice_sample
+from .sample import class_sample, flip, grid_labels, slice_sample
 
 Record = dict[str, Any]
 
@@ -53,6 +53,9 @@ class PipelineConfig:
                  target; the samples then carry ``present``. (``"all"`` always has them.)
     augment:     augmented variants of each slice (:mod:`.augment`); one is drawn per sample
                  (variant 0 = the slice as stored).
+    grid:        with g > 0, every sample also carries ``grid_label`` ``(g, g)`` int32: all of
+                 the slice's class ids at the image-embedding grid (the localiser's target,
+                 :func:`.sample.grid_labels`), after the same augmentation and flips.
     num_workers: worker processes (0 = in the main process, with ``num_threads`` threads).
     num_threads, prefetch: grain ``ReadOptions`` of each process. The per-sample work is numpy and
                  Pillow under the GIL, so more threads do not help; use worker processes.
@@ -72,6 +75,7 @@ class PipelineConfig:
     negatives: bool = False
     negative_fraction: float = 0.25
     augment: AugmentConfig = AugmentConfig()
+    grid: int = 0
     num_workers: int = 0
     num_threads: int = 1
     prefetch: int = 16
@@ -92,11 +96,12 @@ class TrainTransform(grain.transforms.RandomMap):
     def __init__(self, frame: FrameConfig, low_res: int, flips: bool, box_jitter: bool,
                  images: bool = True, classes: str = "one", num_classes: int = 0,
                  augment: AugmentConfig = AugmentConfig(), seed: int = 0,
-                 negatives: bool = False, negative_fraction: float = 0.25):
+                 negatives: bool = False, negative_fraction: float = 0.25, grid: int = 0):
         self.frame, self.low_res, self.flips, self.box_jitter = frame, low_res, flips, box_jitter
         self.images, self.classes, self.num_classes = images, classes, num_classes
         self.augment, self.seed = augment, seed
         self.negatives, self.negative_fraction = negatives, negative_fraction
+        self.grid = grid
         if (classes == "all" or negatives) and num_classes < 1:
             raise ValueError("all classes per slice and negatives need num_classes >= 1")
 
@@ -137,6 +142,8 @@ class TrainTransform(grain.transforms.RandomMap):
         else:
             out = slice_sample(image if self.images else None, label, self.num_classes,
                                self.frame, self.low_res, jitter)
+        if self.grid:
+            out["grid_label"] = grid_labels(label, self.frame, self.grid)
         out.update(case_id=case, slice_index=np.int32(z), flips=flips, variant=np.int32(variant))
         return out
 
@@ -156,7 +163,8 @@ def train_dataset(source: Sequence[Record], frame: FrameConfig, low_res: int = 2
     ds = ds.random_map(TrainTransform(frame, low_res, config.flips, config.box_jitter,
                                       config.images, config.classes, config.num_classes,
                                       config.augment, config.seed, config.negatives,
-                                      config.negative_fraction), seed=config.seed)
+                                      config.negative_fraction, config.grid),
+                       seed=config.seed)
     if shard.drop_remainder and config.num_epochs is not None:
         ds = ds[:len(ds) - len(ds) % shard.shard_count]
     ds = ds[shard.shard_index::shard.shard_count]

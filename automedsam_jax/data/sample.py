@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from ..core.config import FrameConfig
 from ..core.preprocess import (Resized, boxes_to_input_frame, mask_box, mask_to_low_res,
-                               preprocess_image, resized_size)
+                               preprocess_image, resize_image, resized_size)
 
 BOX_JITTER_AT_1024 = 20
 
@@ -114,4 +114,15 @@ def slice_sample(image: np.ndarray | None, label: np.ndarray, num_classes: int,
                mask=np.stack([s["mask"] for s in per_class]),
                box=np.stack([s["box"] for s in per_class]) * present[:, None],
                dist=np.stack([s["dist"] for s in per_class]), present=present)
+    return out
+
+
+def grid_labels(label: np.ndarray, frame: FrameConfig, grid: int) -> np.ndarray:
+    """Original-frame class ids ``(H, W)`` → ``(grid, grid)`` int32 ids at the image-embedding
+    grid (the localiser's target): nearest-neighbour resize to the image's extent in the input
+    frame at ``grid / S`` scale; the padding is 0 (background)."""
+    h, w = resized_size(label.shape[:2], frame)
+    hg, wg = max(1, round(h * grid / frame.size)), max(1, round(w * grid / frame.size))
+    out = np.zeros((grid, grid), np.int32)
+    out[:hg, :wg] = np.rint(resize_image(np.asarray(label, np.float32), (hg, wg), "nearest"))
     return out

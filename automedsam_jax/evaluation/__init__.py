@@ -2,7 +2,8 @@
 
 segmenter.py (batched slices × prompts → label maps) · volumes.py (slices → cases) ·
 evaluator.py (DSC/NSD per case, class and dataset) · report.py (JSON, CSV, paper-style Markdown)
-· presence.py (is a class on a slice: calibration and counts) · cli.py (the command). Work
+· presence.py (is a class on a slice: calibration and counts) · postprocess.py (3-D
+post-processing of a case) · cli.py (the command). Work
 and model directories are found by :mod:`automedsam_jax.io.rundir`.
 """
 

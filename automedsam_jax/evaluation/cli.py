@@ -83,6 +83,9 @@ def parser() -> argparse.ArgumentParser:
     a("--distributed", default="auto", choices=("auto", "on", "off"), help="split the cases "
       "over the processes of a multi-host job (jax.distributed; auto: when the environment "
       "names a coordinator, Slurm/Open MPI tasks or several TPU hosts) and gather the scores")
+    a("--postprocess", choices=("none", "3d"), default="none", help="3d: per class, presence "
+      "smoothed along z and the largest 3-D connected component of each case "
+      "(automedsam_jax/evaluation/postprocess.py)")
     a("--no-presence", action="store_true", help="class prompts: keep every class's mask on "
       "every slice, ignoring the presence rule calibrated with the model")
     return p
@@ -156,13 +159,15 @@ def run(args: argparse.Namespace) -> tuple[Evaluation, dict[str, Path], str]:
     records = eval_dataset(share, segmenter.frame).to_iter_dataset(
         grain.ReadOptions(num_threads=1, prefetch_buffer_size=2 * args.batch_size))
     ev = gather(evaluate_records(segmenter, records, class_names, args.tolerance,
-                                 args.challenge_nsd), case_order)
+                                 args.challenge_nsd, args.postprocess == "3d"), case_order)
     title = (f"{method} · {name}, {args.split} split: {_count(len(ev.cases), 'case')}, "
              f"{_count(ev.num_slices, 'slice')} · NSD τ = {args.tolerance:g} {nsd_units(ev)}"
-             + (" (challenge rule)" if args.challenge_nsd else ""))
+             + (" (challenge rule)" if args.challenge_nsd else "")
+             + (" · 3-D post-processing" if args.postprocess == "3d" else ""))
     meta = {"method": "automedsam" if args.prompt == "class" else "box", "backbone": backbone,
             "checkpoint": str(directory), "dataset": name, "split": args.split,
-            "box_offset": offset, "batch_size": args.batch_size, "min_area": segmenter.min_area}
+            "box_offset": offset, "batch_size": args.batch_size, "min_area": segmenter.min_area,
+            "postprocess": args.postprocess}
     paths = write_reports(ev, out, name, title, meta) if jax.process_index() == 0 else {}
     return ev, paths, paper_table(ev, title)
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ..core.metrics import DEFAULT_TOLERANCE, ClassMetrics, DatasetMetrics, aggregate, case_metrics
+from .postprocess import postprocess_case
 from .presence import PresenceCounts
 from .segmenter import Record, Segmenter, segment_slices
 from .volumes import Case, VolumeAssembler
@@ -54,22 +55,27 @@ class Evaluation:
 
 def evaluate_records(segmenter: Segmenter, records: Iterable[Record],
                      class_names: Sequence[str], tolerance: float = DEFAULT_TOLERANCE,
-                     challenge_nsd: bool = False) -> Evaluation:
+                     challenge_nsd: bool = False, postprocess: bool = False) -> Evaluation:
     """Segment every record (see :func:`segment_slices`) and score each case as soon as it is
-    complete (memory: the slices of unfinished cases only)."""
+    complete (memory: the slices of unfinished cases only). ``postprocess``: each case's labels
+    go through :func:`.postprocess.postprocess_case` first (presence is counted after it)."""
     classes = range(1, len(class_names) + 1)
     assembler, results, slices = VolumeAssembler(), [], 0
     presence = PresenceCounts()
     start = time.perf_counter()
 
     def score(case: Case) -> CaseResult:
+        nonlocal presence
+        pred = postprocess_case(case.pred, classes) if postprocess else case.pred
+        for gt_z, pred_z in zip(*((case.gt, pred) if case.gt.ndim == 3 else
+                                  ([case.gt], [pred]))):
+            presence += PresenceCounts.of_slice(gt_z, pred_z, classes)
         return CaseResult(case.case_id, case.num_slices, case.spacing, case.complete,
-                          case_metrics(case.gt, case.pred, case.spacing, classes, tolerance,
+                          case_metrics(case.gt, pred, case.spacing, classes, tolerance,
                                        challenge=challenge_nsd))
 
     for record, pred, _ in segment_slices(segmenter, records):
         slices += 1
-        presence += PresenceCounts.of_slice(np.asarray(record["label"]), pred, classes)
         case = assembler.add(record, pred)
         if case is not None:
             results.append(score(case))

@@ -3,7 +3,8 @@
 Two prompt kinds, one driver (:func:`segment_slices`):
 
 * :class:`ClassSegmenter` — AutoMedSAM: every requested class id of every slice (the class prompt
-  encoder needs nothing else).
+  encoder needs nothing else; a model with a localiser reads each class's box off its map and
+  prompts the backbone with it, see :mod:`automedsam_jax.core.modeling.localiser`).
 * :class:`BoxSegmenter` — the manual-prompt baseline of the paper's §4.5 (Table 8): a converted
   MedSAM/LiteMedSAM prompted with the ground-truth box of each class present in the slice,
   enlarged by ``offset`` original-frame pixels per side and clipped to the image, or with the
@@ -28,7 +29,8 @@ Presence (beyond the paper): class prompting always draws *something*, so a segm
 ``min_area``, the smallest fraction of the image a class's mask (p > 0.5, original frame, before
 classes compete for pixels) must cover for the class to count as present on that slice; below
 it the class is dropped there. :mod:`.presence` calibrates it on validation and training
-stores it with the model. 0 keeps every mask (the paper).
+stores it with the model. 0 keeps every mask (the paper). With a localiser the score is the
+area of the class's largest component on the map (the same rule, read off the map).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from ..core.automedsam import AutoMedSAM, label_map
 from ..core.config import FrameConfig
 from ..core.modeling import Sam
 from ..core.modeling.common import per_backend
+from ..core.modeling.localiser import map_boxes
 from ..core.preprocess import Resized, boxes_to_input_frame, mask_box, postprocess_masks
 
 Record = dict[str, Any]
@@ -77,27 +80,41 @@ class Segmenter:
         """``(B, S, S, 3)`` input-frame images, ``(B, K, ...)`` prompts → ``(B, K, L, L)``."""
         return self._logits(self._state, images, prompts)
 
-    def run_batch(self, records: Sequence[Record]) -> tuple[jax.Array, np.ndarray]:
+    def run_batch(self, records: Sequence[Record]
+                  ) -> tuple[jax.Array, np.ndarray, np.ndarray | None]:
         """Dispatch one batch (≤ ``batch_size`` records; padded here) → low-res logits
-        ``(B, K, L, L)`` (asynchronous) and the valid-prompt mask ``(n, K)``."""
-        n, size = len(records), self.frame.size
+        ``(B, K, L, L)`` (asynchronous), the valid-prompt mask ``(n, K)`` and the presence
+        scores ``(n, K)`` when they do not come from the masks (else None)."""
+        n = len(records)
         if not 0 < n <= self.batch_size:
             raise ValueError(f"a batch holds 1..{self.batch_size} slices, got {n}")
-        images = np.zeros((self.batch_size, size, size, 3), np.float32)
         prompts, valid = zip(*(self.prompts(r) for r in records))
         prompts = np.stack(prompts + (np.zeros_like(prompts[0]),) * (self.batch_size - n))
+        return self.logits(self.images(records), prompts), np.stack(valid), None
+
+    def images(self, records: Sequence[Record]) -> np.ndarray:
+        """The batch's ``(batch_size, S, S, 3)`` input-frame images, zero-padded."""
+        size = self.frame.size
+        images = np.zeros((self.batch_size, size, size, 3), np.float32)
         for i, r in enumerate(records):
             images[i] = r["image"]
-        return self.logits(images, prompts), np.stack(valid)
+        return images
 
-    def to_labels(self, logits: jax.Array, valid: np.ndarray, record: Record
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def to_labels(self, logits: jax.Array, valid: np.ndarray, record: Record,
+                  presence: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One slice's ``(K, L, L)`` logits → ``(H, W)`` uint8 class ids (original frame) and
-        the ``(K,)`` area fractions of the K masks (0 for prompts not decoded), before the
-        presence rule drops those under ``min_area``."""
+        the ``(K,)`` presence scores — the area fractions of the K masks (0 for prompts not
+        decoded), or ``presence`` when given — before the presence rule drops those under
+        ``min_area``."""
         resized = Resized(tuple(int(x) for x in record["original_size"]),
                           tuple(int(x) for x in record["resized_size"]))
-        index, area = _labels(logits, jnp.asarray(valid), self.min_area, resized, self.frame)
+        if presence is None:
+            index, area = _labels(logits, jnp.asarray(valid), self.min_area, resized,
+                                  self.frame)
+        else:
+            keep = valid & (presence >= self.min_area)
+            index, area = _labels(logits, jnp.asarray(keep), 0.0, resized, self.frame)
+            area = presence
         lut = np.concatenate([[0], self.class_ids]).astype(np.uint8)
         return lut[np.asarray(index)], np.asarray(area)
 
@@ -116,7 +133,9 @@ def _labels(logits, valid, min_area, resized: Resized, frame: FrameConfig):
 
 class ClassSegmenter(Segmenter):
     """AutoMedSAM on B slices × the K class ids ``class_ids``: one embedding per slice, the K
-    class prompts decoded against it, noise-free diffusion (deterministic)."""
+    class prompts decoded against it, noise-free diffusion (deterministic). A model with a
+    localiser: the embedding's map gives each class a box (and its presence score) on the host,
+    then the K boxes are decoded by the backbone."""
 
     def __init__(self, model: AutoMedSAM, class_ids: Iterable[int], batch_size: int = 4,
                  min_area: float = 0.0):
@@ -127,10 +146,35 @@ class ClassSegmenter(Segmenter):
         self.class_ids = np.asarray(list(class_ids), np.int32)
         if self.class_ids.size == 0:
             raise ValueError("no class ids to segment")
-        self._logits = jax.jit(slice_by_slice(functools.partial(_class_logits, self._graphdef)))
+        self.localiser = model.config.localiser
+        if self.localiser is None:
+            self._logits = jax.jit(slice_by_slice(functools.partial(_class_logits,
+                                                                    self._graphdef)))
+        else:
+            self._embed_map = jax.jit(slice_by_slice(functools.partial(_embed_map,
+                                                                       self._graphdef)))
+            self._box_logits = jax.jit(functools.partial(_box_masks, self._graphdef))
 
     def prompts(self, record: Record) -> tuple[np.ndarray, np.ndarray]:
         return self.class_ids, np.ones(self.class_ids.size, bool)
+
+    def run_batch(self, records: Sequence[Record]
+                  ) -> tuple[jax.Array, np.ndarray, np.ndarray | None]:
+        if self.localiser is None:
+            return super().run_batch(records)
+        n, k = len(records), self.class_ids.size
+        if not 0 < n <= self.batch_size:
+            raise ValueError(f"a batch holds 1..{self.batch_size} slices, got {n}")
+        emb, maps = self._embed_map(self._state, self.images(records),
+                                    np.zeros((self.batch_size, 1), np.int32))
+        maps = np.asarray(maps)
+        boxes = np.zeros((self.batch_size, k, 4), np.float32)
+        presence = np.zeros((n, k), np.float32)
+        for i, r in enumerate(records):
+            boxes[i], presence[i] = map_boxes(maps[i], self.class_ids,
+                                              tuple(int(x) for x in r["resized_size"]),
+                                              self.frame.size, self.localiser.margin)
+        return self._box_logits(self._state, emb, boxes), presence > 0, presence
 
 
 def slice_by_slice(logits_fn):
@@ -140,12 +184,25 @@ def slice_by_slice(logits_fn):
     256²×256 floats per slice), one slice's stay in cache — 1.3–1.6× faster per slice
     (``benchmarks/eval_speed.py``). Same outputs up to float rounding."""
     def mapped(state, images, prompts):
-        return jax.lax.map(lambda a: logits_fn(state, a[0][None], a[1][None])[0],
-                           (images, prompts))
+        return jax.lax.map(lambda a: jax.tree.map(lambda x: x[0], logits_fn(
+            state, a[0][None], a[1][None])), (images, prompts))
 
     def run(state, images, prompts):
         return per_backend(mapped, logits_fn, state, images, prompts)
     return run
+
+
+def _embed_map(graphdef, state, images, _):
+    """``(B, S, S, 3)`` images → embeddings ``(B, g, g, C)`` and localiser maps
+    ``(B, g, g, K + 1)`` (the ignored last argument keeps :func:`slice_by_slice`'s form)."""
+    model = nnx.merge(graphdef, state)
+    emb = model.embed(images)
+    return emb, model.localise(emb)
+
+
+def _box_masks(graphdef, state, embeddings, boxes):
+    """``(B, g, g, C)`` embeddings, ``(B, K, 4)`` input-frame boxes → ``(B, K, L, L)`` logits."""
+    return nnx.merge(graphdef, state).box_masks(embeddings, boxes)[0]
 
 
 def _class_logits(graphdef, state, images, class_ids):
@@ -237,6 +294,7 @@ def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
 
 
 def _finish(segmenter, records, outputs):
-    logits, valid = outputs
+    logits, valid, presence = outputs
     for i, rec in enumerate(records):
-        yield rec, *segmenter.to_labels(logits[i], valid[i], rec)
+        yield rec, *segmenter.to_labels(logits[i], valid[i], rec,
+                                        None if presence is None else presence[i])

@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from ..core.automedsam import AutoMedSAM
-from ..core.config import AutoMedSamConfig, ClassPromptConfig, SamConfig
+from ..core.config import AutoMedSamConfig, ClassPromptConfig, LocaliserConfig, SamConfig
 from ..core.init import abstract_model
 from ..core.modeling import Sam
 
@@ -104,11 +104,11 @@ def load_model(directory: str | Path) -> Sam | AutoMedSAM:
 
 def pretrained_automedsam(directory: str | Path,
                           class_prompt: ClassPromptConfig = ClassPromptConfig(),
-                          seed: int = 0) -> AutoMedSAM:
+                          seed: int = 0, localiser: LocaliserConfig | None = None) -> AutoMedSAM:
     """The converted MedSAM/LiteMedSAM of ``directory`` (``python -m convert``) with a fresh class
-    prompt encoder (:meth:`AutoMedSAM.from_sam`): where training starts."""
+    prompt encoder (and localiser) (:meth:`AutoMedSAM.from_sam`): where training starts."""
     sam = load_model(directory)
     if not isinstance(sam, Sam):
         raise ValueError(f"{directory} holds an AutoMedSAM, not a converted MedSAM/LiteMedSAM "
                          "backbone (`python -m convert SRC.pth DIR` makes one)")
-    return AutoMedSAM.from_sam(sam, class_prompt, seed)
+    return AutoMedSAM.from_sam(sam, class_prompt, seed, localiser)

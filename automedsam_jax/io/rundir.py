@@ -4,7 +4,8 @@ directory — ``config.json`` + ``params/``, see :mod:`.checkpoint` — or ``pre
 
 A work directory holds ``train_config.json`` (the run's ``TrainConfig``), ``checkpoints/``
 (resumable state), ``tb/`` (TensorBoard), ``summary.json`` and the exported model directories
-``best/`` (lowest mean epoch training loss) and ``final/``. An exported ``config.json`` carries,
+``best/`` (highest validation mean DSC when the run validates during training, ``--eval-every``;
+else lowest mean epoch training loss) and ``final/``. An exported ``config.json`` carries,
 beside the model config, the keys :data:`CLASS_NAMES`, :data:`TRAIN_CONFIG`, :data:`STEP` and,
 once calibrated, :data:`PRESENCE`.
 """
@@ -43,7 +44,7 @@ RUN_DATA_FIELDS = ("dataset", "data_dir", "manual_dir")
 
 def model_dir(path: str | Path) -> Path:
     """``path`` itself if it is a model directory, else its ``best/`` or ``final/`` export (a
-    training work directory; ``best`` = lowest mean epoch training loss). Raises
+    training work directory; ``best`` = highest validation DSC or lowest epoch loss). Raises
     ``FileNotFoundError`` naming ``path`` otherwise."""
     path = Path(path).expanduser()
     if not path.exists():

@@ -3,13 +3,13 @@ preset per dataset, two recipes, and the command line that overrides them.
 
 Recipes (``--recipe``): ``paper`` is SPEC §1–3 exactly (scalar class id, one random present
 class per slice, foreground slices only, no presence rule). ``improved`` (the command line's
-default; see README's ablation table: its presence decisions are far better, its DSC level with
-the paper's over two seeds) switches on the extensions of SPEC §7 kept after measuring them: a
-learned class embedding, absent classes as negatives (one sample in four, and the dataset's
-organ-free training slices), no flips (they swap the body's sides, and so left/right classes),
-and a presence rule calibrated on validation. All classes of
-a slice per step (``--classes-per-step all``) and augmented variants (``--augment N``) are
-options: at the same wall time on the CPU demo both measured worse on validation. Each
+default; README's ablation table, over seeds) prompts the frozen backbone with boxes read off a
+localisation head's class map (``--prompt map``: only the head is trained), with the dataset's
+organ-free training slices, no flips (they swap the body's sides, and so left/right classes)
+and a presence rule calibrated on validation. The diffusion class prompt encoder under the
+improved recipe (``--prompt class``: a learned class embedding, absent classes as negatives in
+one sample of four, optionally ``--no-train-decoder``), all classes of a slice per step
+(``--classes-per-step all``) and augmented variants (``--augment N``) are options. Each
 extension has its own switch, applied over the recipe.
 """
 
@@ -19,7 +19,7 @@ import argparse
 import dataclasses
 from typing import Literal
 
-from ..core.config import ClassPromptConfig, LossConfig
+from ..core.config import ClassPromptConfig, LocaliserConfig, LossConfig
 from ..data.custom import add_dataset_arguments, dataset_argument, dataset_name
 from ..data.presets import DEFAULT_DATA_DIR
 from ..io.rundir import DEFAULT_WORKDIR
@@ -47,6 +47,14 @@ class TrainConfig:
                    an absent class in ``negative_fraction`` of the samples.
     augment:       augmented variants per training slice (0: none; scale/shift/intensity).
     presence:      calibrate a presence rule on validation and store it with the models.
+    prompt:        what prompts the decoder: ``class``, the diffusion class prompt encoder (the
+                   paper); ``map``, boxes read off a localisation head's per-pixel class map
+                   on the frozen embedding, through the backbone's own prompt encoder and frozen
+                   decoder (beyond the paper; only the head is trained, with a class-balanced
+                   cross-entropy at the embedding grid; :mod:`automedsam_jax.core.modeling.localiser`).
+    localiser_width: the head's 3×3 conv channels (0: a linear probe).
+    train_decoder: with ``prompt="class"``: train the mask decoder (the paper) or keep the
+                   pretrained one frozen.
     cache_dir:     with ``cache_embeddings``: where the embeddings are stored (default
                    ``<data_dir>/embeddings``; :mod:`automedsam_jax.data.embedding_cache`).
     cache_dtype:   their storage dtype, ``float32`` (exact) or ``bfloat16``.
@@ -93,11 +101,20 @@ class TrainConfig:
     negative_fraction: float = 0.25
     augment: int = 0
     presence: bool = False
+    prompt: Literal["class", "map"] = "class"
+    localiser_width: int = 64
+    train_decoder: bool = True
 
     def __post_init__(self):
         if not 0.0 <= self.negative_fraction <= 1.0:
             raise ValueError(f"--negative-fraction must be in [0, 1], got "
                              f"{self.negative_fraction}")
+
+    def localiser(self, num_classes: int) -> LocaliserConfig | None:
+        """The localisation head's config (``prompt="map"``), else None."""
+        if self.prompt != "map":
+            return None
+        return LocaliserConfig(num_classes=num_classes, width=self.localiser_width)
 
     def class_prompt(self, num_classes: int) -> ClassPromptConfig:
         """The class prompt encoder's config for a dataset of ``num_classes`` classes."""
@@ -135,18 +152,22 @@ PRESETS: dict[str, TrainConfig] = {
 
 RECIPES: dict[str, dict] = {
     "paper": dict(recipe="paper", class_embedding="scalar", classes_per_step="one",
-                  negatives=False, negative_fraction=0.25, augment=0, presence=False),
+                  negatives=False, negative_fraction=0.25, augment=0, presence=False,
+                  prompt="class", train_decoder=True),
     "improved": dict(recipe="improved", class_embedding="learned", classes_per_step="one",
                      negatives=True, negative_fraction=0.25, augment=0, presence=True,
-                     flips=False),
+                     flips=False, prompt="map", train_decoder=True),
 }
 """Fields each recipe sets over the dataset preset (see the module docstring)."""
 
-# Per (dataset preset, recipe): what differs from the preset under that recipe. The CPU demo:
-# 34 training slices (the organ-free ones as negatives) instead of 22, so 39 epochs make about
-# the paper run's 660 steps (measured: 10.3 min for the whole command, README).
+# Per (dataset preset, recipe): what differs from the preset under that recipe. The demo under
+# the improved recipe trains the localiser alone on cached embeddings (34 training slices, the
+# organ-free ones included): batch 8, AdamW 1e-3 decayed to 0 over 100 epochs (400 steps).
+# Validation every 20 epochs picks best/ (the validation curve is in summary.json and tb/).
+_DEMO_MAP = dict(epochs=100, batch_size=8, lr=1e-3, lr_schedule="cosine", eval_every=20)
 RECIPE_PRESETS: dict[tuple[str, str], dict] = {
-    ("demo_cpu", "improved"): dict(epochs=39),
+    ("demo_cpu", "improved"): _DEMO_MAP,
+    ("demo", "improved"): _DEMO_MAP,
 }
 
 
@@ -177,8 +198,8 @@ def parser() -> argparse.ArgumentParser:
                     "the latest checkpoint in --workdir.")
     a = p.add_argument
     a("--recipe", default="improved", choices=sorted(RECIPES), help="paper: SPEC §1-3 exactly; "
-      "improved: learned class embedding, all classes per step, negatives, augmentation and a "
-      "presence rule (each has its own switch below)")
+      "improved: boxes from a localisation head prompt the frozen backbone (--prompt map), "
+      "organ-free slices as negatives, no flips, a presence rule (each has its own switch)")
     a("--dataset", help="data preset (brats, abdomenct1k, abdomenct1k_split_kidney, kvasir, "
       "chestxml, demo: the default), synthetic:num_cases=8,num_classes=3,height=64,width=64, "
       "a dataset .json file, or the name of your own dataset given by --files and --classes")
@@ -226,9 +247,17 @@ def parser() -> argparse.ArgumentParser:
     a("--presence", action=argparse.BooleanOptionalAction, default=None,
       help="calibrate on validation, and store with the model, when a class counts as present "
       "on a slice")
+    a("--prompt", choices=("class", "map"), help="class: the diffusion class prompt encoder "
+      "prompts the decoder (paper); map: boxes from a localisation head's class map prompt the "
+      "frozen backbone (only the head is trained)")
+    a("--localiser-width", type=int, help="with --prompt map: channels of the localiser's two "
+      "3x3 convolutions (0: a linear probe)")
+    a("--train-decoder", action=argparse.BooleanOptionalAction, default=None,
+      help="with --prompt class: train the mask decoder (paper) or keep the pretrained one")
     a("--keep-checkpoints", type=int, help="latest checkpoints kept")
     a("--checkpoint-every", type=int, help="also checkpoint every N steps (0: once per epoch)")
-    a("--eval-every", type=int, help="validate every N epochs (0: only at the end)")
+    a("--eval-every", type=int, help="validate every N epochs and after the last (best/ is then "
+      "the model of highest validation mean DSC); 0: only at the end (best/: lowest epoch loss)")
     a("--num-workers", type=int, help="grain worker processes")
     a("--max-steps", type=int, help="stop after N steps (0: all epochs)")
     a("--no-progress", action="store_true", help="no progress bar")

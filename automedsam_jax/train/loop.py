@@ -112,9 +112,9 @@ def build_model(cfg: TrainConfig, num_classes: int) -> AutoMedSAM:
     """``cfg.weights``: a converted backbone directory, ``pretrained`` (LiteMedSAM via pip) or
     ``random``; the class prompt encoder is new (PyTorch's default init)."""
     sam = SamConfig.preset(cfg.backbone)
-    class_prompt = cfg.class_prompt(num_classes)
+    class_prompt, localiser = cfg.class_prompt(num_classes), cfg.localiser(num_classes)
     if cfg.weights == "random":
-        return random_model(AutoMedSamConfig(sam, class_prompt), cfg.seed)
+        return random_model(AutoMedSamConfig(sam, class_prompt, localiser), cfg.seed)
     weights = cfg.weights
     if weights == "pretrained":
         if cfg.backbone != "litemedsam":
@@ -124,7 +124,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> AutoMedSAM:
     if not weights:
         raise UsageError(f"--weights is required for backbone {cfg.backbone!r} (a directory made "
                          "by `python -m convert`)")
-    model = pretrained_automedsam(weights, class_prompt, cfg.seed)
+    model = pretrained_automedsam(weights, class_prompt, cfg.seed, localiser)
     if model.config.sam != sam:
         raise UsageError(f"{weights} holds {model.config.sam.name!r}, not --backbone "
                          f"{cfg.backbone!r}")
@@ -167,7 +167,8 @@ def init_trainer(cfg: TrainConfig, model: AutoMedSAM, total_steps: int) -> Train
     data mesh of every device, and compile nothing yet (the step is jitted lazily)."""
     tx = make_tx(cfg, total_steps)
     mesh = data_mesh()
-    state, frozen, graphdef = init_state(Trainee(model, LossWeights(cfg.loss())), tx, mesh)
+    state, frozen, graphdef = init_state(
+        Trainee(model, LossWeights(cfg.loss()), cfg.train_decoder), tx, mesh)
     enc_dtype = jnp.bfloat16 if cfg.encoder_dtype == "bfloat16" else jnp.float32
     step_fn = make_train_step(graphdef, tx, mesh, cached=cfg.cache_embeddings,
                               encoder_dtype=enc_dtype, negatives=cfg.negatives)
@@ -177,8 +178,9 @@ def init_trainer(cfg: TrainConfig, model: AutoMedSAM, total_steps: int) -> Train
 @dataclasses.dataclass
 class Progress:
     """Where the run is, saved with every checkpoint (as JSON): the step, the running epoch
-    loss, past epoch losses, the plateau scheduler, the best epoch loss, the base PRNG key and
-    the grain iterator state after the last batch trained on."""
+    loss, past epoch losses, the plateau scheduler, the best epoch loss, the best validation
+    mean DSC and the ``[step, mean DSC]`` curve (``eval_every``), the base PRNG key and the
+    grain iterator state after the last batch trained on."""
 
     step: int = 0
     epoch_loss_sum: float = 0.0
@@ -187,6 +189,8 @@ class Progress:
     plateau: dict = dataclasses.field(default_factory=lambda: {"best": math.inf,
                                                                "bad_epochs": 0})
     best_loss: float = math.inf
+    best_validation: float = -math.inf
+    validation_curve: list[list[float]] = dataclasses.field(default_factory=list)
     key: list[int] | None = None
     data: Any = None
 
@@ -238,6 +242,8 @@ def train_pipeline(cfg: TrainConfig, data: RunData, model_cfg: AutoMedSamConfig)
                                         augment=AugmentConfig(variants=cfg.augment),
                                         negatives=cfg.negatives,
                                         negative_fraction=cfg.negative_fraction,
+                                        grid=model_cfg.sam.embedding_size
+                                        if model_cfg.localiser else 0,
                                         num_workers=cfg.num_workers))
 
 
@@ -267,7 +273,7 @@ def train(cfg: TrainConfig, data: RunData, trainer: Trainer, progress: Progress,
     """Train from ``progress.step`` to ``data.total_steps``, reading batches from the grain
     iterator ``it``; checkpoints at each epoch end (and every ``cfg.checkpoint_every`` steps);
     ``on_best()`` when an epoch's loss is the lowest yet, ``on_validate(step)`` every
-    ``cfg.eval_every`` epochs. SIGTERM: checkpoint and exit 143. Non-finite loss:
+    ``cfg.eval_every`` epochs and after the last step. SIGTERM: checkpoint and exit 143. Non-finite loss:
     :class:`TrainingDiverged`, the last checkpoint untouched."""
     stop = {"sigterm": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
@@ -321,7 +327,7 @@ def train(cfg: TrainConfig, data: RunData, trainer: Trainer, progress: Progress,
             if epoch_loss < progress.best_loss:
                 progress.best_loss = epoch_loss
                 on_best()
-            if cfg.eval_every and epoch % cfg.eval_every == 0 and step < total:
+            if cfg.eval_every and (epoch % cfg.eval_every == 0 or step == total):
                 on_validate(step)
         if end_of_epoch or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) \
                 or step == total:
@@ -345,6 +351,18 @@ def export(model: AutoMedSAM, workdir: Path, name: str, cfg: TrainConfig,
 
 
 # -- validation -------------------------------------------------------------------------------
+def select_on_validation(cfg: TrainConfig, model: AutoMedSAM, data: RunData, log: Logger,
+                         step: int):
+    """A validation point of the curve: the presence rule calibrated for ``model`` now
+    (``cfg.presence``), then validation DSC under it (None without a validation split)."""
+    min_area = 0.0
+    if cfg.presence:
+        presence = calibrate_presence(model, data.builder, len(data.class_names), log,
+                                      f"step {step}")
+        min_area = presence["min_area"] if presence else 0.0
+    return validate(model, data.builder, data.class_names, log, step, min_area)
+
+
 def finish(cfg: TrainConfig, workdir: Path, data: RunData, final_model: AutoMedSAM,
            log: Logger, step: int) -> dict:
     """After the last step: calibrate each export's presence rule (``cfg.presence``) and store
@@ -392,15 +410,27 @@ def run(cfg: TrainConfig) -> dict:
              f"{tuple(cfg.class_prompt_widths)}, lr {cfg.lr:g}, flips {cfg.flips}; recipe "
              f"{cfg.recipe}: class embedding {cfg.class_embedding}, {cfg.classes_per_step} "
              f"class(es) per slice, negatives {cfg.negatives}, {cfg.augment} augmented "
-             f"variant(s), presence {cfg.presence}"
+             f"variant(s), presence {cfg.presence}, prompt {cfg.prompt}"
+             + (f" (localiser width {cfg.localiser_width})" if cfg.prompt == "map" else
+                f", decoder {'trained' if cfg.train_decoder else 'frozen'}")
              + (f"; resuming at step {start}" if start else ""))
     cache = build_cache(cfg, data, trainer, model, log.info) if cfg.cache_embeddings else None
+
+    def on_best():  # without validation during training, best/ = lowest epoch loss
+        if not cfg.eval_every:
+            export(trainer.model(), workdir, rundir.BEST, cfg, data.class_names, progress.step)
+
+    def on_validate(step):  # with it, best/ = highest validation mean DSC (its own presence rule)
+        current = trainer.model()
+        ev = select_on_validation(cfg, current, data, log, step)
+        if ev is not None:
+            progress.validation_curve.append([step, ev.metrics.dsc])
+            if ev.metrics.dsc > progress.best_validation:
+                progress.best_validation = ev.metrics.dsc
+                export(current, workdir, rundir.BEST, cfg, data.class_names, step)
+
     try:
-        train(cfg, data, trainer, progress, it, cache, ckpts, log,
-              on_best=lambda: export(trainer.model(), workdir, rundir.BEST, cfg,
-                                     data.class_names, progress.step),
-              on_validate=lambda step: validate(trainer.model(), data.builder, data.class_names,
-                                                log, step))
+        train(cfg, data, trainer, progress, it, cache, ckpts, log, on_best, on_validate)
     except (TrainingDiverged, SystemExit):
         log.close()
         ckpts.close()
@@ -409,6 +439,7 @@ def run(cfg: TrainConfig) -> dict:
     final_model = trainer.model()
     export(final_model, workdir, rundir.FINAL, cfg, data.class_names, progress.step)
     summary = {"steps": progress.step, "epoch_losses": progress.epoch_losses,
+               "validation_curve": progress.validation_curve,
                **finish(cfg, workdir, data, final_model, log, progress.step)}
     if jax.process_index() == 0:
         (workdir / rundir.SUMMARY_FILE).write_text(json.dumps(summary, indent=2))

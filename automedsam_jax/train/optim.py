@@ -1,10 +1,11 @@
 """What AutoMedSAM trains (SPEC §1.3) and how: the trainable filter and AdamW (SPEC §3).
 
-Trained: the class prompt encoder, the mask decoder and the loss σ's. Frozen: the image encoder
-and SAM's prompt encoder (and every non-``Param`` variable: BatchNorm statistics, the Gaussian PE
-buffer). σ is excluded from weight decay. The trainer splits a :class:`Trainee` by
-:data:`TRAINABLE` and applies :func:`adamw` (raw optax) to the trained part
-(:mod:`automedsam_jax.train.step`):
+Trained: the class prompt encoder, the mask decoder (unless ``train_decoder=False``: the
+pretrained decoder draws, beyond the paper) and the loss σ's — or, for a model with a localiser,
+the localiser alone (it prompts the frozen backbone). Frozen: the image encoder and SAM's prompt
+encoder (and every non-``Param`` variable: BatchNorm statistics, the Gaussian PE buffer). σ is
+excluded from weight decay. The trainer splits a :class:`Trainee` by :func:`trainable` and
+applies :func:`adamw` (raw optax) to the trained part (:mod:`automedsam_jax.train.step`):
 
     trainee = Trainee(model, LossWeights(loss_cfg))
     state, frozen, graphdef = init_state(trainee, adamw(), data_mesh())
@@ -22,15 +23,28 @@ from ..core.losses import LossScale, LossWeights
 
 TRAINABLE = nnx.All(nnx.Param, nnx.Any(nnx.PathContains("class_prompt_encoder"),
                                        nnx.PathContains("mask_decoder"), LossScale))
-"""nnx filter of the trained variables (``nnx.split(trainee, TRAINABLE, ...)``)."""
+"""nnx filter of the paper's trained variables (``nnx.split(trainee, TRAINABLE, ...)``)."""
+FROZEN_DECODER = nnx.All(nnx.Param, nnx.Any(nnx.PathContains("class_prompt_encoder"), LossScale))
+"""The class prompt side and σ only: the pretrained mask decoder stays as it is."""
+LOCALISER = nnx.All(nnx.Param, nnx.PathContains("localiser"))
+"""A model with a localiser trains that head alone."""
 
 
 class Trainee(nnx.Module):
-    """The model and the loss σ's in one tree, so one optimizer updates both."""
+    """The model and the loss σ's in one tree, so one optimizer updates both; ``train_decoder``
+    False keeps the mask decoder frozen."""
 
-    def __init__(self, model: AutoMedSAM, loss_weights: LossWeights):
+    def __init__(self, model: AutoMedSAM, loss_weights: LossWeights, train_decoder: bool = True):
         self.model = model
         self.loss_weights = loss_weights
+        self.train_decoder = train_decoder
+
+
+def trainable(trainee: Trainee):
+    """The nnx filter of ``trainee``'s trained variables (see the module docstring)."""
+    if trainee.model.localiser is not None:
+        return LOCALISER
+    return TRAINABLE if trainee.train_decoder else FROZEN_DECODER
 
 
 def _decay_mask(params):

@@ -4,7 +4,7 @@ The batch is sharded on ``data``, the state is replicated. The loss is the mean 
 *global* batch and the gradient is taken of that global mean, so XLA's partitioner inserts the
 one cross-device reduction itself: gradients are averaged exactly once (no ``pmap``, no
 ``shard_map`` whose replicated-parameter gradients would already be summed before a ``pmean``).
-Only the trainable variables (:data:`~automedsam_jax.train.optim.TRAINABLE`) are differentiated;
+Only the trainable variables (:func:`~automedsam_jax.train.optim.trainable`) are differentiated;
 the frozen image encoder runs inside the step under ``stop_gradient``, or is skipped when the batch
 carries cached ``embedding``\\ s.
 
@@ -43,14 +43,14 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ..core.automedsam import AutoMedSamOutput
-from ..core.losses import joint_loss
-from .optim import TRAINABLE, Trainee
+from ..core.losses import joint_loss, localiser_loss
+from .optim import Trainee, trainable
 
 STEP_KEYS = ("class_id", "mask", "box", "dist")
 """Batch entries the step reads, besides ``image`` (online) or ``embedding`` (cached)."""
-OPTIONAL_KEYS = ("present", "noise")
-"""Batch entries the step reads when present: the all-classes layout's ``present``, and
-explicit diffusion ``noise`` (benchmarks, tests)."""
+OPTIONAL_KEYS = ("present", "noise", "grid_label")
+"""Batch entries the step reads when present: the all-classes layout's ``present``, explicit
+diffusion ``noise`` (benchmarks, tests) and the localiser's target ``grid_label``."""
 
 
 def data_mesh(devices=None) -> Mesh:
@@ -69,7 +69,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def split_trainee(trainee: Trainee):
     """``(graphdef, trainable, frozen)``: the trained variables and everything else."""
-    return nnx.split(trainee, TRAINABLE, ...)
+    return nnx.split(trainee, trainable(trainee), ...)
 
 
 def init_state(trainee: Trainee, tx: optax.GradientTransformation, mesh: Mesh):
@@ -154,8 +154,15 @@ def loss_and_terms(trainee: Trainee, batch: dict, key: jax.Array, cached: bool,
                    encoder_dtype=jnp.float32, compute_dtype=jnp.float32,
                    negatives: bool = False):
     """Joint loss of one batch: (total, terms). ``key`` draws the diffusion noise unless the
-    batch carries it as ``noise`` ``(B, g, g, C)`` (``(B, K, g, g, C)`` for all classes)."""
+    batch carries it as ``noise`` ``(B, g, g, C)`` (``(B, K, g, g, C)`` for all classes). A
+    model with a localiser: its cross-entropy against the batch's ``grid_label`` alone."""
     model = trainee.model
+    if model.localiser is not None:
+        emb = (jax.lax.stop_gradient(batch["embedding"]) if cached
+               else embed_frozen(model, batch["image"], encoder_dtype))
+        head = with_dtype(model.localiser, compute_dtype)
+        ce = localiser_loss(head(emb.astype(compute_dtype)), batch["grid_label"])
+        return ce, {"localiser_ce": ce}
     noise = batch.get("noise")
     out = forward(model, None if cached else batch["image"], batch["class_id"],
                   embeddings=batch["embedding"] if cached else None,
