@@ -85,15 +85,17 @@ class Segmenter:
         """Dispatch one batch (≤ ``batch_size`` records; padded here) → low-res logits
         ``(B, K, L, L)`` (asynchronous), the valid-prompt mask ``(n, K)`` and the presence
         scores ``(n, K)`` when they do not come from the masks (else None)."""
-        n = len(records)
-        if not 0 < n <= self.batch_size:
-            raise ValueError(f"a batch holds 1..{self.batch_size} slices, got {n}")
+        images = self.images(records)
         prompts, valid = zip(*(self.prompts(r) for r in records))
-        prompts = np.stack(prompts + (np.zeros_like(prompts[0]),) * (self.batch_size - n))
-        return self.logits(self.images(records), prompts), np.stack(valid), None
+        padding = (np.zeros_like(prompts[0]),) * (self.batch_size - len(records))
+        prompts = np.stack(prompts + padding)
+        return self.logits(images, prompts), np.stack(valid), None
 
     def images(self, records: Sequence[Record]) -> np.ndarray:
-        """The batch's ``(batch_size, S, S, 3)`` input-frame images, zero-padded."""
+        """The batch's ``(batch_size, S, S, 3)`` input-frame images, zero-padded (1 to
+        ``batch_size`` records)."""
+        if not 0 < len(records) <= self.batch_size:
+            raise ValueError(f"a batch holds 1..{self.batch_size} slices, got {len(records)}")
         size = self.frame.size
         images = np.zeros((self.batch_size, size, size, 3), np.float32)
         for i, r in enumerate(records):
@@ -163,8 +165,6 @@ class ClassSegmenter(Segmenter):
         if self.localiser is None:
             return super().run_batch(records)
         n, k = len(records), self.class_ids.size
-        if not 0 < n <= self.batch_size:
-            raise ValueError(f"a batch holds 1..{self.batch_size} slices, got {n}")
         emb, maps = self._embed_map(self._state, self.images(records),
                                     np.zeros((self.batch_size, 1), np.int32))
         maps = np.asarray(maps)

@@ -416,8 +416,10 @@ def run(cfg: TrainConfig) -> dict:
              + (f"; resuming at step {start}" if start else ""))
     cache = build_cache(cfg, data, trainer, model, log.info) if cfg.cache_embeddings else None
 
+    selects = bool(cfg.eval_every) and len(data.builder.as_data_source("validation")) > 0
+
     def on_best():  # without validation during training, best/ = lowest epoch loss
-        if not cfg.eval_every:
+        if not selects:
             export(trainer.model(), workdir, rundir.BEST, cfg, data.class_names, progress.step)
 
     def on_validate(step):  # with it, best/ = highest validation mean DSC (its own presence rule)
