@@ -23,7 +23,7 @@ from automedsam_jax.data.augment import AugmentConfig, augment_slice
 from automedsam_jax.data.embedding_cache import CacheSpec, EmbeddingCache
 from automedsam_jax.data.sample import class_sample, slice_sample
 from automedsam_jax.train.config import TrainConfig, from_args
-from automedsam_jax.train.loop import make_tx
+from automedsam_jax.train.loop import build_model, make_tx
 from automedsam_jax.train.optim import Trainee
 from automedsam_jax.train.step import (data_mesh, init_state, loss_and_terms, make_embed_fn,
                                        make_loss_fn, shard_batch, split_trainee)
@@ -38,8 +38,14 @@ def test_paper_recipe_reproduces_the_code_before_the_extensions(tmp_path):
     after this exact command, run with the code of commit d187387 (before issue 13: the
     command had no --recipe then, and its defaults were the paper's). Same machine kind, same
     seed, the layers' native forms (``AUTOMEDSAM_CPU_REWRITES=0``: the CPU rewrites of issue 14
-    round differently; ``tests/test_cpu_rewrites.py`` checks them): the parameters must be
-    bit-identical."""
+    round differently; ``tests/test_cpu_rewrites.py`` checks them). On the machine that wrote it
+    the parameters are bit-identical; the CI's CPU reduces in another order, and Adam's
+    normalised step turns those last-bit differences of near-zero gradients into parameter
+    differences of up to ~7e-7 after the 4 steps. So each array's distance to the golden one
+    must be under 1 % of the training's own update to it (golden − initial) plus 1e-5 (the
+    rounding noise of arrays whose gradient is zero in exact arithmetic, such as attention key
+    biases): another class drawn, another initialisation or another loss moves an array by
+    ~100 % of its update, and one Adam step moves each element by ~lr = 1e-3."""
     cmd = [sys.executable, str(ROOT / "train.py"), "--recipe", "paper",
            "--dataset", "synthetic:num_cases=6,num_classes=3,height=48,width=48",
            "--backbone", "tiny_vit_b", "--weights", "random", "--class-prompt-widths", "8,16,32",
@@ -54,8 +60,17 @@ def test_paper_recipe_reproduces_the_code_before_the_extensions(tmp_path):
             for k, v in nnx.to_flat_state(nnx.state(model))}
     golden = np.load(GOLDEN)
     assert len(golden.files) > 100
+    initial = build_model(from_args(cmd[2:]), num_classes=3)
+    init = {"/".join(map(str, k)): np.asarray(v.get_value())
+            for k, v in nnx.to_flat_state(nnx.state(initial))}
+    frozen = [n for n in flat if n.startswith("image_encoder/")]
+    assert frozen and all(np.array_equal(flat[n], init[n]) for n in frozen)  # the run's init
+    moved = 0
     for name in golden.files:
-        np.testing.assert_array_equal(flat[name], golden[name], err_msg=name)
+        update = np.linalg.norm(golden[name] - init[name])
+        moved += update > 1e-3
+        assert np.linalg.norm(flat[name] - golden[name]) <= 1e-2 * update + 1e-5, name
+    assert moved > 100  # the golden run trained these arrays
 
 
 def test_recipe_switches_from_the_command_line():
