@@ -11,8 +11,9 @@ the most probable class above 0.5 (:class:`automedsam_jax.evaluation.ClassSegmen
 class is drawn on a slice only where the model's calibrated presence rule finds it there
 (:mod:`automedsam_jax.evaluation.presence`; models trained with ``--recipe paper`` have none and
 draw every class everywhere). The summary says on how many slices each class was found. Writes
-the label map in the input's format (``--postprocess 3d``: per class, presence smoothed along z
-and the largest 3-D component, :mod:`automedsam_jax.evaluation.postprocess`) (NIfTI: the input's voxel grid, affine and header), a sidecar
+the label map in the input's format (NIfTI: the input's voxel grid, affine and header;
+``--postprocess 3d`` first keeps, per class, presence smoothed along z and the largest 3-D
+component, :mod:`automedsam_jax.evaluation.postprocess`), a sidecar
 JSON naming every label value, and with ``--overlays`` PNGs of the slices that hold a prediction
 (every slice of a 2D input) with a legend of class names, in ``<out name>_overlays/``.
 """

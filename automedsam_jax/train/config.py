@@ -51,7 +51,8 @@ class TrainConfig:
                    paper); ``map``, boxes read off a localisation head's per-pixel class map
                    on the frozen embedding, through the backbone's own prompt encoder and frozen
                    decoder (beyond the paper; only the head is trained, with a class-balanced
-                   cross-entropy at the embedding grid; :mod:`automedsam_jax.core.modeling.localiser`).
+                   cross-entropy at the embedding grid;
+                   :mod:`automedsam_jax.core.modeling.localiser`).
     localiser_width: the head's 3×3 conv channels (0: a linear probe).
     train_decoder: with ``prompt="class"``: train the mask decoder (the paper) or keep the
                    pretrained one frozen.

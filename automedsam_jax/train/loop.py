@@ -273,8 +273,8 @@ def train(cfg: TrainConfig, data: RunData, trainer: Trainer, progress: Progress,
     """Train from ``progress.step`` to ``data.total_steps``, reading batches from the grain
     iterator ``it``; checkpoints at each epoch end (and every ``cfg.checkpoint_every`` steps);
     ``on_best()`` when an epoch's loss is the lowest yet, ``on_validate(step)`` every
-    ``cfg.eval_every`` epochs and after the last step. SIGTERM: checkpoint and exit 143. Non-finite loss:
-    :class:`TrainingDiverged`, the last checkpoint untouched."""
+    ``cfg.eval_every`` epochs and after the last step. SIGTERM: checkpoint and exit 143.
+    Non-finite loss: :class:`TrainingDiverged`, the last checkpoint untouched."""
     stop = {"sigterm": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
 
