@@ -19,7 +19,7 @@ from automedsam_jax.core.modeling.localiser import map_boxes
 from automedsam_jax.data import PipelineConfig, SyntheticConfig, prepare, train_dataset
 from automedsam_jax.data.sample import grid_labels
 from automedsam_jax.evaluation import ClassSegmenter, segment_slices
-from automedsam_jax.core.preprocess import model_input
+from automedsam_jax.core.preprocess import Resized, model_input, postprocess_masks
 from automedsam_jax.train.config import TrainConfig
 from automedsam_jax.train.loop import make_tx
 from automedsam_jax.train.optim import Trainee
@@ -104,7 +104,8 @@ def test_box_masks_decode_the_prompt_encoders_box_embedding(tiny_map_model):
 
 def test_segmenter_prompts_the_backbone_with_the_maps_boxes(tiny_map_model):
     """ClassSegmenter on a localiser model: presence = the map's component areas, masks = the
-    backbone decoding the map's boxes (recomputed here from the model's own parts)."""
+    backbone decoding the map's boxes (recomputed here from the model's own parts), labels = the
+    most probable kept class above p = 0.5 at the original size (in NumPy)."""
     model = tiny_map_model
     frame = model.config.sam.frame
     image = np.random.default_rng(1).integers(0, 255, (50, 60), np.uint8)
@@ -118,7 +119,11 @@ def test_segmenter_prompts_the_backbone_with_the_maps_boxes(tiny_map_model):
     np.testing.assert_allclose(areas, expected, rtol=1e-6)
     low = np.asarray(model.box_masks(emb, jnp.asarray(boxes)[None])[0])[0]
     assert labels.shape == (50, 60)
-    ref_labels, _ = seg.to_labels(jnp.asarray(low), expected > 0, record, expected)
+    resized = Resized(tuple(record["original_size"]), tuple(record["resized_size"]))
+    up = np.array(jax.jit(postprocess_masks, static_argnums=(1, 2))(jnp.asarray(low), resized,
+                                                                       frame))
+    up[expected <= 0] = -np.inf  # a class the map does not find is not drawn
+    ref_labels = np.where(up.max(axis=0) > 0, 1 + up.argmax(axis=0), 0)
     np.testing.assert_array_equal(labels, ref_labels)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..core.config import FrameConfig
+from ..core.modeling.localiser import grid_extent
 from ..core.preprocess import (Resized, boxes_to_input_frame, mask_box, mask_to_low_res,
                                preprocess_image, resize_image, resized_size)
 
@@ -121,8 +122,7 @@ def grid_labels(label: np.ndarray, frame: FrameConfig, grid: int) -> np.ndarray:
     """Original-frame class ids ``(H, W)`` → ``(grid, grid)`` int32 ids at the image-embedding
     grid (the localiser's target): nearest-neighbour resize to the image's extent in the input
     frame at ``grid / S`` scale; the padding is 0 (background)."""
-    h, w = resized_size(label.shape[:2], frame)
-    hg, wg = max(1, round(h * grid / frame.size)), max(1, round(w * grid / frame.size))
+    hg, wg = grid_extent(resized_size(label.shape[:2], frame), frame.size, grid)
     out = np.zeros((grid, grid), np.int32)
     out[:hg, :wg] = np.rint(resize_image(np.asarray(label, np.float32), (hg, wg), "nearest"))
     return out

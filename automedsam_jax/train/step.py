@@ -124,6 +124,15 @@ def embed_frozen(model, images: jax.Array, dtype=jnp.float32) -> jax.Array:
     return jax.lax.stop_gradient(emb.astype(jnp.float32))
 
 
+def frozen_embeddings(model, images: jax.Array | None, embeddings: jax.Array | None,
+                      dtype=jnp.float32) -> jax.Array:
+    """``embeddings`` (cached) when given, else :func:`embed_frozen` of ``images``; no gradient
+    either way."""
+    if embeddings is not None:
+        return jax.lax.stop_gradient(embeddings)
+    return embed_frozen(model, images, dtype)
+
+
 def forward(model, images: jax.Array | None, class_ids: jax.Array, *,
             embeddings: jax.Array | None = None, key: jax.Array | None = None,
             noise: jax.Array | None = None, encoder_dtype=jnp.float32,
@@ -132,8 +141,7 @@ def forward(model, images: jax.Array | None, class_ids: jax.Array, *,
     ``embeddings`` are given) and the class prompt encoder and decoder in ``compute_dtype``;
     outputs float32. ``class_ids`` ``(B, K)`` decodes every class of each slice against its
     one embedding (:meth:`AutoMedSAM.decode`): outputs have B·K rows, slice-major."""
-    emb = (jax.lax.stop_gradient(embeddings) if embeddings is not None
-           else embed_frozen(model, images, encoder_dtype))
+    emb = frozen_embeddings(model, images, embeddings, encoder_dtype)
     cast = with_dtype(model, compute_dtype) if jnp.dtype(compute_dtype) != jnp.float32 else model
     if noise is not None:
         noise = noise.astype(compute_dtype)
@@ -158,8 +166,8 @@ def loss_and_terms(trainee: Trainee, batch: dict, key: jax.Array, cached: bool,
     model with a localiser: its cross-entropy against the batch's ``grid_label`` alone."""
     model = trainee.model
     if model.localiser is not None:
-        emb = (jax.lax.stop_gradient(batch["embedding"]) if cached
-               else embed_frozen(model, batch["image"], encoder_dtype))
+        emb = frozen_embeddings(model, batch.get("image"), batch.get("embedding") if cached
+                                else None, encoder_dtype)
         head = with_dtype(model.localiser, compute_dtype)
         ce = localiser_loss(head(emb.astype(compute_dtype)), batch["grid_label"])
         return ce, {"localiser_ce": ce}

@@ -41,11 +41,11 @@ def calibrate_presence(model: AutoMedSAM, builder, num_classes: int, log, name: 
     segmenter = ClassSegmenter(model, range(1, num_classes + 1), batch_size)
     areas, truth = presence_scores(segmenter, eval_dataset(src, model.config.sam.frame))
     min_area, accuracy = calibrate(areas, truth)
-    what = "map component" if model.config.localiser else "mask"
+    what = ("largest component on the localiser's map" if model.config.localiser
+            else "mask (p > 0.5)")
     log.info(f"presence ({name}): a class counts on a slice when its {what} covers ≥ "
              f"{min_area:.2e} of the image; {100 * accuracy:.1f} % of {truth.size} validation "
              "(slice, class) pairs right")
     return {"min_area": min_area, "accuracy": accuracy, "pairs": int(truth.size),
-            "rule": "a class is present on a slice when its "
-                    + ("largest component on the localiser's map" if model.config.localiser
-                       else "mask (p > 0.5)") + " covers at least min_area of the image"}
+            "rule": f"a class is present on a slice when its {what} covers at least min_area "
+                    "of the image"}

@@ -21,6 +21,12 @@ from ..config import LocaliserConfig
 from .common import GELU, conv2d
 
 
+def grid_extent(extent: tuple[int, int], input_size: int, grid: int) -> tuple[int, int]:
+    """The image's ``(h, w)`` input-frame extent in cells of a ``grid × grid`` map over the
+    ``input_size`` frame (rounded, at least 1): the part of the map that is not padding."""
+    return tuple(max(1, round(e * grid / input_size)) for e in extent)
+
+
 class Localiser(nnx.Module):
     """``conv1`` 3×3 C→w, GELU, ``conv2`` 3×3 w→w, GELU, ``classifier`` 1×1 w→K+1 (``width``
     0: the classifier alone on the embedding, a linear probe). Zero padding at the borders."""
@@ -55,7 +61,7 @@ def map_boxes(logits: np.ndarray, class_ids: np.ndarray, extent: tuple[int, int]
     """
     g = logits.shape[0]
     cell = input_size / g
-    hg, wg = (max(1, round(e / cell)) for e in extent)
+    hg, wg = grid_extent(extent, input_size, g)
     winner = np.asarray(logits[:hg, :wg]).argmax(axis=-1)
     boxes = np.zeros((len(class_ids), 4), np.float32)
     areas = np.zeros(len(class_ids), np.float32)
