@@ -20,18 +20,22 @@ JSON naming every label value, and with ``--overlays`` PNGs of the slices that h
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+import simple_parsing as sp
 
 from .core.preprocess import model_input
 from .evaluation import ClassSegmenter, segment_slices
 from .evaluation.postprocess import postprocess_case
-from .io.errors import BadInputError
-from .io.rundir import DEFAULT_WORKDIR, load_automedsam
+from .io.checkpoint import read_meta
+from .io.cli import ArgumentParser
+from .io.errors import BadInputError, UsageError
+from .io.rundir import CLASS_NAMES, DEFAULT_WORKDIR, load_automedsam, model_dir
 from .io.scans import Scan, output_path, read_scan, sidecar_path, write_labels
 from .overlay import render_overlay
 
@@ -47,10 +51,12 @@ def class_ids(text: str | None, class_names: Sequence[str]) -> list[int]:
         elif item.isdigit() and 1 <= int(item) <= len(class_names):
             ids.append(int(item))
         else:
-            raise ValueError(f"unknown class {item!r}; this model knows "
-                             + ", ".join(f"{i} {n}" for i, n in enumerate(class_names, start=1)))
+            raise UsageError(f"--classes: unknown class {item!r}; this model knows "
+                             + ", ".join(f"{i} {n}" for i, n in enumerate(class_names, start=1))
+                             + " (give their names or ids, or leave --classes out for all)")
     if not ids:
-        raise ValueError("--classes names no class")
+        raise UsageError(f"--classes {text!r} names no class: give class names separated by "
+                         "commas (e.g. liver,spleen), or leave --classes out for every class")
     return sorted(set(ids))
 
 
@@ -75,42 +81,70 @@ def write_overlays(scan: Scan, labels: np.ndarray, legend: dict[int, str], direc
     return paths
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m automedsam_jax.predict",
-                                description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = p.add_argument
-    a("input", type=Path, help="a .png/.jpg image, a challenge .npz or a .nii/.nii.gz volume")
-    a("--checkpoint", default=DEFAULT_WORKDIR, help="training work directory or AutoMedSAM model "
-      "directory")
-    a("--classes", help="comma-separated class names (default: all)")
-    a("--out", type=Path, help="label map file, or a directory for <input>_seg.<ext> "
-      "(default runs/predict/)")
-    a("--overlays", action="store_true", help="also write overlay PNGs with a class legend")
-    a("--intensity", default="auto", choices=("auto", "ct", "mr", "none"),
-      help="intensity step before the model (auto: CT window for NIfTI in HU, MR percentiles "
-      "for other NIfTI, none for PNG/JPEG/npz)")
-    a("--batch-size", type=int, default=4, help="slices per model call")
-    a("--postprocess", choices=("none", "3d"), default="none", help="3d: per class, presence "
-      "smoothed along z and the largest 3-D connected component (a volume; a 2D image keeps "
-      "its largest component)")
+@dataclasses.dataclass(frozen=True)
+class PredictConfig:
+    """What to segment, with which model, and what to write."""
+
+    input: Path = sp.field(positional=True, metavar="INPUT")
+    """a .png/.jpg image, a challenge .npz or a .nii/.nii.gz volume"""
+    checkpoint: str = DEFAULT_WORKDIR
+    """training work directory or AutoMedSAM model directory"""
+    classes: str | None = None
+    """comma-separated class names (or ids) the model knows, e.g. liver,spleen (default: all)"""
+    out: Path | None = None
+    """label map file, or a directory for <input>_seg.<ext> (default runs/predict/)"""
+    overlays: bool = False
+    """also write overlay PNGs with a class legend"""
+    intensity: Literal["auto", "ct", "mr", "none"] = "auto"
+    """intensity step before the model (auto: CT window for NIfTI in HU, MR percentiles for
+    other NIfTI, none for PNG/JPEG/npz)"""
+    batch_size: int = 4
+    """slices per model call"""
+    postprocess: Literal["none", "3d"] = "none"
+    """3d: per class, presence smoothed along z and the largest 3-D connected component (a
+    volume; a 2D image keeps its largest component)"""
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.classes is not None and not any(s.strip() for s in self.classes.split(",")):
+            raise ValueError(f"--classes {self.classes!r} names no class: give class names "
+                             "separated by commas (e.g. liver,spleen), or leave --classes out "
+                             "for every class")
+
+
+def parser() -> ArgumentParser:
+    """The command line of :class:`PredictConfig`."""
+    p = ArgumentParser("-m automedsam_jax.predict",
+                       description=" ".join(__doc__.split("\n\n")[0].split()))
+    p.add_arguments(PredictConfig, dest="cfg")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser()
-    args = p.parse_args(argv)
-    if args.batch_size < 1:
-        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
+def parse_args(argv: list[str] | None = None) -> PredictConfig:
+    """The prediction's config; :class:`UsageError` for an unusable option (a field's check
+    included)."""
     try:
-        trained = load_automedsam(args.checkpoint)
-        try:
-            ids = class_ids(args.classes, trained.class_names)
-        except ValueError as e:
-            p.error(str(e))
+        return parser().parse_args(argv).cfg
+    except UsageError:
+        raise
+    except ValueError as e:  # a field's check (__post_init__)
+        raise UsageError(str(e)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        # The cheap checks first: the checkpoint, the class names it records, the input file;
+        # the model is loaded only for an input it can segment.
+        names = read_meta(model_dir(args.checkpoint)).get(CLASS_NAMES)
+        if names:
+            class_ids(args.classes, names)
         out = output_path(args.input, args.out)
         scan = read_scan(args.input, args.intensity)
-    except (FileNotFoundError, BadInputError) as e:
+        trained = load_automedsam(args.checkpoint)
+        ids = class_ids(args.classes, trained.class_names)
+    except (FileNotFoundError, BadInputError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     names = trained.class_names

@@ -20,14 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from .core.automedsam import embed_images
 from .core.modeling import Sam
 from .core.preprocess import (Resized, boxes_to_input_frame, points_to_input_frame,
                               postprocess_masks, preprocess_image)
 from .io.checkpoint import load_model
-
-
-def _encode(graphdef, state, images):
-    return nnx.merge(graphdef, state).image_encoder(images)
 
 
 def _decode(graphdef, state, embeddings, points, boxes, multimask_output):
@@ -45,7 +42,9 @@ class SamPredictor:
         self.model = model
         self.config = model.config
         self._graphdef, self._state = nnx.split(model)
-        self._encode = jax.jit(partial(_encode, self._graphdef))
+        graphdef = self._graphdef
+        self._encode = jax.jit(lambda state, images: embed_images(nnx.merge(graphdef, state),
+                                                                  images))
         self._decode = jax.jit(partial(_decode, self._graphdef), static_argnums=(4,))
         self._post = jax.jit(postprocess_masks, static_argnums=(1, 2))
         self.features: jax.Array | None = None

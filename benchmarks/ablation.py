@@ -43,15 +43,15 @@ class Row:
 
 
 ROWS: dict[str, Row] = {
-    "paper": Row("paper recipe (SPEC §1–3)", ("--recipe", "paper")),
+    "paper": Row("paper recipe (docs/method.md)", ("--recipe", "paper")),
     "class": Row("class prompt encoder + learned embedding, negatives, presence", tuple(_CLASS)),
-    "class_frozen": Row("the same, mask decoder frozen", tuple(_CLASS) + ("--no-train-decoder",)),
+    "class_frozen": Row("the same, mask decoder frozen", tuple(_CLASS) + ("--notrain-decoder",)),
     "probe": Row("linear probe map → box → frozen LiteMedSAM",
-                 ("--recipe", "improved", "--localiser-width", "0")),
+                 ("--recipe", "improved", "--width", "0")),
     "map": Row("conv localiser map → box → frozen LiteMedSAM (= `python train.py`)",
                ("--recipe", "improved")),
     "map_augment": Row("the same + 3 augmented variants per slice (zoom, shift, intensity)",
-                       ("--recipe", "improved", "--augment", "3")),
+                       ("--recipe", "improved", "--variants", "3")),
     "map_3d": Row("the same + 3-D post-processing", evaluate=("--postprocess", "3d"),
                   train_as="map"),
 }
@@ -78,7 +78,7 @@ def run_seed(row: Row, name: str, seed: int, out: Path, data_dir: str) -> dict:
                                     f"{row.train_as!r}: run that row first ({workdir})")
         t0 = time.perf_counter()
         subprocess.run([sys.executable, str(ROOT / "train.py"), *row.train, "--seed", str(seed),
-                        "--workdir", str(workdir), "--data-dir", data_dir, "--no-progress"],
+                        "--workdir", str(workdir), "--data-dir", data_dir, "--noprogress"],
                        check=True)
         timing.write_text(json.dumps(time.perf_counter() - t0))
     metrics = {}

@@ -20,7 +20,8 @@ from flax import nnx
 
 from automedsam_jax.core.automedsam import AutoMedSAM
 from automedsam_jax.core.config import AutoMedSamConfig, ClassPromptConfig, SamConfig, ViTConfig
-from automedsam_jax.core.modeling import Sam, common
+from automedsam_jax.core.backend import backend_options
+from automedsam_jax.core.modeling import Sam
 from automedsam_jax.core.modeling.class_prompt_encoder import (diffuse_stepwise,
                                                                init_class_prompt_encoder)
 
@@ -28,9 +29,10 @@ BACKBONES = ("litemedsam", "medsam_vit_b")
 
 
 def flops(fn, *args) -> float:
-    """XLA's count for ``fn`` with the layers' native ops (``common.native_ops``): the model as
+    """XLA's count for ``fn`` with the layers' native ops (``backend_options(cpu_rewrites=False)``):
+    the model as
     written, the same on every backend, whatever CPU formulation runs."""
-    with common.native_ops():
+    with backend_options(cpu_rewrites=False):
         cost = jax.jit(fn).lower(*args).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return float(cost["flops"])

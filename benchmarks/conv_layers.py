@@ -4,14 +4,14 @@ input gradient and weight gradient timed apart.
     python benchmarks/conv_layers.py [--batch 2] [--repeats 5] [--widths 64,128,256]
 
 Why: on a CPU the JAX training step from cached embeddings is slower than PyTorch's
-(``benchmarks/frameworks.py``), and most of its FLOPs are these convolutions at the 64×64
-embedding resolution (SPEC §1.2; ``benchmarks/profile_breakdown.py`` shows them on top). Each
-distinct layer shape, batch ``--batch``: JAX (NHWC, ``lax.conv_general_dilated`` and its two
-``jax.vjp`` transposes, each jitted alone) and PyTorch (NCHW, eager, oneDNN on a CPU:
+(``benchmarks/frameworks.py``), and most of its FLOPs are these convolutions at the 64×64 embedding
+resolution (docs/method.md#class-prompt-encoder; ``benchmarks/profile_breakdown.py`` shows them on
+top). Each distinct layer shape, batch ``--batch``: JAX (NHWC, ``lax.conv_general_dilated`` and its
+two ``jax.vjp`` transposes, each jitted alone) and PyTorch (NCHW, eager, oneDNN on a CPU:
 ``aten.convolution`` and ``aten.convolution_backward`` with only the input or only the weight
-gradient requested), median of ``--repeats`` after warm-up. Prints GFLOP/s per op and layer and
-for the whole set (each shape weighted by how often the encoder uses it: both branches'
-decoders are counted).
+gradient requested), median of ``--repeats`` after warm-up. Prints GFLOP/s per op and layer and for
+the whole set (each shape weighted by how often the encoder uses it: both branches' decoders are
+counted).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import numpy as np
 
 
 def layer_shapes(w1: int, w2: int, w3: int, dim: int = 256) -> list[tuple[int, int, int]]:
-    """``(c_in, c_out, count)`` of every 3×3 conv of the class prompt encoder (SPEC §1.2)."""
+    """``(c_in, c_out, count)`` of every 3×3 conv of the class prompt encoder
+    (docs/method.md#class-prompt-encoder)."""
     return [(dim + 1, w1, 1), (w1, w1, 1),            # enc1
             (w1, w2, 1), (w2, w2, 1),                 # enc2
             (w2, w3, 1), (w3, w2, 1),                 # middle

@@ -42,9 +42,9 @@ def main() -> None:
     print(f"dataset {builder.info.config_name}: {len(source)} train slices; batch "
           f"{args.batch_size}, workers {args.workers}, threads {args.threads}")
     for name, frame in FRAMES.items():
-        cfg = PipelineConfig(batch_size=args.batch_size, num_workers=args.workers,
-                             num_threads=args.threads, shard=grain.sharding.NoSharding())
-        it = iter(train_dataset(source, frame, 256, cfg))
+        cfg = PipelineConfig(num_workers=args.workers, num_threads=args.threads)
+        it = iter(train_dataset(source, frame, 256, cfg, batch_size=args.batch_size,
+                                shard=grain.sharding.NoSharding()))
         next(it)  # warm-up: opens files, starts workers
         start = time.perf_counter()
         for _ in range(args.batches):

@@ -25,11 +25,11 @@ import time
 import jax
 import numpy as np
 
+from automedsam_jax.core.backend import image_by_image
 from automedsam_jax.core.config import AutoMedSamConfig, ClassPromptConfig, SamConfig
 from automedsam_jax.core.init import random_model
 from automedsam_jax.data.pipeline import model_input
 from automedsam_jax.evaluation import ClassSegmenter, segment_slices
-from automedsam_jax.evaluation.segmenter import slice_by_slice
 
 
 def _records(n: int, size: int, frame, seed: int = 0):
@@ -58,15 +58,14 @@ def phases(model, seg: ClassSegmenter, batch_size: int, size: int) -> dict[str, 
     """Milliseconds per slice of each phase of one batch, run one after the other."""
     raw = np.random.default_rng(2).integers(0, 256, (batch_size, size, size), np.uint8)
     # The encoder as the segmenter runs it (slice by slice on a CPU).
-    embed = jax.jit(slice_by_slice(lambda m, x, _: m.embed(x)))
-    no_prompts = np.zeros(batch_size, np.int32)
+    embed = jax.jit(image_by_image(lambda m, x: m.embed(x), in_axes=(None, 0)))
     t = time.perf_counter()
     records = [model_input(r, seg.frame) for r in raw]
     pre = time.perf_counter() - t
     images = np.stack([r["image"] for r in records])
-    jax.block_until_ready(embed(model, images, no_prompts))  # compiles
+    jax.block_until_ready(embed(model, images))  # compiles
     t = time.perf_counter()
-    jax.block_until_ready(embed(model, images, no_prompts))
+    jax.block_until_ready(embed(model, images))
     encoder = time.perf_counter() - t
     t = time.perf_counter()
     logits, valid, _ = seg.run_batch(records)

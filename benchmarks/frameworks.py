@@ -70,7 +70,7 @@ from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig,  # 
                                         ClassPromptConfig, LossConfig, SamConfig, ViTConfig)
 from automedsam_jax.core.init import random_model  # noqa: E402
 from automedsam_jax.core.losses import LossWeights, joint_loss  # noqa: E402
-from automedsam_jax.core.modeling import common  # noqa: E402
+from automedsam_jax.core import backend  # noqa: E402
 from automedsam_jax.core.preprocess import mask_box  # noqa: E402
 from automedsam_jax.data.sample import shape_distance_map  # noqa: E402
 from automedsam_jax.train.optim import Trainee, adamw  # noqa: E402
@@ -287,9 +287,11 @@ class JaxSide:
 
     def flops(self, mode: str) -> float:
         """XLA's FLOPs of one call of the float32 function of ``mode`` (from its lowering), with
-        the native ops (``common.native_ops``): the count of the model as written, the same on
+        the native ops (``backend_options(cpu_rewrites=False)``): the count of the model as written,
+        the same on
         every backend and for PyTorch, whatever CPU rewrite runs."""
-        with jax.default_matmul_precision("highest"), common.native_ops():
+        with (jax.default_matmul_precision("highest"),
+              backend.backend_options(cpu_rewrites=False)):
             fn, args = self.lower(mode, jnp.float32)
             cost = fn.lower(*args).cost_analysis()
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -321,10 +323,10 @@ class JaxSide:
         return compiled, compile_s, call, sync, holder
 
     def run(self, row: Row, repeats: int, steps: int, budget_s: float | None = None) -> None:
-        common.ATTENTION_CALLS.clear()
+        backend.ATTENTION_CALLS.clear()
         compiled, row.compile_s, call, sync, holder = self.prepare(row.mode, row.dtype)
         row.note = "attention: " + ", ".join(f"{k}×{v}" for k, v in
-                                             sorted(common.ATTENTION_CALLS.items()))
+                                             sorted(backend.ATTENTION_CALLS.items()))
         mem = compiled.memory_analysis()
         if mem is not None:
             row.xla_memory_mib = (mem.argument_size_in_bytes + mem.output_size_in_bytes
@@ -553,8 +555,8 @@ def parse(argv=None):
                    help="CPU cores for both frameworks: pins the process to the first N cores "
                    "(XLA sizes its thread pool from the affinity) and sets PyTorch's intra-op "
                    "threads to N. Default: each framework's own default (all cores)")
-    p.add_argument("--attention", choices=common.ATTENTION_IMPLEMENTATIONS, default=None,
-                   help="JAX attention implementation (default: auto / $AUTOMEDSAM_ATTENTION)")
+    p.add_argument("--attention", choices=backend.ATTENTION_IMPLEMENTATIONS, default="auto",
+                   help="JAX attention implementation (core/backend.py)")
     p.add_argument("--out", default=None, help="write the JSON results here")
     args = p.parse_args(argv)
     if args.tiny:
@@ -564,12 +566,15 @@ def parse(argv=None):
 
 def main(argv=None) -> dict:
     args = parse(argv)
+    with backend.backend_options(attention=args.attention):
+        return _main(args)
+
+
+def _main(args) -> dict:
     if args.threads:  # before the first JAX computation creates the CPU client's thread pool
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.threads]))
         import torch
         torch.set_num_threads(args.threads)
-    if args.attention:
-        common.set_attention_implementation(args.attention)
     small = args.backbone.startswith("tiny")
     cfg = AutoMedSamConfig(SamConfig.preset(args.backbone),
                            TINY_CLASS_PROMPT if small else ClassPromptConfig())
@@ -624,7 +629,7 @@ def main(argv=None) -> dict:
             except Exception as e:  # noqa: BLE001 - report the row as failed and go on
                 row.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                 traceback.print_exc(limit=3)
-                if fw == "jax" and common.ATTENTION_CALLS.get("cudnn"):
+                if fw == "jax" and backend.ATTENTION_CALLS.get("cudnn"):
                     row.error += " (cuDNN attention in use: retry with --attention xla)"
             row.gflop_per_image = flops.get(mode)
             if row.times_s and row.gflop_per_image:

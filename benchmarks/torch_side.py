@@ -12,8 +12,8 @@ Two deliberate choices make both frameworks compute one function:
   prompt set) because segment-anything's repeats every embedding over every prompt, which makes
   batch > 1 compute B² masks.
 
-The joint loss is SPEC §2 in PyTorch (checked against ``automedsam_jax.core.losses`` by
-``tests/test_benchmarks.py``); AdamW has the paper's hyper-parameters with σ excluded from weight
+The joint loss is docs/method.md#losses in PyTorch (checked against ``automedsam_jax.core.losses``
+by ``tests/test_benchmarks.py``); AdamW has the paper's hyper-parameters with σ excluded from weight
 decay, as ``automedsam_jax.train.optim.adamw``. bf16 runs under ``torch.autocast`` with float32
 parameters, teacher and loss.
 """
@@ -98,8 +98,8 @@ def build(cfg: AutoMedSamConfig, jax_model, sigma: np.ndarray, device: str) -> T
 
 def joint_loss(low, sparse, dense, batch: dict, teacher, sigma,
                cfg: LossConfig = LossConfig()) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SPEC §2 (``automedsam_jax.core.losses.joint_loss``) on float32 tensors; ``batch`` holds
-    ``mask``/``dist`` (B, L, L)."""
+    """docs/method.md#losses (``automedsam_jax.core.losses.joint_loss``) on float32 tensors;
+    ``batch`` holds ``mask``/``dist`` (B, L, L)."""
     mask, dist = batch["mask"], batch["dist"]
     ts, td = teacher
 

@@ -1,10 +1,12 @@
-"""The diffusion class prompt encoder (SPEC §1.2) against the authors' PyTorch structure.
+"""The diffusion class prompt encoder (docs/method.md#class-prompt-encoder) against the
+authors' PyTorch structure.
 
-Reference: ``convert/torch_automedsam.DiffusionModel`` (the authors' code with SPEC's defects
-fixed), running the literal T-step loop on explicit draws; JAX runs the closed form on the
-equivalent single ε (``automedsam_reference.closed_form_noise``). Tolerance: relative error
-< 1e-5 in float32 (see ``test_parity_tiny``). The PyTorch comparisons need the ``[torch]`` extra
-(``requires_torch``); the encoder's own properties are checked without it.
+Reference: ``tests/torch_automedsam.DiffusionModel`` (the authors' code with the defects of
+docs/method.md#differences-from-the-authors-code fixed), running the literal T-step loop on explicit
+draws; JAX runs the closed form on the equivalent single ε
+(``automedsam_reference.closed_form_noise``). Tolerance: relative error < 1e-5 in float32 (see
+``test_parity_tiny``). The PyTorch comparisons need the ``[torch]`` extra (``requires_torch``); the
+encoder's own properties are checked without it.
 """
 
 import jax

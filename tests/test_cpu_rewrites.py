@@ -1,7 +1,8 @@
-"""The CPU-only formulations of ``core.modeling.common.per_backend`` (issue 14): each computes
-its layer's native function — forward and gradients — and only a CPU lowering gets them; GPUs
-and TPUs keep the native ops (and the encoders' whole batch, ``image_by_image``). The expectation is always XLA's native op (``native_ops``), never
-the rewrite itself; the PyTorch parity tests run with the rewrites on."""
+"""The CPU-only formulations of ``core.backend`` (issue 14): each computes its layer's native
+function — forward and gradients — and only a CPU lowering gets them; GPUs and TPUs keep the
+native ops (and the encoders' whole batch, ``image_by_image``). The expectation is always XLA's
+native op (``backend_options(cpu_rewrites=False)``), never the rewrite itself; the PyTorch
+parity tests run with the rewrites on."""
 
 import re
 
@@ -15,6 +16,7 @@ from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, Los
                                         SamConfig)
 from automedsam_jax.core.init import random_model
 from automedsam_jax.core.losses import LossWeights
+from automedsam_jax.core import backend
 from automedsam_jax.core.modeling import common
 from automedsam_jax.core.modeling.tiny_vit import Conv2d_BN
 from automedsam_jax.core.preprocess import mask_box
@@ -63,7 +65,7 @@ def test_each_rewrite_computes_the_native_function(name):
 
     with jax.default_matmul_precision("highest"):
         (_, y), grads = run()
-        with common.native_ops():
+        with backend.backend_options(cpu_rewrites=False):
             (_, y_ref), grads_ref = run()
     assert y.shape == y_ref.shape
     assert _rel(y, y_ref) < RTOL, name
@@ -101,7 +103,7 @@ def test_tinyvit_embedding_matches_the_native_ops():
 
     with jax.default_matmul_precision("highest"):
         emb = run()
-        with common.native_ops():
+        with backend.backend_options(cpu_rewrites=False):
             emb_ref = run()
     assert _rel(emb, emb_ref) < RTOL
 
@@ -122,7 +124,7 @@ def test_training_loss_and_gradients_match_the_native_ops():
 
     with jax.default_matmul_precision("highest"):
         loss, grads = run()
-        with common.native_ops():
+        with backend.backend_options(cpu_rewrites=False):
             loss_ref, grads_ref = run()
     assert abs(float(loss) - float(loss_ref)) <= RTOL * abs(float(loss_ref))
     leaves = jax.tree.leaves_with_path(grads)
@@ -168,6 +170,34 @@ def test_only_a_cpu_lowering_gets_the_rewrites():
     # A batch through a frozen encoder: a loop over its images on a CPU only.
     x = jnp.ones((3, 4, 4, 2), jnp.float32)
     loop = {p: "stablehlo.while" in jax.export.export(
-        jax.jit(lambda x: common.image_by_image(jnp.sin, x)), platforms=[p])(x).mlir_module()
+        jax.jit(backend.image_by_image(jnp.sin)), platforms=[p])(x).mlir_module()
         for p in ("cpu", "cuda")}
     assert loop == {"cpu": True, "cuda": False}
+
+
+def test_image_by_image_passes_unmapped_arguments_whole():
+    """``in_axes=(None, 0, 0)``: the first argument (a model's state) whole, the others one
+    image at a time; the loop's result equals the batched call's, and a bad ``in_axes`` or
+    ragged batch is refused."""
+    rng = np.random.RandomState(0)
+    w, x, p = (jnp.asarray(rng.rand(*s), jnp.float32) for s in ((4, 3), (5, 6, 4), (5, 3)))
+
+    def fn(w, x, p):
+        return {"y": jnp.einsum("bnc,co->bno", x, w) + p[:, None], "s": x.sum(axis=(1, 2))}
+    looped = jax.jit(backend.image_by_image(fn, in_axes=(None, 0, 0)))(w, x, p)
+    batched = fn(w, x, p)
+    for k in batched:
+        np.testing.assert_allclose(looped[k], batched[k], rtol=1e-6)
+    with pytest.raises(ValueError, match="in_axes"):
+        backend.image_by_image(fn, in_axes=(1, 0, 0))(w, x, p)
+    with pytest.raises(ValueError, match="leading batch size"):
+        backend.image_by_image(fn, in_axes=(None, 0, 0))(w, x, p[:2])
+
+
+def test_backend_options_restore_and_refuse_unknown_attention():
+    with backend.backend_options(cpu_rewrites=False, attention="xla"):
+        assert (backend._cpu_rewrites, backend._attention) == (False, "xla")
+    assert (backend._cpu_rewrites, backend._attention) == (True, "auto")
+    with pytest.raises(ValueError, match="attention implementation"):
+        with backend.backend_options(attention="flash"):
+            pass

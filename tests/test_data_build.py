@@ -178,8 +178,10 @@ def test_build_split_with_only_bad_files_is_an_error(tmp_path):
     manual.mkdir()
     for i in range(3):  # three cases: one per split, all unreadable
         (manual / f"MR_BraTS_FLAIR_{i}.npz").write_text("not an archive")
-    with pytest.raises(ValueError, match=r"brats/train: no usable slices .*MR_BraTS_FLAIR_"):
+    with pytest.raises(BadInputError, match=r"manual: no usable .npz file for dataset 'brats' "
+                       r"\(3 file\(s\) checked; MR_BraTS_FLAIR_0.npz: unreadable npz.*MR_BraTS_FLAIR_2"):
         prepare("brats", tmp_path / "data", manual_dir=manual)
+    assert not (tmp_path / "data").exists()  # refused before tfds writes anything
 
 
 def test_build_empty_or_unmatched_directory(tmp_path):
@@ -212,7 +214,7 @@ def test_commands_say_where_the_data_goes_without_a_traceback(tmp_path, capsys):
 
     data = tmp_path / "D"
     assert train_main(["--dataset", "brats", "--data-dir", str(data), "--workdir",
-                       str(tmp_path / "run"), "--no-progress"]) == 2
+                       str(tmp_path / "run"), "--noprogress"]) == 2
     cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
     model = save_model(random_model(cfg), tmp_path / "model", extra={"class_names": ["tumour"]})
     assert evaluate_main(["--checkpoint", str(model), "--dataset", "brats", "--data-dir",

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from automedsam_jax.core.config import LITEMEDSAM_FRAME
-from automedsam_jax.data import PipelineConfig, eval_dataset, prepare, train_dataset
+from automedsam_jax.data import eval_dataset, prepare, train_dataset
 from automedsam_jax.data.demo import BLOCKS, SM_OFFSET, demo_volume, fetch_demo_files
 from automedsam_jax.data.labels import body_midline, split_by_midline
 from automedsam_jax.data.pipeline import foreground_slices
@@ -114,13 +114,13 @@ def test_held_out_slices_are_unseen(builder):
 
 
 def test_demo_pipeline(builder):
-    cfg = PipelineConfig(batch_size=4, shard=grain.sharding.NoSharding())
     train = builder.as_data_source("train")
     foreground = foreground_slices(train)
     assert 0 < len(foreground) < len(train)
     assert all(foreground[i]["label"].any() for i in range(len(foreground)))
     assert sum(train[i]["label"].any() for i in range(len(train))) == len(foreground)
-    batch = next(iter(train_dataset(foreground, LITEMEDSAM_FRAME, 256, cfg)))
+    batch = next(iter(train_dataset(foreground, LITEMEDSAM_FRAME, 256, batch_size=4,
+                                    shard=grain.sharding.NoSharding())))
     assert batch["image"].shape == (4, 256, 256, 3)
     assert set(batch["class_id"]) <= {1, 2, 3, 4, 5}
     # 122 × 101 → longest side 256: the image fills rows 0..211, the rest is padding.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 
 import grain
@@ -36,9 +35,10 @@ def records(builder):
             for r in (src[i] for i in range(len(src)))}
 
 
-def batches(builder, n, frame=LITEMEDSAM_FRAME, **kw):
-    cfg = PipelineConfig(**{"batch_size": 4, "shard": NO_SHARD, **kw})
-    it = iter(train_dataset(builder.as_data_source("train"), frame, 256, cfg))
+def batches(builder, n, frame=LITEMEDSAM_FRAME, batch_size=4, num_epochs=None, **kw):
+    """``n`` batches of the train split; ``kw`` are :class:`PipelineConfig` fields."""
+    it = iter(train_dataset(builder.as_data_source("train"), frame, 256, PipelineConfig(**kw),
+                            batch_size=batch_size, num_epochs=num_epochs, shard=NO_SHARD))
     return [next(it) for _ in range(n)]
 
 
@@ -124,21 +124,20 @@ def test_flips_are_consistent(builder, records):
 
 
 def test_resume_from_iterator_state(builder):
-    cfg = PipelineConfig(batch_size=3, seed=5, shard=NO_SHARD)
+    kw = dict(batch_size=3, seed=5, shard=NO_SHARD)
     source = builder.as_data_source("train")
-    it = iter(train_dataset(source, LITEMEDSAM_FRAME, 256, cfg))
+    it = iter(train_dataset(source, LITEMEDSAM_FRAME, 256, **kw))
     assert len(source) == 19  # train slices with foreground of this synthetic dataset
     for _ in range(4):  # 12 samples: mid-epoch
         next(it)
     state = it.get_state()
     expected = [next(it) for _ in range(6)]  # samples 12..29 cross the epoch boundary
-    resumed = iter(train_dataset(builder.as_data_source("train"), LITEMEDSAM_FRAME, 256, cfg))
+    resumed = iter(train_dataset(builder.as_data_source("train"), LITEMEDSAM_FRAME, 256, **kw))
     resumed.set_state(state)
     for want, got in zip(expected, (next(resumed) for _ in range(6))):
         for key in want:
             np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-    other = next(iter(train_dataset(source, LITEMEDSAM_FRAME, 256,
-                                    dataclasses.replace(cfg, seed=6))))
+    other = next(iter(train_dataset(source, LITEMEDSAM_FRAME, 256, **{**kw, "seed": 6})))
     assert not np.array_equal(other["image"], expected[0]["image"])
 
 
@@ -148,9 +147,9 @@ def test_epoch_shuffle_and_sharding(builder, records):
     keys = set(records)
 
     def epoch(seed, shard):
-        cfg = PipelineConfig(batch_size=1, seed=seed, num_epochs=1, shard=shard)
         return [(b["case_id"][0], int(b["slice_index"][0]))
-                for b in train_dataset(source, LITEMEDSAM_FRAME, 256, cfg)]
+                for b in train_dataset(source, LITEMEDSAM_FRAME, 256, batch_size=1, seed=seed,
+                                       num_epochs=1, shard=shard)]
 
     order = epoch(0, NO_SHARD)
     assert len(order) == n and set(order) == keys  # every slice exactly once
@@ -201,10 +200,10 @@ def test_worker_processes_give_the_same_batches(builder):
     """One worker process (pickled transform, grain's multiprocessing path) reproduces the
     in-process batches."""
     source = builder.as_data_source("train")
-    cfg = PipelineConfig(batch_size=2, seed=2, shard=NO_SHARD)
-    local = iter(train_dataset(source, LITEMEDSAM_FRAME, 256, cfg))
-    remote = iter(train_dataset(source, LITEMEDSAM_FRAME, 256,
-                                dataclasses.replace(cfg, num_workers=1)))
+    kw = dict(batch_size=2, seed=2, shard=NO_SHARD)
+    local = iter(train_dataset(source, LITEMEDSAM_FRAME, 256, **kw))
+    remote = iter(train_dataset(source, LITEMEDSAM_FRAME, 256, PipelineConfig(num_workers=1),
+                                **kw))
     try:
         for _ in range(3):
             want, got = next(local), next(remote)

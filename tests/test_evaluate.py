@@ -41,7 +41,7 @@ from automedsam_jax.evaluation.evaluator import CaseResult, Evaluation
 from automedsam_jax.evaluation.volumes import VolumeAssembler
 from automedsam_jax.io.checkpoint import load_model, save_model
 from automedsam_jax.predictor import SamPredictor
-from automedsam_jax.train.config import TrainConfig
+from automedsam_jax.train.config import TrainConfig, override
 from automedsam_jax.train.loop import run
 from frames_reference import (area_bounds, candidate_masks, class_logits, possible_labels,
                               robust_threshold, tolerance)
@@ -56,9 +56,10 @@ CLASSES = (1, 2, 3)
 def trained(tmp_path_factory):
     """A tiny AutoMedSAM trained for 2 epochs (14 steps) on 3D synthetic volumes."""
     root = tmp_path_factory.mktemp("evaluate")
-    run(TrainConfig(dataset=SPEC, data_dir=str(root / "data"), backbone="tiny_vit_b",
-                    weights="random", workdir=str(root / "run"), epochs=2, batch_size=2,
-                    class_prompt_widths=(8, 16, 32), progress=False))
+    run(override(TrainConfig(), {
+        "data.dataset": SPEC, "data.data_dir": str(root / "data"), "model.backbone": "tiny_vit_b",
+        "model.weights": "random", "run.workdir": str(root / "run"), "optim.epochs": 2,
+        "optim.batch_size": 2, "model.class_prompt.widths": (8, 16, 32), "run.progress": False}))
     return root
 
 
@@ -226,7 +227,7 @@ def test_evaluate_applies_the_stored_presence_rule(trained, tmp_path):
                                                                              min_area)
     assert fp + tp < masks  # the rule dropped masks
     assert main(["--checkpoint", str(model_dir), "--out", str(tmp_path / "off"),
-                 "--no-presence"]) == 0
+                 "--nopresence"]) == 0
     off = json.loads((tmp_path / "off" / "metrics.json").read_text())["presence"]
     assert off["min_area"] == 0 and off["tp"] + off["fp"] == masks
 
@@ -316,10 +317,12 @@ def test_errors_name_the_problem(trained, tiny_sam, tmp_path, capsys):
                  "--data-dir", str(tmp_path / "d2")]) == 2
     assert "trained on classes ['structure_1', 'structure_2', 'structure_3']" in \
         capsys.readouterr().err
-    for bad in (["--box-offset", "-1", "--prompt", "box"], ["--box-offset", "3"]):
-        with pytest.raises(SystemExit) as e:
-            main(bad)
-        assert e.value.code == 2
+    for bad, message in ((["--box-offset", "-1", "--prompt", "box"], "got '-1'"),
+                         (["--box-offset", "3"], "--box-offset needs --prompt box"),
+                         (["--batch-size", "0"], "--batch-size must be >= 1")):
+        assert main(bad) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
 def test_case_blocks_are_the_cases_of_the_split(trained):

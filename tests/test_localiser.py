@@ -20,7 +20,7 @@ from automedsam_jax.data import PipelineConfig, SyntheticConfig, prepare, train_
 from automedsam_jax.data.sample import grid_labels
 from automedsam_jax.evaluation import ClassSegmenter, segment_slices
 from automedsam_jax.core.preprocess import Resized, model_input, postprocess_masks
-from automedsam_jax.train.config import TrainConfig
+from automedsam_jax.train.config import OptimConfig
 from automedsam_jax.train.loop import make_tx
 from automedsam_jax.train.optim import Trainee
 from automedsam_jax.train.step import data_mesh, init_state, make_train_step, shard_batch
@@ -156,7 +156,7 @@ def test_grid_labels_at_the_embedding_grid():
 
 
 def _train(trainee, batch_source, steps):
-    tx = make_tx(TrainConfig(lr=1e-2))
+    tx = make_tx(OptimConfig(lr=1e-2), 100)
     mesh = data_mesh()
     state, frozen, graphdef = init_state(trainee, tx, mesh)
     before = _numpy(nnx.state(trainee.model))  # copies: the step donates the state
@@ -188,7 +188,7 @@ def test_frozen_decoder_stays_bit_identical(synthetic):
     cfg = AutoMedSamConfig(SamConfig.preset("tiny_litemedsam"), TINY_CLASS_PROMPT)
     model = random_model(cfg, seed=0)
     batches = train_dataset(synthetic, cfg.sam.frame, cfg.sam.low_res_size,
-                            PipelineConfig(batch_size=2))
+                            PipelineConfig(), batch_size=2)
     before, after = _train(Trainee(model, LossWeights(LossConfig()), train_decoder=False),
                            batches, steps=3)
     decoder = _changed(before, after, "mask_decoder")
@@ -204,8 +204,8 @@ def test_a_localiser_model_trains_the_head_alone(synthetic, tiny_map_model):
     cfg = tiny_map_model.config
     model = random_model(cfg, seed=0)
     batches = train_dataset(synthetic, cfg.sam.frame, cfg.sam.low_res_size,
-                            PipelineConfig(batch_size=2, num_classes=2, negatives=True,
-                                           grid=cfg.sam.embedding_size))
+                            PipelineConfig(negatives=True), batch_size=2, num_classes=2,
+                            grid=cfg.sam.embedding_size)
     before, after = _train(Trainee(model, LossWeights(LossConfig())), batches, steps=3)
     assert all(_changed(before, after, "localiser").values())
     for part in ("mask_decoder", "class_prompt_encoder", "prompt_encoder", "image_encoder"):

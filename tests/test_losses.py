@@ -1,6 +1,7 @@
-"""The joint loss of SPEC §2 against independent computations (PyTorch, MONAI, NumPy, SciPy) and
-for its properties: non-negative, ~0 at a perfect prediction, finite gradients on empty masks.
-PyTorch and MONAI (which runs on PyTorch) are used where the ``[torch]`` extra is installed
+"""The joint loss (docs/method.md#losses) against independent computations (PyTorch, MONAI,
+NumPy, SciPy) and for its properties: non-negative, ~0 at a perfect prediction, finite gradients on
+empty masks. PyTorch and MONAI (which runs on PyTorch) are used where the ``[torch]`` extra is
+installed
 (``requires_torch``); the NumPy references always run."""
 
 import jax
@@ -33,7 +34,8 @@ def _masks(seed=0):
 
 
 def _dist(mask):
-    """SPEC §2's D, from SciPy here (the pipeline has its own copy)."""
+    """The shape-distance map D (docs/method.md#shape-distance), from SciPy here (the pipeline
+    has its own copy)."""
     out = np.zeros_like(mask)
     for b, m in enumerate(mask.astype(bool)):
         if m.any():

@@ -1,5 +1,6 @@
-"""DSC / NSD (SPEC §5), checked against DeepMind's ``surface-distance`` 0.1 (a ``[test]``
-dependency: missing, the oracle tests fail) on random blobs and on the demo CT's organs (whose
+"""DSC / NSD (docs/method.md#metrics), checked against DeepMind's ``surface-distance`` 0.1 (a
+``[test]`` dependency: missing, the oracle tests fail) on random blobs and on the demo CT's organs
+(whose
 download failing fails those tests unless ``AUTOMEDSAM_ALLOW_OFFLINE=1``, see conftest)."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Which parameters learn (SPEC §1.3) and the AdamW setup (SPEC §3): after optimizer steps the
+"""Which parameters learn (docs/method.md#trained-and-frozen-parts) and the AdamW setup
+(docs/method.md#paper-recipe): after optimizer steps the
 image encoder and SAM's prompt encoder are unchanged, the class prompt encoder, mask decoder and
 σ's move, and σ gets no weight decay."""
 

@@ -3,7 +3,6 @@ all-classes step, negatives, the learned class embedding and augmentation do wha
 docstrings say."""
 
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from automedsam_jax.data import PipelineConfig, SyntheticConfig, prepare, train_
 from automedsam_jax.data.augment import AugmentConfig, augment_slice
 from automedsam_jax.data.embedding_cache import CacheSpec, EmbeddingCache
 from automedsam_jax.data.sample import class_sample, slice_sample
-from automedsam_jax.train.config import TrainConfig, from_args
+from automedsam_jax.train.config import OptimConfig, TrainConfig, from_args, override
 from automedsam_jax.train.loop import build_model, make_tx
 from automedsam_jax.train.optim import Trainee
 from automedsam_jax.train.step import (data_mesh, init_state, loss_and_terms, make_embed_fn,
@@ -37,7 +36,7 @@ def test_paper_recipe_reproduces_the_code_before_the_extensions(tmp_path):
     """``tests/data/paper_recipe_params.npz`` holds the class prompt encoder and mask decoder
     after this exact command, run with the code of commit d187387 (before issue 13: the
     command had no --recipe then, and its defaults were the paper's). Same machine kind, same
-    seed, the layers' native forms (``AUTOMEDSAM_CPU_REWRITES=0``: the CPU rewrites of issue 14
+    seed, the layers' native forms (``--nocpu-rewrites``: the CPU rewrites of issue 14
     round differently; ``tests/test_cpu_rewrites.py`` checks them). On the machine that wrote it
     the parameters are bit-identical; the CI's CPU reduces in another order, and Adam's
     normalised step turns those last-bit differences of near-zero gradients into parameter
@@ -48,12 +47,11 @@ def test_paper_recipe_reproduces_the_code_before_the_extensions(tmp_path):
     ~100 % of its update, and one Adam step moves each element by ~lr = 1e-3."""
     cmd = [sys.executable, str(ROOT / "train.py"), "--recipe", "paper",
            "--dataset", "synthetic:num_cases=6,num_classes=3,height=48,width=48",
-           "--backbone", "tiny_vit_b", "--weights", "random", "--class-prompt-widths", "8,16,32",
+           "--backbone", "tiny_vit_b", "--weights", "random", "--widths", "8", "16", "32",
            "--epochs", "2", "--batch-size", "2", "--max-steps", "4", "--lr", "1e-3",
            "--workdir", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"),
-           "--no-progress"]
-    subprocess.run(cmd, check=True, capture_output=True, cwd=tmp_path,
-                   env={**os.environ, "AUTOMEDSAM_CPU_REWRITES": "0"})
+           "--noprogress", "--nocpu-rewrites"]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=tmp_path)
     from automedsam_jax.io.checkpoint import load_model
     model = load_model(tmp_path / "run" / "final")
     flat = {"/".join(map(str, k)): np.asarray(v.get_value())
@@ -75,18 +73,21 @@ def test_paper_recipe_reproduces_the_code_before_the_extensions(tmp_path):
 
 def test_recipe_switches_from_the_command_line():
     paper = from_args(["--recipe", "paper", "--dataset", "synthetic:num_cases=4"])
-    assert (paper.class_embedding, paper.classes_per_step, paper.negatives, paper.augment,
-            paper.presence, paper.flips) == ("scalar", "one", False, 0, False, True)
-    # The paper recipe is TrainConfig's SPEC §3 defaults.
-    default = TrainConfig(dataset="synthetic:num_cases=4", workdir="runs/synthetic")
-    assert paper == default
+    assert (paper.model.class_prompt.class_embedding, paper.pipeline.classes_per_step,
+            paper.pipeline.negatives, paper.pipeline.augment.variants, paper.run.presence,
+            paper.pipeline.flips) == ("scalar", "one", False, 0, False, True)
+    # The paper recipe is TrainConfig's defaults (docs/method.md#recipes).
+    assert paper == override(TrainConfig(), {"data.dataset": "synthetic:num_cases=4",
+                                             "run.workdir": "runs/synthetic"})
     improved = from_args(["--dataset", "synthetic:num_cases=4"])
-    assert (improved.recipe, improved.class_embedding, improved.classes_per_step,
-            improved.negatives, improved.presence) == ("improved", "learned", "one", True, True)
+    assert (improved.recipe, improved.model.class_prompt.class_embedding,
+            improved.pipeline.classes_per_step, improved.pipeline.negatives,
+            improved.run.presence) == ("improved", "learned", "one", True, True)
     # Each extension has its own switch over the recipe.
     one = from_args(["--dataset", "synthetic:num_cases=4", "--class-embedding", "scalar",
-                     "--no-negatives", "--augment", "2", "--classes-per-step", "all"])
-    assert (one.class_embedding, one.negatives, one.augment, one.classes_per_step) == (
+                     "--nonegatives", "--variants", "2", "--classes-per-step", "all"])
+    assert (one.model.class_prompt.class_embedding, one.pipeline.negatives,
+            one.pipeline.augment.variants, one.pipeline.classes_per_step) == (
         "scalar", False, 2, "all")
     with pytest.raises(ValueError, match="negative-fraction"):
         from_args(["--dataset", "synthetic:num_cases=4", "--negative-fraction", "1.5"])
@@ -204,8 +205,10 @@ def test_learned_class_embedding_feeds_the_map_and_the_attention_channel():
         assert not np.allclose(before[1][0], after[1][0], atol=1e-6)
         np.testing.assert_array_equal(before[1][1], after[1][1])
         before = after
+    # Without classes (the command line fills num_classes from the dataset) it cannot be built.
     with pytest.raises(ValueError, match="num_classes"):
-        ClassPromptConfig(class_embedding="learned")
+        init_class_prompt_encoder(ClassPromptConfig(widths=(8, 16, 32),
+                                                    class_embedding="learned"), 32, g, seed=0)
 
 
 def test_slice_sample_is_class_sample_per_class_with_empty_negatives():
@@ -260,7 +263,7 @@ def test_cached_augmented_all_class_losses_agree_with_online(tmp_path):
     frame = cfg.sam.frame
     trainee = Trainee(random_model(cfg, 1), LossWeights(LossConfig()))
     mesh = data_mesh()
-    state, frozen, graphdef = init_state(trainee, make_tx(TrainConfig()), mesh)
+    state, frozen, graphdef = init_state(trainee, make_tx(OptimConfig()), mesh)
     embed = make_embed_fn(graphdef, mesh)
     classes, variants = "all", 2
     augment = AugmentConfig(variants=variants)
@@ -270,11 +273,10 @@ def test_cached_augmented_all_class_losses_agree_with_online(tmp_path):
                                          lambda x: embed(state["params"], frozen, x), chunk=4,
                                          log=lambda *_: None)
     assert len(cache) == (variants + 1) * len(src)
-    pc = dict(batch_size=4, seed=3, flips=False, classes=classes, num_classes=3,
-              augment=augment)
-    it = iter(train_dataset(src, frame, cfg.sam.low_res_size, PipelineConfig(**pc)))
-    it_c = iter(train_dataset(src, frame, cfg.sam.low_res_size,
-                              PipelineConfig(images=False, **pc)))
+    pc = PipelineConfig(flips=False, classes_per_step=classes, augment=augment)
+    kw = dict(batch_size=4, seed=3, num_classes=3)
+    it = iter(train_dataset(src, frame, cfg.sam.low_res_size, pc, **kw))
+    it_c = iter(train_dataset(src, frame, cfg.sam.low_res_size, pc, images=False, **kw))
     online = make_loss_fn(graphdef, mesh, negatives=True)
     cached = make_loss_fn(graphdef, mesh, cached=True, negatives=True)
     key = jax.random.key(3)
@@ -323,9 +325,9 @@ def test_training_calibrates_and_stores_the_presence_rule(tmp_path):
 
     spec = "synthetic:num_cases=8,num_classes=3,height=48,width=48,depth=4"
     cfg = from_args(["--dataset", spec, "--backbone", "tiny_vit_b", "--weights", "random",
-                     "--class-prompt-widths", "8,16,32", "--epochs", "2", "--batch-size", "2",
+                     "--widths", "8", "16", "32", "--epochs", "2", "--batch-size", "2",
                      "--workdir", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"),
-                     "--no-progress", "--augment", "1", "--prompt", "class"])
+                     "--noprogress", "--variants", "1", "--prompt", "class"])
     summary = run(cfg)
     for name in ("best", "final"):
         stored = read_meta(tmp_path / "run" / name)["presence"]
@@ -371,11 +373,10 @@ def test_one_class_negatives_take_absent_classes_at_the_set_rate():
     from automedsam_jax.core.config import LITEMEDSAM_FRAME
     import grain
     recs = _records()
-    cfg = PipelineConfig(batch_size=4, flips=False, num_classes=3, negatives=True,
-                         negative_fraction=0.25, images=False, num_epochs=20,
-                         shard=grain.sharding.NoSharding())
+    cfg = PipelineConfig(flips=False, negatives=True, negative_fraction=0.25)
     negatives = with_absent = 0
-    for batch in train_dataset(recs, LITEMEDSAM_FRAME, 64, cfg):
+    for batch in train_dataset(recs, LITEMEDSAM_FRAME, 64, cfg, batch_size=4, num_classes=3,
+                               images=False, num_epochs=20, shard=grain.sharding.NoSharding()):
         for c, z, m, b, p in zip(batch["class_id"], batch["slice_index"], batch["mask"],
                                  batch["box"], batch["present"]):
             label = recs[z]["label"]
@@ -391,8 +392,9 @@ def test_one_class_negatives_take_absent_classes_at_the_set_rate():
     rate = (negatives - 20 * 4) / with_absent
     assert 0.18 < rate < 0.32
     # The paper's pipeline carries no "present" and refuses organ-free slices.
-    paper = PipelineConfig(batch_size=4, flips=False, images=False,
-                           shard=grain.sharding.NoSharding())
-    assert "present" not in next(iter(train_dataset(recs[4:], LITEMEDSAM_FRAME, 64, paper)))
+    paper = PipelineConfig(flips=False)
+    kw = dict(batch_size=4, images=False, shard=grain.sharding.NoSharding())
+    assert "present" not in next(iter(train_dataset(recs[4:], LITEMEDSAM_FRAME, 64, paper,
+                                                    **kw)))
     with pytest.raises(ValueError, match="no foreground"):
-        next(iter(train_dataset(recs[:4], LITEMEDSAM_FRAME, 64, paper)))
+        next(iter(train_dataset(recs[:4], LITEMEDSAM_FRAME, 64, paper, **kw)))

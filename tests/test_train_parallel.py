@@ -1,5 +1,6 @@
-"""SPEC §6: the data-parallel step on 8 (host-platform) devices gives the parameters of the
-1-device step. Run in a subprocess: the device count must be set before jax is imported.
+"""The data-parallel step (docs/method.md#scale-and-resumption) on 8 (host-platform) devices
+gives the parameters of the 1-device step. Run in a subprocess: the device count must be set before
+jax is imported.
 
 Plain SGD is used on purpose: Adam divides the gradient by its own RMS, so an N× too large
 gradient (``pmean`` after a ``shard_map`` gradient that is already summed) would go unnoticed;

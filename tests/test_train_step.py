@@ -1,7 +1,6 @@
 """The step's parts: cached embeddings give the losses of the online encoder path; the step
 trains only the trainable variables; the plateau scheduler follows ReduceLROnPlateau."""
 
-import dataclasses
 import math
 
 import jax
@@ -15,11 +14,12 @@ from automedsam_jax.core.init import random_model
 from automedsam_jax.core.losses import LossWeights
 from automedsam_jax.data import PipelineConfig, SyntheticConfig, prepare, train_dataset
 from automedsam_jax.data.embedding_cache import CacheSpec, EmbeddingCache
-from automedsam_jax.train.config import TrainConfig
+from automedsam_jax.train.config import OptimConfig
 from automedsam_jax.train.loop import make_tx, plateau_update
 from automedsam_jax.train.optim import Trainee
+from automedsam_jax.core.pipelining import prefetch
 from automedsam_jax.train.step import (data_mesh, init_state, make_embed_fn, make_loss_fn,
-                                       prefetch, shard_batch)
+                                       shard_batch)
 
 
 def test_cached_and_online_losses_agree(tmp_path):
@@ -28,7 +28,7 @@ def test_cached_and_online_losses_agree(tmp_path):
     src = builder.as_data_source("train")
     frame = cfg.sam.frame
     trainee = Trainee(random_model(cfg, 1), LossWeights(LossConfig()))
-    tx = make_tx(TrainConfig())
+    tx = make_tx(OptimConfig())
     mesh = data_mesh()
     state, frozen, graphdef = init_state(trainee, tx, mesh)
     embed = make_embed_fn(graphdef, mesh)
@@ -37,10 +37,11 @@ def test_cached_and_online_losses_agree(tmp_path):
                                          lambda x: embed(state["params"], frozen, x), chunk=4,
                                          log=lambda *_: None)
     assert len(cache) == 4 * len(src)
-    it = iter(train_dataset(src, frame, cfg.sam.low_res_size, PipelineConfig(batch_size=4)))
+    it = iter(train_dataset(src, frame, cfg.sam.low_res_size, PipelineConfig(), batch_size=4))
     # The cached run's pipeline skips the images but must draw the same samples.
     it_cached = iter(train_dataset(src, frame, cfg.sam.low_res_size,
-                                   PipelineConfig(batch_size=4, images=False)))
+                                   PipelineConfig(), batch_size=4,
+                                   images=False))
     online, cached = make_loss_fn(graphdef, mesh), make_loss_fn(graphdef, mesh, cached=True)
     key = jax.random.key(3)
     flips_seen = set()
@@ -65,7 +66,7 @@ def test_cached_and_online_losses_agree(tmp_path):
 
 
 def test_plateau_scheduler():
-    cfg = TrainConfig(plateau_patience=5)
+    cfg = OptimConfig(plateau_patience=5)
     plateau = {"best": float("inf"), "bad_epochs": 0}
     losses = [1.0, 0.9, 0.95, 0.95, 0.95, 0.95] + [0.95] + [0.8] + [0.9] * 5
     reduced = [plateau_update(plateau, x, cfg) for x in losses]
@@ -76,7 +77,7 @@ def test_plateau_scheduler():
 def test_cosine_schedule_decays_to_zero_over_the_run():
     """Update k (1..10) of a 10-step run uses lr·½(1 + cos(π(k−1)/10)); the optimizer state then
     holds that lr, which the loop logs."""
-    cfg = dataclasses.replace(TrainConfig(), lr=2e-3, weight_decay=0.0, lr_schedule="cosine")
+    cfg = OptimConfig(lr=2e-3, weight_decay=0.0, lr_schedule="cosine")
     tx = make_tx(cfg, total_steps=10)
     params = {"w": jnp.zeros(3)}
     opt = tx.init(params)
@@ -104,3 +105,23 @@ def test_prefetch_runs_ahead_and_keeps_order():
     out = prefetch(items(), lambda x: 10 * x, size=2)
     assert next(out) == 0 and pulled == [0, 1, 2]    # item 0 given, 1 and 2 already prepared
     assert list(out) == [10, 20, 30, 40] and pulled == [0, 1, 2, 3, 4]
+
+
+def test_prefetch_dispatches_the_next_item_before_this_one_is_collected():
+    """size=1, as evaluation and the embedding cache use it: fn(i + 1) runs before the caller
+    handles fn(i); size=0 runs fn lazily; nothing in, nothing out."""
+    log = []
+
+    def fn(x):
+        log.append(f"dispatch {x}")
+        return x
+
+    for x in prefetch(range(3), fn, size=1):
+        log.append(f"collect {x}")
+    assert log == ["dispatch 0", "dispatch 1", "collect 0", "dispatch 2", "collect 1",
+                   "collect 2"]
+    log.clear()
+    for x in prefetch(range(2), fn, size=0):
+        log.append(f"collect {x}")
+    assert log == ["dispatch 0", "collect 0", "dispatch 1", "collect 1"]
+    assert list(prefetch([], fn, size=1)) == []

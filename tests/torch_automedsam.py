@@ -1,5 +1,6 @@
 """PyTorch AutoMedSAM as the authors wrote it (``class_prompt.py``, ``AutoMedSAM.py``), with the
-defects SPEC §1.2 lists fixed — the reference for parity tests and the target of ``to_torch``.
+defects docs/method.md#differences-from-the-authors-code lists fixed — the reference for
+parity tests and the target of ``to_torch``.
 
 Fixed: the caller no longer swaps sparse/dense; it calls ``class_prmpt_encoder`` (their forward
 called a non-existent ``diffusion_model``); the sparse tokens are reshaped, not ``.squeeze()``d, so

@@ -1,4 +1,4 @@
-"""AutoMedSAM: segment an organ from its class id alone (SPEC §1).
+"""AutoMedSAM: segment an organ from its class id alone (docs/method.md#architecture).
 
 A SAM-family backbone — frozen image encoder, frozen SAM prompt encoder (positional encoding and
 distillation teacher), trained mask decoder — with the trained diffusion
@@ -14,6 +14,7 @@ ids are ints 1..K; 0 is background in label maps.
     model = AutoMedSAM.from_sam(sam, ClassPromptConfig())           # a pretrained Sam + new head
     out = model(images, class_ids)                                  # training / one class each
     emb = model.embed(images); out = model.decode(emb, class_ids)   # cached embeddings
+    emb = embed_images(sam_or_automedsam, images, jnp.bfloat16)    # the one embedding path
     out = model.decode(emb, jnp.arange(1, K + 1)[None])             # every class of one image
     labels = label_map(out.low_res_logits, threshold=0.0)           # (4g, 4g) ids, 0 = none
 
@@ -89,9 +90,10 @@ class AutoMedSAM(nnx.Module):
         return nnx.eval_shape(build)
 
     # -- parts ------------------------------------------------------------------------------
-    def embed(self, images: jax.Array) -> jax.Array:
-        """``(B, S, S, 3)`` input-frame images → ``(B, g, g, C)`` embeddings (frozen encoder)."""
-        return self.image_encoder(images)
+    def embed(self, images: jax.Array, dtype=jnp.float32) -> jax.Array:
+        """``(B, S, S, 3)`` input-frame images → ``(B, g, g, C)`` float32 embeddings of the
+        frozen encoder, computed in ``dtype``: :func:`embed_images`."""
+        return embed_images(self, images, dtype)
 
     def teacher(self, boxes: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Box-prompted MedSAM's embeddings for ``(B, 4)`` input-frame boxes: sparse
@@ -155,6 +157,32 @@ class AutoMedSAM(nnx.Module):
                  key: jax.Array | None = None, noise: jax.Array | None = None) -> AutoMedSamOutput:
         """``(B, S, S, 3)`` input-frame images, one class id each → :class:`AutoMedSamOutput`."""
         return self.decode(self.embed(images), class_ids, key=key, noise=noise)
+
+
+def cast_floating(tree, dtype):
+    """Every floating leaf of ``tree`` (arrays, an ``nnx.State``) cast to ``dtype``."""
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+                        else x, tree)
+
+
+def with_dtype(module: nnx.Module, dtype) -> nnx.Module:
+    """A copy of ``module`` whose floating variables are cast to ``dtype`` (``module`` itself
+    when that is float32). Inside a traced function the cast is differentiable: gradients
+    reach the float32 originals."""
+    if jnp.dtype(dtype) == jnp.float32:
+        return module
+    graphdef, state = nnx.split(module)
+    return nnx.merge(graphdef, cast_floating(state, dtype))
+
+
+def embed_images(model: AutoMedSAM | Sam, images: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """The one image-embedding path (training, the embedding cache, evaluation, the predictor):
+    ``(B, S, S, 3)`` input-frame images → ``(B, g, g, C)`` float32 embeddings of the frozen
+    image encoder of ``model`` (an :class:`AutoMedSAM` or a box-prompted :class:`Sam`),
+    without gradient. ``dtype`` is the encoder's compute dtype: its float32 weights and the
+    images are cast to it inside the call (float32: no cast)."""
+    emb = with_dtype(model.image_encoder, dtype)(images.astype(dtype))
+    return jax.lax.stop_gradient(emb.astype(jnp.float32))
 
 
 def label_map(probs: jax.Array, threshold: float = 0.5) -> jax.Array:

@@ -231,36 +231,38 @@ __all__ = ["ViTConfig", "TinyViTConfig", "DecoderConfig", "FrameConfig", "SamCon
 # -- AutoMedSAM ------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class ClassPromptConfig:
-    """The diffusion class prompt encoder (SPEC §1.2); embedding side and channels come from the
-    backbone's :class:`SamConfig`.
-
-    widths:    channels of enc1, enc2 and the middle block's hidden layer (64, 128, 256 in the
-               paper); the middle block returns ``widths[1]`` channels.
-    timesteps: T of the forward diffusion (closed form, so T costs nothing).
-    diffusion: False feeds the image embedding itself (x_T = F) — paper Table 6.
-    branches:  ``"both"``, or ``"dense"``/``"sparse"`` alone — paper Table 5; a disabled branch
-               is not built and is replaced by MedSAM's no-prompt output (no sparse tokens, or
-               ``no_mask_embed``).
-    class_embedding: how the class id enters (SPEC §7). ``"scalar"`` (the paper): P(c) =
-               Linear(1→g²)(c) and the raw id c as the attention's class channel, so class k
-               starts as an affine step from class k−1. ``"learned"``: one learned g² vector per
-               class id (``nnx.Embed``, N(0, 1) rows) is P(c), and one learned value per class
-               (initialised to the id) is the attention's class channel; needs
-               ``num_classes``.
-    num_classes: K, the number of class ids 1..K (``"learned"`` only; 0 for ``"scalar"``).
-    """
+    """The diffusion class prompt encoder (docs/method.md#class-prompt-encoder); embedding side
+    and channels come from the backbone's :class:`SamConfig`."""
 
     widths: tuple[int, int, int] = (64, 128, 256)
+    """class prompt encoder channels: enc1, enc2 and the middle block's hidden layer (the paper:
+    64 128 256); the middle block returns widths[1] channels"""
     timesteps: int = 100
+    """T of the forward diffusion (closed form, so T costs nothing)"""
     diffusion: bool = True
+    """forward diffusion of the image embedding; off feeds the embedding itself (x_T = F, the
+    paper's Table 6 ablation)"""
     branches: Literal["both", "dense", "sparse"] = "both"
+    """prompt branches built (the paper's Table 5 ablation); a disabled one is replaced by
+    MedSAM's no-prompt output (no sparse tokens, or no_mask_embed)"""
     class_embedding: Literal["scalar", "learned"] = "scalar"
-    num_classes: int = 0
+    """how the class id enters: scalar (the paper) = Linear(1 -> g*g)(c) and the raw id as the
+    attention's class channel; learned = one N(0, 1) vector of g*g per class id and one learned
+    class-channel value per class (initialised to the id)"""
+    num_classes: int = dataclasses.field(default=0, metadata={"cmd": False})
+    """K, the class ids 1..K of a learned embedding; 0 with the scalar one (a trainer fills it
+    from the dataset)"""
 
     def __post_init__(self):
         if self.class_embedding not in ("scalar", "learned"):
             raise ValueError(f"class_embedding must be 'scalar' or 'learned', got "
                              f"{self.class_embedding!r}")
+        if min(self.widths) < 1 or self.timesteps < 1 or self.num_classes < 0:
+            raise ValueError(f"class prompt widths and timesteps must be >= 1, got "
+                             f"{self.widths}, {self.timesteps}")
+
+    def check(self) -> None:
+        """Raise if the config cannot build a model (a learned embedding without classes)."""
         if self.class_embedding == "learned" and self.num_classes < 1:
             raise ValueError("a learned class embedding needs num_classes >= 1")
 
@@ -278,26 +280,28 @@ TINY_CLASS_PROMPT = ClassPromptConfig(widths=(8, 16, 32))
 
 @dataclasses.dataclass(frozen=True)
 class LocaliserConfig:
-    """The localisation head (beyond the paper): a per-pixel softmax over background and classes
-    1..K on the frozen ``(g, g, C)`` image embedding, whose map prompts the backbone itself.
+    """The localisation head (beyond the paper; docs/method.md#localisation-head): a per-pixel
+    softmax over background and classes 1..K on the frozen (g, g, C) image embedding, whose map
+    prompts the backbone itself."""
 
-    num_classes: K.
-    width:       channels of its two 3×3 convolutions (GELU after each) before the 1×1
-                 classifier; 0 is a linear probe (the 1×1 classifier alone).
-    margin:      grid cells added to each side of a class's box from the map (one cell is
-                 ``S / g`` input-frame pixels: 4 at 256 px, 16 at 1024 px).
-    """
-
-    num_classes: int
+    num_classes: int = dataclasses.field(default=0, metadata={"cmd": False})
+    """K (a trainer fills it from the dataset)"""
     width: int = 64
+    """the localiser's channels of its two 3x3 convolutions (GELU after each) before the 1x1
+    classifier; 0 is a linear probe"""
     margin: float = 1.0
+    """embedding-grid cells added to each side of a class's box from the map (one cell is S/g
+    input-frame pixels: 4 at 256 px, 16 at 1024 px)"""
 
     def __post_init__(self):
-        if self.num_classes < 1:
-            raise ValueError(f"the localiser needs num_classes >= 1, got {self.num_classes}")
-        if self.width < 0 or self.margin < 0:
+        if self.num_classes < 0 or self.width < 0 or self.margin < 0:
             raise ValueError(f"localiser width and margin must be >= 0, got {self.width}, "
                              f"{self.margin}")
+
+    def check(self) -> None:
+        """Raise if the config cannot build a head (no classes)."""
+        if self.num_classes < 1:
+            raise ValueError(f"the localiser needs num_classes >= 1, got {self.num_classes}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,19 +332,19 @@ LossTerm = Literal["mse", "ce", "dice", "sd"]
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-    """The joint loss of SPEC §2: which terms, and how they are weighted (paper Table 7).
-
-    weighting: ``"uncertainty"`` learns one σ per term (Σ L/(2σ²) + log(1 + σ²)); ``"fixed"``
-               sums the terms with weight 1.
-    """
+    """The joint loss (docs/method.md#losses): which terms, and how they are weighted."""
 
     terms: tuple[LossTerm, ...] = ("mse", "ce", "dice", "sd")
+    """loss terms, distinct items of mse ce dice sd (the paper's Table 7 ablation)"""
     weighting: Literal["uncertainty", "fixed"] = "uncertainty"
+    """uncertainty: one learned sigma per term (sum of L/(2 sigma^2) + log(1 + sigma^2)); fixed:
+    the terms summed with weight 1"""
 
     def __post_init__(self):
         unknown = set(self.terms) - {"mse", "ce", "dice", "sd"}
         if unknown or not self.terms or len(set(self.terms)) != len(self.terms):
-            raise ValueError(f"loss terms must be distinct items of mse/ce/dice/sd, got {self.terms}")
+            raise ValueError(f"--terms must be distinct items of mse ce dice sd, got "
+                             f"{' '.join(self.terms)}")
 
 __all__ += ["ClassPromptConfig", "TINY_CLASS_PROMPT", "LocaliserConfig", "AutoMedSamConfig",
             "LossConfig"]

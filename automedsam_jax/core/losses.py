@@ -1,4 +1,4 @@
-"""The uncertainty-aware joint loss of SPEC §2, jit-friendly (no host work).
+"""The uncertainty-aware joint loss (docs/method.md#losses), jit-friendly (no host work).
 
 Per sample: low-res-frame logits ``(B, L, L)`` for class c, its binary GT ``mask`` ``(B, L, L)``
 and the shape-distance map ``dist`` ``(B, L, L)`` (distance to the GT boundary / L, computed by the
@@ -9,13 +9,13 @@ Terms: ``mse`` (distillation of the class prompt encoder towards box-prompted Me
 distance). Total: Σ_i L_i/(2σ_i²) + log(1 + σ_i²) with learned σ (initialised to 1, σ² ≥ 1e-8), or
 Σ_i L_i with ``LossConfig(weighting="fixed")``.
 
-Absent classes (SPEC §7, beyond the paper). A batch may carry ``present`` ``(B,)`` (1 where the
-sample's class is in its slice, 0 for a *negative*: an absent class with an empty target mask).
-Then every term is a mean over the samples it is defined for: ``ce`` over every sample (a
-negative is pushed to an empty mask everywhere) when ``negatives`` is on, else over the present
-ones; ``mse`` (no GT box, so no teacher), ``dice`` (undefined for an empty target: its smoothed
-value is ≈ 1 whatever the prediction) and ``sd`` (no boundary) over the present samples only.
-Without ``present`` the terms are the paper's plain batch means, computed exactly as before.
+Absent classes (docs/method.md#absent-classes, beyond the paper). A batch may carry ``present``
+``(B,)`` (1 where the sample's class is in its slice, 0 for a *negative*: an absent class with an
+empty target mask). Then every term is a mean over the samples it is defined for: ``ce`` over every
+sample (a negative is pushed to an empty mask everywhere) when ``negatives`` is on, else over the
+present ones; ``mse`` (no GT box, so no teacher), ``dice`` (undefined for an empty target: its
+smoothed value is ≈ 1 whatever the prediction) and ``sd`` (no boundary) over the present samples
+only. Without ``present`` the terms are the paper's plain batch means, computed exactly as before.
 
     weights = LossWeights(loss_cfg)                  # σ's: trainable, never weight-decayed
     total, terms = joint_loss(out, batch, model.teacher(batch["box"]), weights)

@@ -1,4 +1,5 @@
-"""Segmentation metrics as the paper reports them: DSC and NSD, per class and per dataset (SPEC §5).
+"""Segmentation metrics as the paper reports them: DSC and NSD, per class and per dataset
+(docs/method.md#metrics).
 
 Definitions
 -----------

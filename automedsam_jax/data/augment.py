@@ -1,4 +1,5 @@
-"""Augmentation for scans the model never saw (SPEC §7, beyond the paper): scale, shift and
+"""Augmentation for scans the model never saw (docs/method.md#augmentation, beyond the paper):
+scale, shift and
 intensity, applied to a slice in its original frame before the flips and the frame's
 preprocessing.
 
@@ -28,18 +29,27 @@ from scipy import ndimage
 
 @dataclasses.dataclass(frozen=True)
 class AugmentConfig:
-    """``variants`` augmented copies per slice (0: none, the paper); ranges as described in the
-    module docstring."""
+    """Augmented variants of each training slice (beyond the paper; the module docstring)."""
 
     variants: int = 0
+    """augmented variants per training slice, one drawn per sample (0: none, the paper)"""
     scale: tuple[float, float] = (0.6, 1.25)
+    """zoom range about the image centre (log-uniform; < 1 shrinks and pads with 0)"""
     shift: float = 0.08
+    """largest shift, a fraction of the side in each direction"""
     gamma: tuple[float, float] = (0.7, 1.5)
+    """gamma range on [0, 1] intensities (log-uniform)"""
     contrast: tuple[float, float] = (0.75, 1.3)
+    """contrast range about mid-grey (uniform)"""
 
     def __post_init__(self):
         if self.variants < 0:
-            raise ValueError(f"augmentation variants must be >= 0, got {self.variants}")
+            raise ValueError(f"--variants must be >= 0, got {self.variants}")
+        if not (0 < self.scale[0] <= self.scale[1] and 0 < self.gamma[0] <= self.gamma[1]
+                and 0 <= self.contrast[0] <= self.contrast[1] and 0 <= self.shift < 1):
+            raise ValueError(f"augmentation ranges must be ordered low high (scale, gamma > 0; "
+                             f"0 <= shift < 1), got scale {self.scale}, gamma {self.gamma}, "
+                             f"contrast {self.contrast}, shift {self.shift}")
 
 
 def variant_rng(seed: int, case_id: str, slice_index: int, variant: int) -> np.random.Generator:

@@ -212,6 +212,58 @@ def npz_files(ds: DatasetConfig, manual_dir: Path | None) -> list[Path]:
     return files
 
 
+NAMED_BAD_FILES = 5
+"""How many bad files :func:`no_usable_files` names (the rest are counted)."""
+
+
+def no_usable_files(ds: DatasetConfig, problems: dict[str, str], where: str | Path,
+                    split: str | None = None) -> BadInputError:
+    """One line for a dataset (or one of its splits) none of whose files gives a training
+    slice: the first :data:`NAMED_BAD_FILES` files with their problems, and what to do."""
+    name = ds.name.rsplit("-", 1)[0] if Path(ds.file_glob).is_absolute() else ds.name
+    listed = "; ".join(f"{Path(f).name}: {problem}"
+                       for f, problem in list(problems.items())[:NAMED_BAD_FILES])
+    more = len(problems) - NAMED_BAD_FILES
+    listed += f"; and {more} more" if more > 0 else ""
+    if problems and all(p.startswith("unexpected label values") for p in problems.values()):
+        todo = ("give those label values a class in --classes (e.g. NAME=1+2), or set "
+                '"other_labels": "background" in a dataset .json file to treat them as '
+                "background" if Path(ds.file_glob).is_absolute() else
+                "these files hold labels the preset does not know: use files of the preset's "
+                "dataset, or define your own dataset with --files and --classes")
+    else:
+        todo = "fix or remove these files, or add files that hold the classes"
+    scope = f"the {split} split of dataset {name!r}" if split else f"dataset {name!r}"
+    return BadInputError(where, f"no usable .npz file for {scope} ({len(problems)} file(s) "
+                                f"checked; {listed}): {todo}")
+
+
+def check_usable(ds: DatasetConfig, files: list[Path], where: str | Path) -> None:
+    """Before a build: read ``files`` until one can give a training slice (it reads, and holds a
+    class — or the dataset keeps organ-free training slices); none can:
+    :func:`no_usable_files`, raised before tfds starts. Costs one file's read when the first
+    file is good."""
+    problems: dict[str, str] = {}
+    for path in files:
+        try:
+            volume = read_npz(path, ds)
+        except BadInputError as e:
+            problems[e.path] = e.problem
+            continue
+        if volume.label.any() or ds.train_empty_slices:
+            return
+        problems[str(path)] = f"holds none of the classes {list(ds.class_names)}"
+    raise no_usable_files(ds, problems, where)
+
+
+def _is_built(data_dir: Path, name: str) -> bool:
+    """Whether tfds has a finished build of config ``name`` under ``data_dir`` (its layout:
+    ``<data_dir>/automedsam_slices/<config>/<version>/dataset_info.json``), checked without
+    constructing the builder."""
+    return (data_dir / AutomedsamSlices.name / name / str(AutomedsamSlices.VERSION)
+            / "dataset_info.json").is_file()
+
+
 def prepare(dataset: str | DatasetConfig | SyntheticConfig, data_dir: str | Path, *,
             manual_dir: str | Path | None = None, strict: bool = False) -> AutomedsamSlices:
     """Build the dataset under ``data_dir`` (``~`` expanded) if it is not built yet, and return
@@ -227,11 +279,13 @@ def prepare(dataset: str | DatasetConfig | SyntheticConfig, data_dir: str | Path
     if isinstance(dataset, DatasetConfig) and PRESETS.get(dataset.name) == dataset:
         dataset = dataset.name
     config = dataset if isinstance(dataset, str) else slices_config(dataset)
+    ds = get_preset(config) if isinstance(config, str) else config.dataset
+    if ds.source == "npz" and not _is_built(data_dir, ds.name):
+        # Up front, before tfds starts (and logs): where the files go, and that one is usable.
+        manual = None if Path(ds.file_glob).is_absolute() else Path(
+            manual_dir or data_dir / "downloads" / "manual")
+        check_usable(ds, npz_files(ds, manual), manual or Path(ds.file_glob).parent)
     builder = AutomedsamSlices(config=config, data_dir=str(data_dir), strict=strict)
-    ds = builder.dataset
-    if ds.source == "npz" and not builder.is_prepared():  # say where the files go, up front
-        absolute = Path(ds.file_glob).is_absolute()
-        npz_files(ds, None if absolute else Path(manual_dir or data_dir / "downloads" / "manual"))
     download = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
     builder.download_and_prepare(download_config=download)
     skipped = builder.info.metadata.get("skipped_files", {})

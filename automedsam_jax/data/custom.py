@@ -26,12 +26,14 @@ so changing the classes or the files builds anew instead of reading a stale buil
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from ..io.errors import BadInputError, UsageError
 from ..io.npz import load_npz, npz_ndim
@@ -46,6 +48,10 @@ FIELDS = ("name", "files", "classes", "modality", "ndim", "other_labels", "split
 def parse_classes(text: str) -> dict[str, list[int]]:
     """``"liver=1,tumour=2+3"`` → ``{"liver": [1], "tumour": [2, 3]}`` (order kept)."""
     classes: dict[str, list[int]] = {}
+    if not text.replace(",", "").strip():
+        raise UsageError(f"--classes {text!r} names no class: give NAME=VALUE[+VALUE...] items "
+                         "separated by commas, the label value of each class in the files "
+                         "(e.g. liver=1,tumour=2)")
     for item in filter(None, (s.strip() for s in text.split(","))):
         name, sep, values = item.partition("=")
         try:
@@ -75,8 +81,15 @@ def matching_files(pattern: str) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(pattern) if p.endswith(".npz"))
 
 
-def _infer_ndim(first: Path) -> int:
-    return npz_ndim(load_npz(first, required=("imgs",), optional=("spacing",)))
+def _infer_ndim(found: list[Path]) -> int:
+    """The ndim of the first file that reads; 3 when none does (the dataset is then refused
+    with every file's problem, :func:`usable`)."""
+    for path in found:
+        try:
+            return npz_ndim(load_npz(path, required=("imgs",), optional=("spacing",)))
+        except BadInputError:
+            continue
+    return 3
 
 
 def _infer_modality(first: Path) -> str:
@@ -118,7 +131,7 @@ def define_dataset(name: str, files: str | Path, classes: dict[str, list[int] | 
         raise UsageError(f"split_fractions must be 3 fractions summing to 1, got {split_fractions}")
     return {"name": name, "files": pattern, "classes": classes,
             "modality": modality or _infer_modality(found[0]),
-            "ndim": int(ndim or _infer_ndim(found[0])), "other_labels": other_labels,
+            "ndim": int(ndim or _infer_ndim(found)), "other_labels": other_labels,
             "split_fractions": [float(f) for f in split_fractions]}
 
 
@@ -192,35 +205,58 @@ def dataset_name(spec: str) -> str:
     return spec.split(":")[0]
 
 
-def add_dataset_arguments(parser) -> None:
-    """``--files``, ``--classes``, ``--modality``, ``--ndim``: a user dataset on the command line
-    (named by ``--dataset NAME``); see :func:`dataset_argument`."""
-    a = parser.add_argument
-    a("--files", help="your own dataset: a folder or glob of challenge-format .npz files (imgs, "
-      "gts, spacing for 3D); name it with --dataset NAME and give --classes")
-    a("--classes", help="with --files: class names with their label values in the files, in "
-      "class-id order, e.g. liver=1,tumour=2+3")
-    a("--modality", help="with --files: CT, MR, ... (default: from the file names)")
-    a("--ndim", type=int, choices=(2, 3), help="with --files: 2D images or 3D volumes (default: "
-      "3 when the files carry spacing)")
+@dataclasses.dataclass(frozen=True)
+class UserDataset:
+    """Your own dataset, defined on the command line (named by --dataset NAME)."""
+
+    files: str | None = None
+    """your own dataset: a folder or glob of challenge-format .npz files (imgs, gts, spacing for
+    3D); name it with --dataset NAME and give --classes"""
+    classes: str | None = None
+    """with --files: class names with their label values in the files, in class-id order, e.g.
+    liver=1,tumour=2+3"""
+    modality: str | None = None
+    """with --files: CT, MR, ... (default: from the file names)"""
+    ndim: Literal[2, 3] | None = None
+    """with --files: 2D images or 3D volumes (default: 3 when the files carry spacing)"""
+
+    def resolve(self, dataset: str | None) -> str | None:
+        """:func:`dataset_argument` of ``dataset`` with these fields."""
+        return dataset_argument(dataset, self.files, self.classes, self.modality, self.ndim)
 
 
 def dataset_argument(dataset: str | None, files: str | None, classes: str | None,
                      modality: str | None = None, ndim: int | None = None) -> str | None:
-    """What ``--dataset`` means with the arguments of :func:`add_dataset_arguments`: as given
+    """What ``--dataset`` means with the fields of :class:`UserDataset`: as given
     without ``--files``; with it, the canonical JSON of the dataset they define (named
     ``dataset``, default the folder's name). A user ``.json`` file becomes its canonical JSON
     too, so a run records its dataset whole."""
     if files is None:
-        if classes or modality or ndim:
+        if classes is not None or modality or ndim:
             raise UsageError("--classes, --modality and --ndim describe your own files: add "
                              "--files DIR")
         if dataset is not None and dataset.endswith(".json"):
-            return dataset_json(read_dataset_file(dataset))
+            return dataset_json(usable(read_dataset_file(dataset)))
         return dataset
-    if not classes:
+    if classes is None or not classes.replace(",", "").strip():
+        given = "" if classes is None else f"; --classes {classes!r} names no class"
         raise UsageError("--files needs --classes NAME=VALUE,... (the label value of each class "
-                         "in the files)")
+                         f"in the files, e.g. liver=1,tumour=2){given}")
     folder = Path(files).expanduser()
     name = dataset or (folder if folder.is_dir() else folder.parent).absolute().name
-    return dataset_json(define_dataset(name, files, classes, modality=modality, ndim=ndim))
+    return dataset_json(usable(define_dataset(name, files, classes, modality=modality,
+                                              ndim=ndim)))
+
+
+def usable(fields: dict) -> dict:
+    """``fields`` (a user dataset's canonical fields) once one of its files can give a training
+    slice; none can: one :class:`BadInputError` naming the files and their problems
+    (:func:`automedsam_jax.data.builder.check_usable`), raised while the command line is read,
+    before a command writes anything or a build starts. Costs one file's read when the first
+    file is good."""
+    from .builder import check_usable  # the builder imports this module
+
+    files = Path(fields["files"])
+    check_usable(dataset_config(fields), matching_files(fields["files"]),
+                 files.parent if glob.has_magic(str(files)) else files)
+    return fields

@@ -2,7 +2,8 @@
 embedded once per variant the pipeline can produce — flips (none, horizontal, vertical, both) ×
 augmented variants (:mod:`.augment`, variant 0 = the stored slice) — and training reads them
 back instead of running the encoder. The cached images are made exactly as the training
-transform makes them (augment, then flip in the original frame, then ``preprocess_image``).
+transform makes them: both call :func:`.sample.training_view` (augment, then flip in the
+original frame, then ``preprocess_image``).
 
 Layout of one cache, ``<root>/<key>/``:
 
@@ -42,12 +43,12 @@ from array_record.python.array_record_module import ArrayRecordWriter
 
 from ..core.config import FrameConfig
 from ..core.distributed import local_rows
-from ..core.preprocess import preprocess_image
+from ..core.pipelining import prefetch
 from ..io.checkpoint import write_atomic
 from ..io.errors import UsageError
-from .augment import AugmentConfig, augment_slice
+from .augment import AugmentConfig
 from .pipeline import as_text
-from .sample import flip
+from .sample import training_view
 
 FLIP_VARIANTS = ((False, False), (True, False), (False, True), (True, True))
 STORAGE_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(jnp.bfloat16)}
@@ -195,7 +196,7 @@ def _check_room(directory: Path, needed: int, spec: CacheSpec) -> None:
         raise UsageError(
             f"the embedding cache needs {needed / 2**30:.2f} GiB in {directory} but the disk has "
             f"{free / 2**30:.2f} GiB free: pass --cache-dir on a larger disk{other}, or train "
-            "with --no-cache-embeddings (the encoder runs in every step)")
+            "with --nocache-embeddings (the encoder runs in every step)")
 
 
 def _build_shard(path: Path, spec: CacheSpec, source: Sequence[dict], slices: range,
@@ -212,27 +213,24 @@ def _build_shard(path: Path, spec: CacheSpec, source: Sequence[dict], slices: ra
             r = source[i]
             case, z = as_text(r["case_id"]), int(r["slice_index"])
             for v, hf, vf in spec.variants:
-                image = augment_slice(r["image"], r["label"], augment, spec.seed or 0, case, z,
-                                      v)[0]
                 keys.append([case, z, hf, vf, v])
-                yield preprocess_image(flip(image, hf, vf), frame)[0]
+                yield training_view(r["image"], r["label"], frame, case_id=case, slice_index=z,
+                                    variant=v, flips=(hf, vf), augment=augment,
+                                    seed=spec.seed or 0)[0]
 
     it = images()
+
+    def dispatch(_):
+        part = [x for _, x in zip(range(chunk), it)]
+        batch = np.zeros((chunk, frame.size, frame.size, 3), np.float32)
+        if part:
+            batch[:len(part)] = np.stack(part)
+        return embed(batch), len(part)
+
     tmp = path.with_name(path.name + ".array_record.tmp")
     writer = ArrayRecordWriter(str(tmp), "group_size:1,uncompressed")  # random access, no codec
-    pending = None
-    for _ in range(num_chunks):
-        part = [x for _, x in zip(range(chunk), it)]
-        n = len(part)
-        batch = np.zeros((chunk, frame.size, frame.size, 3), np.float32)
-        if n:
-            batch[:n] = np.stack(part)
-        running = (embed(batch), n)
-        if pending is not None:
-            _write(writer, *pending, dtype)
-        pending = running
-    if pending is not None:
-        _write(writer, *pending, dtype)
+    for embeddings, n in prefetch(range(num_chunks), dispatch, size=1):
+        _write(writer, embeddings, n, dtype)
     writer.close()
     os.replace(tmp, path.with_name(path.name + ".array_record"))
     write_atomic(path.with_name(path.name + ".json"), json.dumps(keys))

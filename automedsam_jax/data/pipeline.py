@@ -6,7 +6,7 @@ built dataset serves the 1024 (SAM/MedSAM) and 256 (LiteMedSAM) frames.
 
 Training (:func:`train_dataset`): global shuffle (reshuffled every epoch) → per-sample random
 transform (one class present in the slice, chosen at random — or every class 1..K of the slice,
-``classes="all"``; an optional augmented variant of the slice, :mod:`.augment`; random
+``classes_per_step="all"``; an optional augmented variant of the slice, :mod:`.augment`; random
 horizontal/vertical flips of image and label in the original frame, so image, mask, box and
 distance map stay consistent; box jitter) → this process's share (multi-host) → batches.
 Everything is a deterministic
@@ -26,60 +26,49 @@ from absl import flags
 
 from ..core.config import FrameConfig
 from ..core.preprocess import model_input
-from .augment import AugmentConfig, augment_slice
+from .augment import AugmentConfig
 from .labels import present_classes
-from .sample import class_sample, flip, grid_labels, slice_sample
+from .sample import class_sample, grid_labels, slice_sample, training_view
 
 Record = dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
-    """Training pipeline options.
+    """The training samples: what one sample holds and how it is varied (the run's batch size,
+    seed, epochs and classes are :func:`train_dataset`'s arguments)."""
 
-    batch_size:  per-process batch (global batch / number of processes).
-    seed:        shuffle and augmentation seed.
-    num_epochs:  ``None`` repeats forever; epochs are reshuffled.
-    flips:       random horizontal and vertical flips (p = 0.5 each).
-    box_jitter:  move each box side outwards by 0..J px (J = 20 at 1024, 5 at 256).
-    images:      emit the input-frame ``image``; False when training from cached embeddings
-                 (the batch then carries only the class, targets and the cache key).
-    classes:     ``"one"``: one class present in the slice, chosen at random (the paper);
-                 ``"all"``: every class 1..``num_classes`` of the slice, absent ones with empty
-                 targets and ``present`` False (see :func:`.sample.slice_sample`).
-    num_classes: K, for ``classes="all"`` and ``negatives``.
-    negatives:   ``classes="one"``: with probability ``negative_fraction`` (always, on a slice
-                 without foreground) the class is one absent from the slice, with an empty
-                 target; the samples then carry ``present``. (``"all"`` always has them.)
-    augment:     augmented variants of each slice (:mod:`.augment`); one is drawn per sample
-                 (variant 0 = the slice as stored).
-    grid:        with g > 0, every sample also carries ``grid_label`` ``(g, g)`` int32: all of
-                 the slice's class ids at the image-embedding grid (the localiser's target,
-                 :func:`.sample.grid_labels`), after the same augmentation and flips.
-    num_workers: worker processes (0 = in the main process, with ``num_threads`` threads).
-    num_threads, prefetch: grain ``ReadOptions`` of each process. The per-sample work is numpy and
-                 Pillow under the GIL, so more threads do not help; use worker processes.
-    shard:       this process's share; default ``ShardByJaxProcess`` (jax.process_index/count).
-                 With ``drop_remainder`` (the default) and finite epochs every process gets the
-                 same number of samples, so multi-host steps stay in lockstep.
-    """
-
-    batch_size: int = 16
-    seed: int = 0
-    num_epochs: int | None = None
     flips: bool = True
+    """random horizontal and vertical flips of training slices (p = 0.5 each; the cache holds 4
+    variants of each)"""
     box_jitter: bool = True
-    images: bool = True
-    classes: Literal["one", "all"] = "one"
-    num_classes: int = 0
+    """move each box side outwards by 0..J px (J = 20 at 1024 px, 5 at 256 px)"""
+    classes_per_step: Literal["one", "all"] = "one"
+    """one: one class present in the slice, chosen at random (the paper); all: every class 1..K
+    of the slice against its one embedding, absent ones with empty targets"""
     negatives: bool = False
+    """absent classes as negatives (empty targets) and the dataset's organ-free training slices:
+    with one class per slice, an absent class in negative_fraction of the samples (always on a
+    slice without foreground); with all, every absent class"""
     negative_fraction: float = 0.25
+    """with negatives and one class per slice: the fraction of samples that take an absent
+    class"""
     augment: AugmentConfig = AugmentConfig()
-    grid: int = 0
     num_workers: int = 0
+    """grain worker processes (0: in the main process)"""
     num_threads: int = 1
+    """grain read threads of each process (the per-sample work is NumPy under the GIL: use
+    worker processes)"""
     prefetch: int = 16
-    shard: grain.sharding.ShardOptions | None = None
+    """grain read-ahead buffer of each process, in samples"""
+
+    def __post_init__(self):
+        if not 0.0 <= self.negative_fraction <= 1.0:
+            raise ValueError(f"--negative-fraction must be in [0, 1], got "
+                             f"{self.negative_fraction}")
+        if self.num_workers < 0 or self.num_threads < 1 or self.prefetch < 0:
+            raise ValueError(f"--num-workers and --prefetch must be >= 0 and --num-threads >= 1, "
+                             f"got {self.num_workers}, {self.prefetch}, {self.num_threads}")
 
 
 class TrainTransform(grain.transforms.RandomMap):
@@ -123,25 +112,21 @@ class TrainTransform(grain.transforms.RandomMap):
                 class_id = int(rng.choice(classes))
         flips = rng.random(2) < 0.5 if self.flips else np.zeros(2, bool)
         variant = int(rng.integers(0, self.augment.variants + 1)) if self.augment.variants else 0
-        if variant:
-            aug_image, aug_label = augment_slice(image, label, self.augment, self.seed, case, z,
-                                                 variant)
-            if self.classes == "one" and (label == class_id).any() \
-                    and not (aug_label == class_id).any():
-                variant = 0  # the zoom cropped the chosen class away: use the stored slice
-            else:
-                image, label = aug_image, aug_label
-        image, label = flip(image, *flips), flip(label, *flips)
+        # augment → flip → preprocess, as the embedding cache makes its images
+        x, label, variant = training_view(
+            image, label, self.frame, case_id=case, slice_index=z, variant=variant, flips=flips,
+            augment=self.augment, seed=self.seed,
+            keep_class=class_id if self.classes == "one" else None, preprocess=self.images)
         jitter = rng if self.box_jitter else None
         if self.classes == "one":
-            out = class_sample(image if self.images else None, label, class_id, self.frame,
-                               self.low_res, jitter)
+            out = class_sample(None, label, class_id, self.frame, self.low_res, jitter)
             out["class_id"] = np.int32(class_id)
             if self.negatives:
                 out["present"] = np.bool_(out["mask"].any())
         else:
-            out = slice_sample(image if self.images else None, label, self.num_classes,
-                               self.frame, self.low_res, jitter)
+            out = slice_sample(None, label, self.num_classes, self.frame, self.low_res, jitter)
+        if x is not None:
+            out = {"image": x, **out}
         if self.grid:
             out["grid_label"] = grid_labels(label, self.frame, self.grid)
         out.update(case_id=case, slice_index=np.int32(z), flips=flips, variant=np.int32(variant))
@@ -149,26 +134,39 @@ class TrainTransform(grain.transforms.RandomMap):
 
 
 def train_dataset(source: Sequence[Record], frame: FrameConfig, low_res: int = 256,
-                  config: PipelineConfig = PipelineConfig()) -> grain.IterDataset:
-    """Infinite (or ``config.num_epochs``) stream of training batches of this process.
+                  config: PipelineConfig = PipelineConfig(), *, batch_size: int, seed: int = 0,
+                  num_epochs: int | None = None, images: bool = True, num_classes: int = 0,
+                  grid: int = 0, shard: grain.sharding.ShardOptions | None = None
+                  ) -> grain.IterDataset:
+    """Infinite (or ``num_epochs``, each reshuffled) stream of this process's training batches.
 
-    A batch is a dict of numpy arrays: ``image`` (B, S, S, 3) float32 (unless
-    ``config.images`` is False), ``class_id`` (B,) int32,
-    ``mask`` (B, L, L) float32, ``box`` (B, 4) float32, ``dist`` (B, L, L) float32, ``case_id``
-    (B,) str, ``slice_index`` (B,) int32, ``flips`` (B, 2) bool. Iterate with ``it = iter(ds)``;
+    ``batch_size`` is per process (the global batch / number of processes); ``seed`` drives the
+    shuffle and every per-sample draw; ``images=False`` leaves the input-frame ``image`` out
+    (training from cached embeddings: the batch then carries the class, targets and the cache
+    key); ``num_classes`` K is needed by ``classes_per_step="all"`` and ``negatives``; with
+    ``grid`` g > 0 every sample also carries ``grid_label`` (g, g) int32, all of the slice's
+    class ids at the image-embedding grid (the localiser's target), after the same augmentation
+    and flips. ``shard``: this process's share, default ``ShardByJaxProcess``; with
+    ``drop_remainder`` (the default) and finite epochs every process gets the same number of
+    samples, so multi-host steps stay in lockstep.
+
+    A batch is a dict of numpy arrays: ``image`` (B, S, S, 3) float32 input frame, ``class_id``
+    (B,) int32, ``mask`` (B, L, L) float32 low-res frame, ``box`` (B, 4) float32 input frame,
+    ``dist`` (B, L, L) float32, ``case_id`` (B,) str, ``slice_index`` (B,) int32, ``flips``
+    (B, 2) bool (:class:`TrainTransform`). Iterate with ``it = iter(ds)``;
     ``it.get_state()`` / ``it.set_state(state)`` save and restore the position.
     """
-    shard = config.shard or grain.sharding.ShardByJaxProcess(drop_remainder=True)
-    ds = grain.MapDataset.source(source).shuffle(seed=config.seed).repeat(config.num_epochs)
+    shard = shard or grain.sharding.ShardByJaxProcess(drop_remainder=True)
+    ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(num_epochs)
     ds = ds.random_map(TrainTransform(frame, low_res, config.flips, config.box_jitter,
-                                      config.images, config.classes, config.num_classes,
-                                      config.augment, config.seed, config.negatives,
-                                      config.negative_fraction, config.grid),
-                       seed=config.seed)
-    if shard.drop_remainder and config.num_epochs is not None:
+                                      images, config.classes_per_step, num_classes,
+                                      config.augment, seed, config.negatives,
+                                      config.negative_fraction, grid),
+                       seed=seed)
+    if shard.drop_remainder and num_epochs is not None:
         ds = ds[:len(ds) - len(ds) % shard.shard_count]
     ds = ds[shard.shard_index::shard.shard_count]
-    ds = ds.batch(config.batch_size, drop_remainder=True)
+    ds = ds.batch(batch_size, drop_remainder=True)
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=config.num_threads,
                                               prefetch_buffer_size=config.prefetch))
     if config.num_workers > 0:

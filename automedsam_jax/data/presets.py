@@ -1,4 +1,4 @@
-"""Dataset presets: which files, which classes, which modality (SPEC §4).
+"""Dataset presets: which files, which classes, which modality (docs/method.md#dataset-presets).
 
 Class ids are small contiguous integers ``1..K`` (the class prompt encoder feeds the id through a
 linear layer), and 0 is background. ``label_map`` says how the raw label values of a source file

@@ -19,6 +19,7 @@ from ..core.config import FrameConfig
 from ..core.modeling.localiser import grid_extent
 from ..core.preprocess import (Resized, boxes_to_input_frame, mask_box, mask_to_low_res,
                                preprocess_image, resize_image, resized_size)
+from .augment import AugmentConfig, augment_slice
 
 BOX_JITTER_AT_1024 = 20
 
@@ -48,9 +49,40 @@ def flip(array: np.ndarray, horizontal: bool, vertical: bool) -> np.ndarray:
     return array
 
 
+def training_view(image: np.ndarray, label: np.ndarray, frame: FrameConfig, *,
+                  case_id: str, slice_index: int, variant: int = 0,
+                  flips: tuple[bool, bool] = (False, False),
+                  augment: AugmentConfig = AugmentConfig(), seed: int = 0,
+                  keep_class: int | None = None, preprocess: bool = True
+                  ) -> tuple[np.ndarray | None, np.ndarray, int]:
+    """One slice as training sees it — augment, then flip, then preprocess — shared by the
+    training transform and the embedding cache, so the cache embeds exactly the training images.
+
+    ``image`` ``(H, W, C)`` and ``label`` ``(H, W)`` in the original frame → augmented variant
+    ``variant`` of the slice (:func:`~.augment.augment_slice` of ``augment``, ``seed``,
+    ``case_id``, ``slice_index``; 0: the stored slice), flipped (``flips``: horizontal,
+    vertical, :func:`flip`) in the original frame, the image then preprocessed to the input
+    frame. ``keep_class``: when the augmented variant loses this class and the stored slice has
+    it (a zoom cropped it away), the stored slice instead (variant 0).
+
+    Returns (input-frame image ``(S, S, 3)`` float32, or None with ``preprocess=False``
+    (training from cached embeddings skips it); the label ``(H, W)`` after augmentation and
+    flips; the variant used)."""
+    if variant:
+        aug_image, aug_label = augment_slice(image, label, augment, seed, case_id, slice_index,
+                                             variant)
+        if keep_class is not None and (label == keep_class).any() \
+                and not (aug_label == keep_class).any():
+            variant = 0  # the zoom cropped the kept class away: use the stored slice
+        else:
+            image, label = aug_image, aug_label
+    image, label = flip(image, *flips), flip(label, *flips)
+    return (preprocess_image(image, frame)[0] if preprocess else None), label, variant
+
+
 def shape_distance_map(mask: np.ndarray) -> np.ndarray:
-    """SPEC §2's D for a binary low-res mask ``(L, L)``: Euclidean distance of every pixel to the
-    GT boundary divided by ``L``, float32.
+    """The shape-distance map D (docs/method.md#shape-distance) of a binary low-res mask
+    ``(L, L)``: Euclidean distance of every pixel to the GT boundary divided by ``L``, float32.
 
     Inside pixels get their distance to the nearest background pixel, outside pixels their
     distance to the nearest foreground pixel (so pixels next to the boundary get ``1/L``). An

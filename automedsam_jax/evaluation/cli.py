@@ -25,17 +25,21 @@ and prints the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
+from typing import Literal
 
 import grain
 import jax
+import simple_parsing as sp
 
 from ..core.distributed import maybe_initialize_distributed
 from ..core.metrics import DEFAULT_TOLERANCE
 from ..data import DEFAULT_DATA_DIR, eval_dataset, prepare
-from ..data.custom import add_dataset_arguments, dataset_argument
+from ..data.custom import UserDataset
 from ..data.presets import DEMO
+from ..io.cli import ArgumentParser
 from ..io.errors import BadInputError, UsageError
 from ..io.rundir import DEFAULT_WORKDIR, EXPORTS, load_automedsam, load_sam
 from .evaluator import Evaluation, evaluate_records
@@ -58,51 +62,92 @@ def box_offset(text: str) -> int | str:
     return value
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    a = p.add_argument
-    a("--checkpoint", help=f"class prompts: a training work directory or model directory "
-      f"(default {DEFAULT_WORKDIR}); box prompts: a converted model directory or 'pretrained' "
-      "(default)")
-    a("--dataset", help="data preset, synthetic:k=v,..., a dataset .json file or the name of your "
-      "own --files (default: the model's training dataset; box prompts: demo)")
-    add_dataset_arguments(p)
-    a("--data-dir", help="tfds data directory (default: the model's, else ~/tensorflow_datasets)")
-    a("--manual-dir", help="directory of the challenge .npz files")
-    a("--split", default="test", choices=("test", "validation", "train"))
-    a("--out", type=Path, help="output directory")
-    a("--prompt", default="class", choices=("class", "box"),
-      help="class: AutoMedSAM; box: MedSAM/LiteMedSAM with GT boxes (paper §4.5)")
-    a("--box-offset", type=box_offset, help="box prompts: pixels added to each side of the GT "
-      "box (original frame), or 'image' (default 5)")
-    a("--batch-size", type=int, default=4, help="slices embedded per model call")
-    a("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="NSD tolerance τ (mm for "
-      "volumes, px for 2D images)")
-    a("--challenge-nsd", action="store_true", help="NSD = 0 where DSC <= 0.2 (challenge rule)")
-    a("--distributed", default="auto", choices=("auto", "on", "off"), help="split the cases "
-      "over the processes of a multi-host job (jax.distributed; auto: when the environment "
-      "names a coordinator, Slurm/Open MPI tasks or several TPU hosts) and gather the scores")
-    a("--postprocess", choices=("none", "3d"), default="none", help="3d: per class, presence "
-      "smoothed along z and the largest 3-D connected component of each case "
-      "(automedsam_jax/evaluation/postprocess.py)")
-    a("--no-presence", action="store_true", help="class prompts: keep every class's mask on "
-      "every slice, ignoring the presence rule calibrated with the model")
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """What one evaluation scores, on which data, and where it writes."""
+
+    checkpoint: str | None = None
+    """class prompts: a training work directory or model directory (default: the demo run,
+    runs/demo);
+    box prompts: a converted model directory or 'pretrained' (default)"""
+    dataset: str | None = None
+    """data preset, synthetic:k=v,..., a dataset .json file or the name of your own --files
+    (default: the model's training dataset; box prompts: demo)"""
+    data_dir: str | None = None
+    """tfds data directory (default: the model's, else ~/tensorflow_datasets)"""
+    manual_dir: str | None = None
+    """directory of the challenge .npz files (default: the model's, else
+    <data-dir>/downloads/manual)"""
+    split: Literal["test", "validation", "train"] = "test"
+    """the dataset split scored"""
+    out: Path | None = None
+    """output directory (default <workdir>/eval/<dataset>_<split>; box prompts:
+    runs/box_baseline/<dataset>_<split>_offset<offset>)"""
+    prompt: Literal["class", "box"] = "class"
+    """class: AutoMedSAM; box: MedSAM/LiteMedSAM with GT boxes (paper §4.5)"""
+    box_offset: int | str | None = sp.field(default=None, type=box_offset, metavar="PX|image")
+    """box prompts: pixels added to each side of the GT box (original frame), or 'image' for
+    the whole image (default 5)"""
+    batch_size: int = 4
+    """slices embedded per model call"""
+    tolerance: float = DEFAULT_TOLERANCE
+    """NSD tolerance τ (mm for volumes, px for 2D images)"""
+    challenge_nsd: bool = False
+    """NSD = 0 where DSC <= 0.2 (challenge rule)"""
+    distributed: Literal["auto", "on", "off"] = "auto"
+    """split the cases over the processes of a multi-host job (jax.distributed; auto: when the
+    environment names a coordinator, Slurm/Open MPI tasks or several TPU hosts) and gather the
+    scores"""
+    postprocess: Literal["none", "3d"] = "none"
+    """3d: per class, presence smoothed along z and the largest 3-D connected component of each
+    case (automedsam_jax/evaluation/postprocess.py)"""
+    presence: bool = True
+    """class prompts: apply the presence rule calibrated with the model (a class's mask only
+    on the slices where it is found); --nopresence keeps every class's mask on every slice"""
+
+    def __post_init__(self):
+        if self.box_offset is not None:
+            if self.prompt != "box":
+                raise ValueError("--box-offset needs --prompt box (class prompts take no box); "
+                                 "add --prompt box or leave --box-offset out")
+            if self.box_offset != "image" and not (
+                    isinstance(self.box_offset, int) and self.box_offset >= 0):
+                raise ValueError(f"--box-offset must be a number of pixels >= 0 or 'image', "
+                                 f"got {self.box_offset!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.tolerance >= 0:
+            raise ValueError(f"--tolerance must be >= 0 (mm for volumes, px for 2D images), "
+                             f"got {self.tolerance}")
+
+
+def parser() -> ArgumentParser:
+    """The command line of :class:`EvalConfig` and :class:`UserDataset`."""
+    summary = __doc__.replace("``", "").split("\n\n")[0]
+    p = ArgumentParser("evaluate.py", description=" ".join(summary.split()))
+    p.add_arguments(EvalConfig, dest="cfg")
+    p.add_arguments(UserDataset, dest="user")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = parser()
-    args = p.parse_args(argv)
-    if args.prompt == "class" and args.box_offset is not None:
-        p.error("--box-offset needs --prompt box")
-    if args.batch_size < 1:
-        p.error(f"--batch-size must be >= 1, got {args.batch_size}")
-    maybe_initialize_distributed(args.distributed)
+def parse_args(argv: list[str] | None = None) -> tuple[EvalConfig, UserDataset]:
+    """The evaluation's config and the user-dataset options; :class:`UsageError` for an
+    unusable option (a field's check included)."""
     try:
-        args.dataset = dataset_argument(args.dataset, args.files, args.classes, args.modality,
-                                        args.ndim)
-        ev, paths, table = run(args)
+        args = parser().parse_args(argv)
+    except UsageError:
+        raise
+    except ValueError as e:  # a field's check (__post_init__)
+        raise UsageError(str(e)) from None
+    return args.cfg, args.user
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cfg, user = parse_args(argv)
+        maybe_initialize_distributed(cfg.distributed)
+        cfg = dataclasses.replace(cfg, dataset=user.resolve(cfg.dataset))
+        ev, paths, table = run(cfg)
     except (FileNotFoundError, BadInputError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -117,8 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> tuple[Evaluation, dict[str, Path], str]:
-    """Load, evaluate, write; returns the evaluation, the written paths and the table."""
+def run(args: EvalConfig) -> tuple[Evaluation, dict[str, Path], str]:
+    """Load, evaluate, write; returns the evaluation, the written paths and the table.
+    ``args.dataset`` is a resolved ``--dataset`` (:meth:`UserDataset.resolve`)."""
     if args.prompt == "class":
         if args.checkpoint is None and not Path(DEFAULT_WORKDIR).exists():
             raise FileNotFoundError(f"the demo run {DEFAULT_WORKDIR} does not exist yet: train it "
@@ -143,7 +189,7 @@ def run(args: argparse.Namespace) -> tuple[Evaluation, dict[str, Path], str]:
             raise BadInputError(directory, f"trained on classes {list(trained.class_names)}, but "
                                            f"dataset {name!r} has {list(class_names)}")
         segmenter = ClassSegmenter(model, range(1, len(class_names) + 1), args.batch_size,
-                                   0.0 if args.no_presence else trained.min_area)
+                                   trained.min_area if args.presence else 0.0)
         workdir = directory.parent if directory.name in EXPORTS else directory
         out = args.out or workdir / "eval" / f"{name}_{args.split}"
         method = f"AutoMedSAM ({backbone})"

@@ -1,8 +1,8 @@
 """Score a segmenter on a split: every slice, volumes rebuilt per case, DSC and NSD per class.
 
-Metrics are those of :mod:`automedsam_jax.core.metrics` (SPEC §5): per case and class on the whole
-volume (NSD at τ mm with the case's spacing) or 2D image (τ pixels); a class absent from both the
-GT and the prediction of a case is skipped there; per-class means over cases, then the
+Metrics are those of :mod:`automedsam_jax.core.metrics` (docs/method.md#metrics): per case and class
+on the whole volume (NSD at τ mm with the case's spacing) or 2D image (τ pixels); a class absent
+from both the GT and the prediction of a case is skipped there; per-class means over cases, then the
 unweighted mean over classes. Presence decisions are counted over every (slice, class) pair
 (:class:`~.presence.PresenceCounts`).
 """
@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 
-import numpy as np
 
 from ..core.metrics import DEFAULT_TOLERANCE, ClassMetrics, DatasetMetrics, aggregate, case_metrics
 from .postprocess import postprocess_case

@@ -44,11 +44,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..core.automedsam import AutoMedSAM, label_map
+from ..core.automedsam import AutoMedSAM, embed_images, label_map
 from ..core.config import FrameConfig
 from ..core.modeling import Sam
-from ..core.modeling.common import per_backend
+from ..core.backend import image_by_image
 from ..core.modeling.localiser import map_boxes
+from ..core.pipelining import prefetch
 from ..core.preprocess import Resized, boxes_to_input_frame, mask_box, postprocess_masks
 
 Record = dict[str, Any]
@@ -150,11 +151,9 @@ class ClassSegmenter(Segmenter):
             raise ValueError("no class ids to segment")
         self.localiser = model.config.localiser
         if self.localiser is None:
-            self._logits = jax.jit(slice_by_slice(functools.partial(_class_logits,
-                                                                    self._graphdef)))
+            self._logits = jax.jit(per_slice(functools.partial(_class_logits, self._graphdef)))
         else:
-            self._embed_map = jax.jit(slice_by_slice(functools.partial(_embed_map,
-                                                                       self._graphdef)))
+            self._embed_map = jax.jit(per_slice(functools.partial(_embed_map, self._graphdef)))
             self._box_logits = jax.jit(functools.partial(_box_masks, self._graphdef))
 
     def prompts(self, record: Record) -> tuple[np.ndarray, np.ndarray]:
@@ -177,26 +176,19 @@ class ClassSegmenter(Segmenter):
         return self._box_logits(self._state, emb, boxes), presence > 0, presence
 
 
-def slice_by_slice(logits_fn):
-    """``logits_fn(state, images (B, ...), prompts (B, ...)) → (B, ...)``, run one slice at a
-    time (``lax.map``) on a CPU and batched elsewhere (:func:`per_backend`): XLA:CPU is
-    memory-bound on a batch's full-resolution activations (TinyViT's first stage holds
-    256²×256 floats per slice), one slice's stay in cache — 1.3–1.6× faster per slice
-    (``benchmarks/eval_speed.py``). Same outputs up to float rounding."""
-    def mapped(state, images, prompts):
-        return jax.lax.map(lambda a: jax.tree.map(lambda x: x[0], logits_fn(
-            state, a[0][None], a[1][None])), (images, prompts))
-
-    def run(state, images, prompts):
-        return per_backend(mapped, logits_fn, state, images, prompts)
-    return run
+def per_slice(logits_fn):
+    """``logits_fn(state, images (B, ...), prompts (B, ...)) → pytree of (B, ...)`` run one
+    slice at a time on a CPU, batched elsewhere (:func:`automedsam_jax.core.backend.
+    image_by_image`): the state is passed whole, each slice with its own prompts. Same outputs
+    up to float rounding."""
+    return image_by_image(logits_fn, in_axes=(None, 0, 0))
 
 
 def _embed_map(graphdef, state, images, _):
     """``(B, S, S, 3)`` images → embeddings ``(B, g, g, C)`` and localiser maps
-    ``(B, g, g, K + 1)`` (the ignored last argument keeps :func:`slice_by_slice`'s form)."""
+    ``(B, g, g, K + 1)`` (the ignored last argument keeps :func:`per_slice`'s form)."""
     model = nnx.merge(graphdef, state)
-    emb = model.embed(images)
+    emb = embed_images(model, images)
     return emb, model.localise(emb)
 
 
@@ -208,7 +200,7 @@ def _box_masks(graphdef, state, embeddings, boxes):
 def _class_logits(graphdef, state, images, class_ids):
     """``(B, S, S, 3)`` images, ``(B, K)`` ids → ``(B, K, L, L)`` low-res logits."""
     model = nnx.merge(graphdef, state)
-    low = model.decode(model.embed(images), class_ids).low_res_logits
+    low = model.decode(embed_images(model, images), class_ids).low_res_logits
     return low.reshape(*class_ids.shape, *low.shape[1:])
 
 
@@ -230,7 +222,7 @@ class BoxSegmenter(Segmenter):
         self.frame = model.config.frame
         self.class_ids = np.arange(1, num_classes + 1, dtype=np.int32)
         self.offset = offset
-        self._logits = jax.jit(slice_by_slice(functools.partial(_box_logits, self._graphdef)))
+        self._logits = jax.jit(per_slice(functools.partial(_box_logits, self._graphdef)))
 
     def prompts(self, record: Record) -> tuple[np.ndarray, np.ndarray]:
         label = np.asarray(record["label"])
@@ -249,7 +241,7 @@ def _box_logits(graphdef, state, images, boxes):
     """``(B, S, S, 3)`` images, ``(B, K, 4)`` input-frame boxes → ``(B, K, L, L)`` logits."""
     model = nnx.merge(graphdef, state)
     b, k = boxes.shape[:2]
-    emb = model.image_encoder(images)
+    emb = embed_images(model, images)
     low, _ = model.decode(jnp.repeat(emb, k, axis=0), boxes=boxes.reshape(b * k, 4))
     return low[:, 0].reshape(b, k, *low.shape[2:])
 
@@ -272,14 +264,9 @@ def segment_slices(segmenter: Segmenter, records: Iterable[Record]
     in the original frame, areas ``(K,)`` the fraction of the image each decoded prompt's mask
     covers (see :meth:`Segmenter.to_labels`). Batch i + 1 is dispatched before batch i is
     brought back to the original frame, so host work overlaps the model on accelerators."""
-    pending = None
-    for batch in _batches(records, segmenter.batch_size):
-        running = (batch, segmenter.run_batch(batch))
-        if pending is not None:
-            yield from _finish(segmenter, *pending)
-        pending = running
-    if pending is not None:
-        yield from _finish(segmenter, *pending)
+    for batch, outputs in prefetch(_batches(records, segmenter.batch_size),
+                                   lambda batch: (batch, segmenter.run_batch(batch)), size=1):
+        yield from _finish(segmenter, batch, outputs)
 
 
 def _batches(records: Iterable[Record], size: int) -> Iterator[list[Record]]:

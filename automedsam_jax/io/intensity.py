@@ -1,4 +1,5 @@
-"""Raw scanner intensities → uint8, as the challenge files store them (SPEC §4).
+"""Raw scanner intensities → uint8, as the challenge files store them
+(docs/method.md#intensities).
 
 CT: window level 40 / width 400 HU (soft tissue), then linearly to 0..255.
 MR: clip to the 0.5–99.5 percentiles of the non-zero voxels, rescale to 0..255, keep zeros at 0

@@ -1,10 +1,11 @@
 """Reading and checking one CVPR 2024 "MedSAM on Laptop" challenge ``.npz`` file.
 
-The format (SPEC §4): ``imgs`` is ``(H, W, 3)`` or ``(H, W)`` for 2D and ``(D, H, W)`` uint8 for 3D;
-``gts`` has the same spatial shape with integer labels; 3D files carry ``spacing`` (3 floats, mm,
-in the array's (z, y, x) order). :func:`load_npz` raises :class:`BadInputError` naming the file;
-the ``npz_*`` checks raise ``ValueError`` with the problem, for the caller to name the file
-(:func:`automedsam_jax.data.npz.read_npz` turns a file into class ids per dataset).
+The format (``docs/method.md#data``): ``imgs`` is ``(H, W, 3)`` or ``(H, W)`` for 2D and ``(D, H,
+W)`` uint8 for 3D; ``gts`` has the same spatial shape with integer labels; 3D files carry
+``spacing`` (3 floats, mm, in the array's (z, y, x) order). :func:`load_npz` raises
+:class:`BadInputError` naming the file; the ``npz_*`` checks raise ``ValueError`` with the problem,
+for the caller to name the file (:func:`automedsam_jax.data.npz.read_npz` turns a file into class
+ids per dataset).
 """
 
 from __future__ import annotations
@@ -19,9 +20,18 @@ from ..core.preprocess import as_slices, image_ndim
 from .errors import BadInputError
 
 
+def empty_problem(shape: tuple[int, ...], what: str = "'imgs'") -> str:
+    """The problem of an image or volume ``what`` with no pixels (a ``(0, H, W)`` volume, say)."""
+    kind = "a volume with no slices" if len(shape) == 3 and shape[0] == 0 else "an empty image"
+    return (f"{what} is {kind} (shape {tuple(shape)}): nothing to segment; export the scan "
+            "again with its slices")
+
+
 def npz_image(imgs: np.ndarray, ndim: int) -> np.ndarray:
     """``imgs`` → ``(D, H, W, C)`` uint8 (:func:`automedsam_jax.core.preprocess.as_slices`'
-    rule); raises ``ValueError`` with the problem."""
+    rule); raises ``ValueError`` with the problem (an empty image or volume included)."""
+    if imgs.size == 0:
+        raise ValueError(empty_problem(imgs.shape))
     if imgs.dtype != np.uint8:
         if imgs.dtype.kind == "f" and not np.all(np.isfinite(imgs)):
             raise ValueError("image contains NaN or Inf pixels")

@@ -2,7 +2,8 @@
 how ``evaluate.py``/``predict`` find the model a command names (a work directory, a model
 directory — ``config.json`` + ``params/``, see :mod:`.checkpoint` — or ``pretrained``).
 
-A work directory holds ``train_config.json`` (the run's ``TrainConfig``), ``checkpoints/``
+A work directory holds ``.lock`` (held by the ``train.py`` running in it: :class:`WorkdirLock`),
+``train_config.json`` (the run's ``TrainConfig``), ``checkpoints/``
 (resumable state), ``tb/`` (TensorBoard), ``summary.json`` and the exported model directories
 ``best/`` (highest validation mean DSC when the run validates during training, ``--eval-every``;
 else lowest mean epoch training loss) and ``final/``. An exported ``config.json`` carries,
@@ -13,13 +14,16 @@ once calibrated, :data:`PRESENCE`.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import os
 from pathlib import Path
+from typing import IO
 
 from ..core.automedsam import AutoMedSAM
 from ..core.config import AutoMedSamConfig, SamConfig
 from ..core.modeling import Sam
 from .checkpoint import CONFIG_FILE, MODEL_KEYS, load_model, read_meta
-from .errors import BadInputError
+from .errors import BadInputError, UsageError
 from .weights import pretrained_litemedsam
 
 DEFAULT_WORKDIR = "runs/demo"
@@ -31,6 +35,7 @@ TRAIN_CONFIG_FILE = "train_config.json"
 SUMMARY_FILE = "summary.json"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tb"
+LOCK_FILE = ".lock"
 
 # Keys of an exported model's config.json, beside the model config.
 CLASS_NAMES = "class_names"      # ["liver", ...]: the name of class id i + 1 at index i
@@ -39,7 +44,41 @@ STEP = "step"                    # the training step the export was taken at
 PRESENCE = "presence"            # {"min_area": ..., ...}: the calibrated presence rule
 
 RUN_DATA_FIELDS = ("dataset", "data_dir", "manual_dir")
-"""The ``TrainConfig`` fields that say where a run's data came from (see :class:`TrainedModel`)."""
+"""The fields of ``TrainConfig.data`` that say where a run's data came from (see
+:class:`TrainedModel`)."""
+
+
+@dataclasses.dataclass
+class WorkdirLock:
+    """One running ``train.py`` per work directory: an exclusive ``flock`` on ``workdir/.lock``
+    (which records the holder's pid). The kernel drops the lock when its process ends, however
+    it ends, so a killed run never blocks the next one."""
+
+    file: IO[str]
+
+    @classmethod
+    def acquire(cls, workdir: Path) -> "WorkdirLock":
+        """Create ``workdir`` and lock it; :class:`UsageError` (nothing written) if another
+        process holds it."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        file = open(workdir / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "?"
+            file.close()
+            raise UsageError(f"{workdir} is in use by another train.py (pid {holder}); wait for "
+                             "it to finish, or pass another --workdir") from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"{os.getpid()}\n")
+        file.flush()
+        return cls(file)
+
+    def release(self) -> None:
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
 
 
 def model_dir(path: str | Path) -> Path:
@@ -74,7 +113,8 @@ class TrainedModel:
         """Where the training data came from: one of :data:`RUN_DATA_FIELDS` (None if unknown)."""
         if field not in RUN_DATA_FIELDS:
             raise KeyError(f"{field!r} is not one of {RUN_DATA_FIELDS}")
-        return self.train_config.get(field)
+        data = self.train_config.get("data", self.train_config)  # older exports: one flat dict
+        return data.get(field) if isinstance(data, dict) else None
 
 
 def load_automedsam(path: str | Path) -> TrainedModel:

@@ -31,18 +31,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import nibabel as nib
 import numpy as np
-from PIL import Image
+from nibabel.filebasedimages import ImageFileError
+from nibabel.spatialimages import HeaderDataError
+from PIL import Image, UnidentifiedImageError
 
 from ..core.preprocess import as_slices
 from .errors import BadInputError
 from .intensity import ct_window_to_uint8, mr_percentile_to_uint8
-from .npz import load_npz, npz_ndim
+from .npz import empty_problem, load_npz, npz_ndim
 from .orientation import from_radiological, to_radiological
 
 Kind = Literal["image", "npz", "nifti"]
@@ -95,8 +98,9 @@ def read_scan(path: str | Path, intensity: Intensity = "auto") -> Scan:
     if not path.is_file():
         raise BadInputError(path, "no such file")
     if kind == "image":
+        pixels = _read_image(path)
         try:
-            pixels = as_slices(_read_image(path), 2)
+            pixels = as_slices(pixels, 2)
         except ValueError as e:
             raise BadInputError(path, str(e)) from e
         volume, spacing, nifti = False, None, None
@@ -104,14 +108,16 @@ def read_scan(path: str | Path, intensity: Intensity = "auto") -> Scan:
         pixels, volume, spacing = _read_npz(path)
         nifti = None
     else:
-        nifti = nib.load(path)
-        data = np.asanyarray(nifti.dataobj)
+        nifti, data = _read_nifti(path)
         while data.ndim > 3 and data.shape[-1] == 1:
             data = data[..., 0]
         if data.ndim != 3:
             raise BadInputError(path, f"expected a 3D volume, got shape {data.shape}")
         pixels, spacing = to_radiological(nifti, data)
         volume, spacing = True, tuple(float(s) for s in spacing)
+    if pixels.size == 0:
+        raise BadInputError(path, empty_problem(pixels.shape if volume else pixels.shape[1:],
+                                                "'imgs'" if kind == "npz" else "it"))
     if not np.all(np.isfinite(pixels)):
         raise BadInputError(path, "contains NaN or Inf values")
     if intensity == "auto":
@@ -125,15 +131,47 @@ def read_scan(path: str | Path, intensity: Intensity = "auto") -> Scan:
     return Scan(path, kind, pixels, volume, spacing, intensity, nifti)
 
 
+CORRUPT_HINT = "re-export or copy the file again"
+
+
+def _reason(e: BaseException, path: Path) -> str:
+    """A reader's exception as ``Type: message``, the file's own name left out (the error names
+    it already)."""
+    name = "zlib.error" if isinstance(e, zlib.error) else type(e).__name__
+    text = str(e).replace(f"File {path} ", "this file ")
+    for quoted in (f'"{path}"', f"'{path}'", str(path)):
+        text = text.replace(quoted, "this file")
+    return f"{name}: {text}"
+
+
 def _read_image(path: Path) -> np.ndarray:
     """A PNG/JPEG/... decoded to grey (16-bit and float modes as float32) or RGB: palette and
-    alpha modes are converted (alpha dropped) — the one conversion of the readers."""
-    with Image.open(path) as im:
-        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            return np.asarray(im, np.float32)
-        if im.mode not in ("L", "RGB"):
-            im = im.convert("L" if im.mode in ("1", "LA") else "RGB")
-        return np.asarray(im)
+    alpha modes are converted (alpha dropped) — the one conversion of the readers. A file
+    Pillow cannot identify or decode (truncated, corrupt) is a :class:`BadInputError`."""
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                return np.asarray(im, np.float32)
+            if im.mode not in ("L", "RGB"):
+                im = im.convert("L" if im.mode in ("1", "LA") else "RGB")
+            return np.asarray(im)
+    except UnidentifiedImageError as e:
+        raise BadInputError(path, f"not a readable {suffix(path)} image (Pillow cannot identify "
+                                  f"it): {CORRUPT_HINT}") from e
+    except (OSError, SyntaxError, EOFError, zlib.error) as e:  # truncated / corrupt data
+        raise BadInputError(path, f"corrupt {suffix(path)} image ({_reason(e, path)}): "
+                                  f"{CORRUPT_HINT}") from e
+
+
+def _read_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """The nibabel image and its voxel array; a file nibabel cannot read (not NIfTI, a broken or
+    truncated gzip stream, a bad header) is a :class:`BadInputError`."""
+    try:
+        nifti = nib.load(path)
+        return nifti, np.asanyarray(nifti.dataobj)
+    except (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, ValueError) as e:
+        raise BadInputError(path, f"not a readable NIfTI volume ({_reason(e, path)}): "
+                                  f"{CORRUPT_HINT}") from e
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, bool, tuple[float, float, float] | None]:

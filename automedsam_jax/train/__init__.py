@@ -1,4 +1,5 @@
-"""Training of AutoMedSAM (SPEC §3, §6): the sharded step, checkpoints, the loop, logging.
+"""Training of AutoMedSAM (docs/method.md#recipes, docs/method.md#scale-and-resumption): the
+sharded step, checkpoints, the loop, logging.
 
     python train.py --help
 """

@@ -33,7 +33,8 @@ class Logger:
             return
         for k, v in scalars.items():
             self.writer.add_scalar(f"train/{k}", v, step)
-        self.writer.add_scalar("train/img_per_s", imgs_per_s, step)
+        if imgs_per_s:  # 0: the compiling step
+            self.writer.add_scalar("train/img_per_s", imgs_per_s, step)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{scalars['loss']:.4f}", img_s=f"{imgs_per_s:.1f}",
                                  refresh=False)

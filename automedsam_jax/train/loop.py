@@ -27,25 +27,29 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 from jax.experimental import multihost_utils
+from simple_parsing.helpers.serialization import to_dict
 
 from ..core.automedsam import AutoMedSAM
+from ..core.backend import backend_options
 from ..core.config import AutoMedSamConfig, SamConfig
 from ..core.distributed import maybe_initialize_distributed, to_host
 from ..core.init import random_model
 from ..core.losses import LossWeights
-from ..data import PipelineConfig, prepare, steps_per_epoch, train_dataset
-from ..data.augment import AugmentConfig
+from ..core.pipelining import prefetch
+from ..data import prepare, steps_per_epoch, train_dataset
+from ..data.custom import dataset_name
 from ..data.embedding_cache import CacheSpec, EmbeddingCache
 from ..data.pipeline import foreground_slices
 from ..io import rundir
 from ..io.checkpoint import load_model, pretrained_automedsam, save_model, update_meta
 from ..io.errors import UsageError
+from ..io.rundir import WorkdirLock
 from ..io.weights import pretrained_litemedsam
 from .checkpointing import Checkpoints, key_from_json, key_to_json
-from .config import TrainConfig
+from .config import OptimConfig, TrainConfig, to_json
 from .logging import Logger
 from .optim import Trainee, adamw
-from .step import (data_mesh, init_state, learning_rate, make_embed_fn, make_train_step, prefetch,
+from .step import (data_mesh, init_state, learning_rate, make_embed_fn, make_train_step,
                    set_learning_rate, shard_batch)
 from .validation import calibrate_presence, validate
 
@@ -57,15 +61,19 @@ class TrainingDiverged(RuntimeError):
 
 
 # -- setup ------------------------------------------------------------------------------------
-def setup(cfg: TrainConfig) -> Path:
-    """Join the other processes (if any); create the work directory and record ``cfg`` in it."""
-    maybe_initialize_distributed(cfg.distributed)
-    workdir = Path(cfg.workdir).expanduser().absolute()
+def setup(cfg: TrainConfig) -> tuple[Path, WorkdirLock | None]:
+    """Join the other processes (if any); check the batch against the devices; take the work
+    directory (process 0 holds its lock until the process ends) and record ``cfg`` in it."""
+    maybe_initialize_distributed(cfg.run.distributed)
+    if cfg.optim.batch_size % jax.device_count():
+        raise UsageError(f"--batch-size {cfg.optim.batch_size} must be a multiple of the device "
+                         f"count {jax.device_count()}")
+    workdir = Path(cfg.run.workdir).expanduser().absolute()
+    lock = None
     if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / rundir.TRAIN_CONFIG_FILE).write_text(
-            json.dumps(dataclasses.asdict(cfg), indent=2))
-    return workdir
+        lock = WorkdirLock.acquire(workdir)
+        (workdir / rundir.TRAIN_CONFIG_FILE).write_text(to_json(cfg))
+    return workdir, lock
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -82,9 +90,9 @@ class RunData:
 
 
 def open_data(cfg: TrainConfig) -> RunData:
-    """Prepare ``cfg.dataset`` (process 0 builds, the others then open it) and size the run."""
+    """Prepare ``cfg.data.dataset`` (process 0 builds, the others then open it) and size the run."""
     def build():
-        return prepare(cfg.dataset, cfg.data_dir, manual_dir=cfg.manual_dir)
+        return prepare(cfg.data.dataset, cfg.data.data_dir, manual_dir=cfg.data.manual_dir)
 
     if jax.process_count() == 1:
         builder = build()
@@ -93,46 +101,47 @@ def open_data(cfg: TrainConfig) -> RunData:
         multihost_utils.sync_global_devices("automedsam_jax: dataset prepared")
         builder = builder or build()
     train_src = builder.as_data_source("train")
-    if builder.info.metadata.get("train_empty_slices") and not cfg.negatives:
+    if builder.info.metadata.get("train_empty_slices") and not cfg.pipeline.negatives:
         train_src = foreground_slices(train_src)  # organ-free slices serve only as negatives
-    if cfg.batch_size % jax.device_count():
-        raise UsageError(f"--batch-size {cfg.batch_size} must be a multiple of the device count "
-                         f"{jax.device_count()}")
-    spe = steps_per_epoch(len(train_src), cfg.batch_size)
+    spe = steps_per_epoch(len(train_src), cfg.optim.batch_size)
     if spe == 0:
-        raise UsageError(f"{len(train_src)} training slices < batch size {cfg.batch_size}")
-    total = cfg.epochs * spe
-    if cfg.max_steps:
-        total = min(total, cfg.max_steps)
+        raise UsageError(f"{len(train_src)} training slices < batch size {cfg.optim.batch_size}")
+    total = cfg.optim.epochs * spe
+    if cfg.optim.max_steps:
+        total = min(total, cfg.optim.max_steps)
     return RunData(builder, list(builder.info.metadata["class_names"]), train_src, spe, total)
 
 
 # -- model ------------------------------------------------------------------------------------
 def build_model(cfg: TrainConfig, num_classes: int) -> AutoMedSAM:
-    """``cfg.weights``: a converted backbone directory, ``pretrained`` (LiteMedSAM via pip) or
+    """``cfg.model.weights``: a converted backbone directory, ``pretrained`` (LiteMedSAM via pip) or
     ``random``; the class prompt encoder is new (PyTorch's default init)."""
-    sam = SamConfig.preset(cfg.backbone)
-    class_prompt, localiser = cfg.class_prompt(num_classes), cfg.localiser(num_classes)
-    if cfg.weights == "random":
-        return random_model(AutoMedSamConfig(sam, class_prompt, localiser), cfg.seed)
-    weights = cfg.weights
+    sam = SamConfig.preset(cfg.model.backbone)
+    class_prompt = cfg.model.class_prompt
+    if class_prompt.class_embedding == "learned":
+        class_prompt = dataclasses.replace(class_prompt, num_classes=num_classes)
+    localiser = (dataclasses.replace(cfg.model.localiser, num_classes=num_classes)
+                 if cfg.model.prompt == "map" else None)
+    if cfg.model.weights == "random":
+        return random_model(AutoMedSamConfig(sam, class_prompt, localiser), cfg.run.seed)
+    weights = cfg.model.weights
     if weights == "pretrained":
-        if cfg.backbone != "litemedsam":
+        if cfg.model.backbone != "litemedsam":
             raise UsageError("--weights pretrained is LiteMedSAM only; convert MedSAM/SAM with "
                              "`python -m convert SRC.pth DIR` and pass --weights DIR")
         weights = pretrained_litemedsam()
     if not weights:
-        raise UsageError(f"--weights is required for backbone {cfg.backbone!r} (a directory made "
-                         "by `python -m convert`)")
-    model = pretrained_automedsam(weights, class_prompt, cfg.seed, localiser)
+        raise UsageError(f"--weights is required for backbone {cfg.model.backbone!r} (a "
+                         "directory made by `python -m convert`)")
+    model = pretrained_automedsam(weights, class_prompt, cfg.run.seed, localiser)
     if model.config.sam != sam:
         raise UsageError(f"{weights} holds {model.config.sam.name!r}, not --backbone "
-                         f"{cfg.backbone!r}")
+                         f"{cfg.model.backbone!r}")
     return model
 
 
 # -- state ------------------------------------------------------------------------------------
-def make_tx(cfg: TrainConfig, total_steps: int = 0) -> optax.GradientTransformation:
+def make_tx(cfg: OptimConfig, total_steps: int = 0) -> optax.GradientTransformation:
     """AdamW with the learning rate in its state (``inject_hyperparams``): a constant the plateau
     scheduler lowers, or ``cfg.lr_schedule == "cosine"``: ``lr → 0`` over ``total_steps``."""
     lr = cfg.lr
@@ -165,13 +174,13 @@ class Trainer:
 def init_trainer(cfg: TrainConfig, model: AutoMedSAM, total_steps: int) -> Trainer:
     """Split ``model`` and the loss σ's into trained and frozen variables, replicate them on a
     data mesh of every device, and compile nothing yet (the step is jitted lazily)."""
-    tx = make_tx(cfg, total_steps)
+    tx = make_tx(cfg.optim, total_steps)
     mesh = data_mesh()
     state, frozen, graphdef = init_state(
-        Trainee(model, LossWeights(cfg.loss()), cfg.train_decoder), tx, mesh)
-    enc_dtype = jnp.bfloat16 if cfg.encoder_dtype == "bfloat16" else jnp.float32
-    step_fn = make_train_step(graphdef, tx, mesh, cached=cfg.cache_embeddings,
-                              encoder_dtype=enc_dtype, negatives=cfg.negatives)
+        Trainee(model, LossWeights(cfg.loss), cfg.model.train_decoder), tx, mesh)
+    enc_dtype = jnp.bfloat16 if cfg.model.encoder_dtype == "bfloat16" else jnp.float32
+    step_fn = make_train_step(graphdef, tx, mesh, cached=cfg.cache.cache_embeddings,
+                              encoder_dtype=enc_dtype, negatives=cfg.pipeline.negatives)
     return Trainer(graphdef, state, frozen, step_fn, mesh, enc_dtype)
 
 
@@ -218,7 +227,7 @@ class Progress:
         return epoch_loss
 
 
-def plateau_update(plateau: dict, epoch_loss: float, cfg: TrainConfig) -> bool:
+def plateau_update(plateau: dict, epoch_loss: float, cfg: OptimConfig) -> bool:
     """ReduceLROnPlateau(mode=min, factor, patience, cooldown=0, threshold=0). True: reduce."""
     if epoch_loss < plateau["best"]:
         plateau["best"], plateau["bad_epochs"] = epoch_loss, 0
@@ -233,47 +242,72 @@ def plateau_update(plateau: dict, epoch_loss: float, cfg: TrainConfig) -> bool:
 # -- input ------------------------------------------------------------------------------------
 def train_pipeline(cfg: TrainConfig, data: RunData, model_cfg: AutoMedSamConfig):
     """This process's grain dataset of training batches."""
-    return train_dataset(data.train, model_cfg.sam.frame, model_cfg.sam.low_res_size,
-                         PipelineConfig(batch_size=cfg.batch_size // jax.process_count(),
-                                        seed=cfg.seed, num_epochs=cfg.epochs, flips=cfg.flips,
-                                        images=not cfg.cache_embeddings,
-                                        classes=cfg.classes_per_step,
-                                        num_classes=len(data.class_names),
-                                        augment=AugmentConfig(variants=cfg.augment),
-                                        negatives=cfg.negatives,
-                                        negative_fraction=cfg.negative_fraction,
-                                        grid=model_cfg.sam.embedding_size
-                                        if model_cfg.localiser else 0,
-                                        num_workers=cfg.num_workers))
+    sam = model_cfg.sam
+    return train_dataset(data.train, sam.frame, sam.low_res_size, cfg.pipeline,
+                         batch_size=cfg.optim.batch_size // jax.process_count(),
+                         seed=cfg.run.seed, num_epochs=cfg.optim.epochs,
+                         images=not cfg.cache.cache_embeddings,
+                         num_classes=len(data.class_names),
+                         grid=sam.embedding_size if model_cfg.localiser else 0)
 
 
 def build_cache(cfg: TrainConfig, data: RunData, trainer: Trainer, model: AutoMedSAM,
                 log: Callable[[str], None]) -> EmbeddingCache:
     """Every training slice's embeddings (each flip and augmentation variant) on disk under
-    ``cfg.cache_dir`` (default ``<data_dir>/embeddings``): reused when a cache of the same
+    ``cfg.cache.cache_dir`` (default ``<data_dir>/embeddings``): reused when a cache of the same
     inputs is there, else embedded once on the data mesh, each process its share."""
     embed = make_embed_fn(trainer.graphdef, trainer.mesh, trainer.encoder_dtype)
     sharding = jax.sharding.NamedSharding(trainer.mesh, jax.sharding.PartitionSpec("data"))
     local = max(1, 8 // jax.device_count()) * jax.local_device_count()  # images per process
     spec = CacheSpec.of(model, f"{data.builder.info.full_name}/train", len(data.train),
-                        encoder_dtype=cfg.encoder_dtype, flips=cfg.flips,
-                        augment=AugmentConfig(variants=cfg.augment), seed=cfg.seed,
-                        dtype=cfg.cache_dtype)
+                        encoder_dtype=cfg.model.encoder_dtype, flips=cfg.pipeline.flips,
+                        augment=cfg.pipeline.augment, seed=cfg.run.seed,
+                        dtype=cfg.cache.cache_dtype)
     return EmbeddingCache.open_or_build(
-        cfg.cache_dir or Path(cfg.data_dir).expanduser() / "embeddings", spec, data.train,
+        cfg.cache.cache_dir or Path(cfg.data.data_dir).expanduser() / "embeddings", spec, data.train,
         model.config.sam.frame, lambda x: embed(trainer.state["params"], trainer.frozen,
                                    jax.make_array_from_process_local_data(sharding, x)),
         chunk=local, log=log, barrier=multihost_utils.sync_global_devices)
 
 
 # -- loop -------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Throughput:
+    """Training images per second over the steps of an epoch (input, step and loss read back),
+    without the first step of the process (it compiles the step) and without what runs between
+    steps (checkpoints, validation)."""
+
+    batch_size: int
+    devices: int
+    seconds: float = 0.0
+    steps: int = 0
+    first: bool = True
+
+    def add(self, seconds: float) -> float:
+        """Count one step; → its own img/s (0 for the compiling step)."""
+        if self.first:
+            self.first = False
+            return 0.0
+        self.seconds += seconds
+        self.steps += 1
+        return self.batch_size / max(seconds, 1e-9)
+
+    def epoch(self) -> str:
+        """``"X img/s (Y per device, N device(s))"`` since the last call."""
+        if not self.steps:
+            return "img/s: only the compiling step so far"
+        ips = self.steps * self.batch_size / self.seconds
+        self.seconds, self.steps = 0.0, 0
+        return f"{ips:.2f} img/s ({ips / self.devices:.2f} per device, {self.devices} device(s))"
+
+
 def train(cfg: TrainConfig, data: RunData, trainer: Trainer, progress: Progress, it,
           cache: EmbeddingCache | None, ckpts: Checkpoints, log: Logger,
           on_best: Callable[[], None], on_validate: Callable[[int], None]) -> None:
     """Train from ``progress.step`` to ``data.total_steps``, reading batches from the grain
-    iterator ``it``; checkpoints at each epoch end (and every ``cfg.checkpoint_every`` steps);
+    iterator ``it``; checkpoints at each epoch end (and every ``cfg.run.checkpoint_every`` steps);
     ``on_best()`` when an epoch's loss is the lowest yet, ``on_validate(step)`` every
-    ``cfg.eval_every`` epochs and after the last step. SIGTERM: checkpoint and exit 143.
+    ``cfg.run.eval_every`` epochs and after the last step. SIGTERM: checkpoint and exit 143.
     Non-finite loss: :class:`TrainingDiverged`, the last checkpoint untouched."""
     stop = {"sigterm": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
@@ -292,44 +326,46 @@ def train(cfg: TrainConfig, data: RunData, trainer: Trainer, progress: Progress,
     # Device copies run PREFETCH batches ahead; a checkpoint stores the iterator state after
     # the last batch *trained on*, so a resumed run reads exactly the batches that follow it.
     batches = prefetch(host_batches(), lambda b: (
-        shard_batch(b[0], trainer.mesh, cfg.cache_embeddings), b[1]), size=PREFETCH)
+        shard_batch(b[0], trainer.mesh, cfg.cache.cache_embeddings), b[1]), size=PREFETCH)
     key = key_from_json(progress.key)
     spe, total = data.steps_per_epoch, data.total_steps
-    t_last = time.perf_counter()
+    rate = Throughput(cfg.optim.batch_size, jax.device_count())
     while progress.step < total:
+        t0 = time.perf_counter()
         batch, data_state = next(batches)
         trainer.state, metrics = trainer.step_fn(trainer.state, trainer.frozen, batch, key)
         scalars = {k: float(v) for k, v in to_host(metrics).items()}
+        ips = rate.add(time.perf_counter() - t0)
         if not all(math.isfinite(v) for v in scalars.values()):
+            last = ckpts.latest_step()
+            kept = (f"the last good checkpoint (step {last}) in {ckpts.directory} is untouched"
+                    if last is not None else "no checkpoint had been written yet")
             raise TrainingDiverged(
                 f"non-finite loss at step {progress.step + 1} (loss={scalars['loss']}); "
-                f"stopping. The last good checkpoint (step {ckpts.latest_step()}) in "
-                f"{ckpts.directory} is untouched.")
+                f"stopping: {kept}. Try a lower --lr (now {cfg.optim.lr:g}).")
         progress.add_step(scalars["loss"])
         progress.data = data_state
         step = progress.step
-        now = time.perf_counter()
-        ips = cfg.batch_size / max(now - t_last, 1e-9)
-        t_last = now
         scalars["lr"] = learning_rate(trainer.state)
         log.step(step, scalars, ips)
         end_of_epoch = step % spe == 0
         if end_of_epoch:
             epoch, epoch_loss = step // spe, progress.end_epoch()
-            if cfg.lr_schedule == "plateau" and plateau_update(progress.plateau, epoch_loss, cfg):
+            if cfg.optim.lr_schedule == "plateau" and plateau_update(progress.plateau, epoch_loss,
+                                                                    cfg.optim):
                 trainer.state = set_learning_rate(
-                    trainer.state, learning_rate(trainer.state) * cfg.plateau_factor)
-                log.info(f"epoch {epoch}: no improvement for {cfg.plateau_patience} epochs, "
+                    trainer.state, learning_rate(trainer.state) * cfg.optim.plateau_factor)
+                log.info(f"epoch {epoch}: no improvement for {cfg.optim.plateau_patience} epochs, "
                          f"lr → {learning_rate(trainer.state):.3g}")
             log.scalars(step, {"epoch_loss": epoch_loss}, "train")
-            log.info(f"epoch {epoch}/{cfg.epochs}: loss {epoch_loss:.4f}, "
-                     f"lr {learning_rate(trainer.state):.3g}, {ips:.2f} img/s")
+            log.info(f"epoch {epoch}/{cfg.optim.epochs}: loss {epoch_loss:.4f}, "
+                     f"lr {learning_rate(trainer.state):.3g}, {rate.epoch()}")
             if epoch_loss < progress.best_loss:
                 progress.best_loss = epoch_loss
                 on_best()
-            if cfg.eval_every and (epoch % cfg.eval_every == 0 or step == total):
+            if cfg.run.eval_every and (epoch % cfg.run.eval_every == 0 or step == total):
                 on_validate(step)
-        if end_of_epoch or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) \
+        if end_of_epoch or (cfg.run.checkpoint_every and step % cfg.run.checkpoint_every == 0) \
                 or step == total:
             save()
         if stop["sigterm"]:
@@ -346,7 +382,7 @@ def export(model: AutoMedSAM, workdir: Path, name: str, cfg: TrainConfig,
     records the class names, the training config and the step. Every process calls it (Orbax
     synchronises); process 0 writes."""
     return save_model(model, rundir.export_dir(workdir, name), extra={
-        rundir.CLASS_NAMES: list(class_names), rundir.TRAIN_CONFIG: dataclasses.asdict(cfg),
+        rundir.CLASS_NAMES: list(class_names), rundir.TRAIN_CONFIG: to_dict(cfg),
         rundir.STEP: int(step)})
 
 
@@ -354,9 +390,9 @@ def export(model: AutoMedSAM, workdir: Path, name: str, cfg: TrainConfig,
 def select_on_validation(cfg: TrainConfig, model: AutoMedSAM, data: RunData, log: Logger,
                          step: int):
     """A validation point of the curve: the presence rule calibrated for ``model`` now
-    (``cfg.presence``), then validation DSC under it (None without a validation split)."""
+    (``cfg.run.presence``), then validation DSC under it (None without a validation split)."""
     min_area = 0.0
-    if cfg.presence:
+    if cfg.run.presence:
         presence = calibrate_presence(model, data.builder, len(data.class_names), log,
                                       f"step {step}")
         min_area = presence["min_area"] if presence else 0.0
@@ -365,10 +401,10 @@ def select_on_validation(cfg: TrainConfig, model: AutoMedSAM, data: RunData, log
 
 def finish(cfg: TrainConfig, workdir: Path, data: RunData, final_model: AutoMedSAM,
            log: Logger, step: int) -> dict:
-    """After the last step: calibrate each export's presence rule (``cfg.presence``) and store
+    """After the last step: calibrate each export's presence rule (``cfg.run.presence``) and store
     it with the export, validate the final model under its rule; → the summary's entries."""
     summary = {}
-    if cfg.presence:  # each exported model gets the rule calibrated for it
+    if cfg.run.presence:  # each exported model gets the rule calibrated for it
         for name in rundir.EXPORTS:
             directory = rundir.export_dir(workdir, name)
             if directory.exists():
@@ -391,32 +427,43 @@ def finish(cfg: TrainConfig, workdir: Path, data: RunData, final_model: AutoMedS
 # -- the run ----------------------------------------------------------------------------------
 def run(cfg: TrainConfig) -> dict:
     """Train (or resume) per ``cfg``; returns a summary dict (also written to workdir)."""
-    workdir = setup(cfg)
+    workdir, lock = setup(cfg)
+    try:
+        with backend_options(cfg.run.cpu_rewrites, cfg.run.attention):
+            return _run(cfg, workdir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(cfg: TrainConfig, workdir: Path) -> dict:
     data = open_data(cfg)
     model = build_model(cfg, len(data.class_names))
     trainer = init_trainer(cfg, model, data.total_steps)
-    ckpts = Checkpoints(workdir / rundir.CHECKPOINTS_DIR, cfg.keep_checkpoints)
-    progress = Progress.start(cfg.seed)
+    ckpts = Checkpoints(workdir / rundir.CHECKPOINTS_DIR, cfg.run.keep_checkpoints)
+    progress = Progress.start(cfg.run.seed)
     it = iter(train_pipeline(cfg, data, model.config))
     if ckpts.latest_step() is not None:
         trainer.state, meta = ckpts.restore(trainer.state)
         progress = Progress.from_json(meta)
         it.set_state(progress.data)
     start = progress.step
-    log = Logger(str(workdir / rundir.TENSORBOARD_DIR), data.total_steps, start, cfg.progress)
-    log.info(f"{cfg.dataset}: {len(data.train)} training slices, {data.steps_per_epoch} "
-             f"steps/epoch, {cfg.epochs} epochs, global batch {cfg.batch_size} on "
-             f"{jax.device_count()} device(s); backbone {cfg.backbone}, class prompt widths "
-             f"{tuple(cfg.class_prompt_widths)}, lr {cfg.lr:g}, flips {cfg.flips}; recipe "
-             f"{cfg.recipe}: class embedding {cfg.class_embedding}, {cfg.classes_per_step} "
-             f"class(es) per slice, negatives {cfg.negatives}, {cfg.augment} augmented "
-             f"variant(s), presence {cfg.presence}, prompt {cfg.prompt}"
-             + (f" (localiser width {cfg.localiser_width})" if cfg.prompt == "map" else
-                f", decoder {'trained' if cfg.train_decoder else 'frozen'}")
+    log = Logger(str(workdir / rundir.TENSORBOARD_DIR), data.total_steps, start, cfg.run.progress)
+    cp = cfg.model.class_prompt
+    log.info(f"{dataset_name(cfg.data.dataset)}: {len(data.train)} training slices, "
+             f"{data.steps_per_epoch} steps/epoch, {cfg.optim.epochs} epochs, global batch "
+             f"{cfg.optim.batch_size} on {jax.device_count()} device(s); backbone "
+             f"{cfg.model.backbone}, lr {cfg.optim.lr:g}, flips {cfg.pipeline.flips}; recipe "
+             f"{cfg.recipe}: {cfg.pipeline.classes_per_step} class(es) per slice, negatives "
+             f"{cfg.pipeline.negatives}, {cfg.pipeline.augment.variants} augmented variant(s), "
+             f"presence {cfg.run.presence}, prompt {cfg.model.prompt}"
+             + (f" (localiser width {cfg.model.localiser.width})" if cfg.model.prompt == "map"
+                else f" (widths {cp.widths}, class embedding {cp.class_embedding}, decoder "
+                     f"{'trained' if cfg.model.train_decoder else 'frozen'})")
              + (f"; resuming at step {start}" if start else ""))
-    cache = build_cache(cfg, data, trainer, model, log.info) if cfg.cache_embeddings else None
+    cache = build_cache(cfg, data, trainer, model, log.info) if cfg.cache.cache_embeddings else None
 
-    selects = bool(cfg.eval_every) and len(data.builder.as_data_source("validation")) > 0
+    selects = bool(cfg.run.eval_every) and len(data.builder.as_data_source("validation")) > 0
 
     def on_best():  # without validation during training, best/ = lowest epoch loss
         if not selects:

@@ -1,4 +1,5 @@
-"""What AutoMedSAM trains (SPEC §1.3) and how: the trainable filter and AdamW (SPEC §3).
+"""What AutoMedSAM trains (docs/method.md#trained-and-frozen-parts) and how: the trainable
+filter and AdamW (docs/method.md#paper-recipe).
 
 Trained: the class prompt encoder, the mask decoder (unless ``train_decoder=False``: the
 pretrained decoder draws, beyond the paper) and the loss σ's — or, for a model with a localiser,

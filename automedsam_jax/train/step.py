@@ -1,4 +1,5 @@
-"""The training step: one ``jax.jit`` over a 1-D ``data`` mesh of every device (SPEC §6).
+"""The training step: one ``jax.jit`` over a 1-D ``data`` mesh of every device
+(docs/method.md#scale-and-resumption).
 
 The batch is sharded on ``data``, the state is replicated. The loss is the mean over the
 *global* batch and the gradient is taken of that global mean, so XLA's partitioner inserts the
@@ -25,15 +26,13 @@ gradients, the distillation teacher and the loss stay float32.
     mesh = data_mesh()
     state, frozen, graphdef = init_state(trainee, tx, mesh)
     step = make_train_step(graphdef, tx, mesh, cached=False)   # or encoder_dtype/compute_dtype=bf16
-    for batch in prefetch(batches, lambda b: shard_batch(b, mesh)):  # copies run ahead
+    for batch in prefetch(batches, lambda b: shard_batch(b, mesh)):  # core.pipelining
         state, metrics = step(state, frozen, batch, key)
 """
 
 from __future__ import annotations
 
-import collections
-import itertools
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +41,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ..core.automedsam import AutoMedSamOutput
+from ..core.automedsam import AutoMedSamOutput, embed_images, with_dtype
 from ..core.losses import joint_loss, localiser_loss
 from .optim import Trainee, trainable
 
@@ -90,47 +89,13 @@ def shard_batch(batch: dict[str, Any], mesh: Mesh, cached: bool = False) -> dict
             for k in keys}
 
 
-def prefetch(items: Iterable[Any], fn: Callable[[Any], Any], size: int = 2) -> Iterator[Any]:
-    """``fn(item)`` for each item; when one is handed out, ``fn`` has already been applied to the
-    next ``size``. With ``fn`` starting asynchronous host→device copies (:func:`shard_batch`),
-    the copies of the next batches overlap the current step."""
-    it = iter(items)
-    queue = collections.deque(fn(x) for x in itertools.islice(it, size))
-    while queue:
-        for x in itertools.islice(it, 1):
-            queue.append(fn(x))
-        yield queue.popleft()
-
-
-def cast_floating(tree, dtype):
-    """Every floating leaf of ``tree`` (arrays, an ``nnx.State``) cast to ``dtype``."""
-    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
-                        else x, tree)
-
-
-def with_dtype(module: nnx.Module, dtype) -> nnx.Module:
-    """A copy of ``module`` whose floating variables are cast to ``dtype`` (``module`` itself
-    when that is float32). Inside a traced function the cast is differentiable: gradients
-    reach the float32 originals."""
-    if jnp.dtype(dtype) == jnp.float32:
-        return module
-    graphdef, state = nnx.split(module)
-    return nnx.merge(graphdef, cast_floating(state, dtype))
-
-
-def embed_frozen(model, images: jax.Array, dtype=jnp.float32) -> jax.Array:
-    """The frozen encoder's embeddings, without gradient, computed in ``dtype`` (returned f32)."""
-    emb = with_dtype(model.image_encoder, dtype)(images.astype(dtype))
-    return jax.lax.stop_gradient(emb.astype(jnp.float32))
-
-
 def frozen_embeddings(model, images: jax.Array | None, embeddings: jax.Array | None,
                       dtype=jnp.float32) -> jax.Array:
-    """``embeddings`` (cached) when given, else :func:`embed_frozen` of ``images``; no gradient
-    either way."""
+    """``embeddings`` (cached) when given, else :func:`~automedsam_jax.core.automedsam.
+    embed_images` of ``images`` in ``dtype``; no gradient either way."""
     if embeddings is not None:
         return jax.lax.stop_gradient(embeddings)
-    return embed_frozen(model, images, dtype)
+    return embed_images(model, images, dtype)
 
 
 def forward(model, images: jax.Array | None, class_ids: jax.Array, *,
@@ -234,12 +199,13 @@ def make_loss_fn(graphdef, mesh: Mesh, *, cached: bool = False, encoder_dtype=jn
 
 
 def make_embed_fn(graphdef, mesh: Mesh, encoder_dtype=jnp.float32):
-    """``embed(frozen, params, images) -> embeddings`` sharded on ``data`` (for the cache)."""
+    """``embed(params, frozen, images) -> embeddings`` sharded on ``data`` (for the cache):
+    :func:`~automedsam_jax.core.automedsam.embed_images` jitted on ``mesh``."""
     rep, data = replicated(mesh), batch_sharding(mesh)
 
     def embed(params, frozen, images):
         trainee = nnx.merge(graphdef, params, frozen)
-        return embed_frozen(trainee.model, images, encoder_dtype)
+        return embed_images(trainee.model, images, encoder_dtype)
 
     return jax.jit(embed, in_shardings=(rep, rep, data), out_shardings=data)
 

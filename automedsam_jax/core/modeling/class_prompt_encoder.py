@@ -1,4 +1,5 @@
-"""AutoMedSAM's diffusion class prompt encoder (SPEC §1.2) in Flax NNX, channels-last.
+"""AutoMedSAM's diffusion class prompt encoder (docs/method.md#class-prompt-encoder) in Flax
+NNX, channels-last.
 
 Image embedding ``F`` ``(B, g, g, C)`` (g = 64, C = 256 at full size) + class id c → sparse
 ``(B, 2, C)`` and dense ``(B, g, g, C)`` prompt embeddings for SAM's mask decoder. Every layer
@@ -133,6 +134,7 @@ class ClassPromptEncoder(nnx.Module):
     """
 
     def __init__(self, cfg: ClassPromptConfig, embed_dim: int, grid: int, *, rngs: nnx.Rngs):
+        cfg.check()
         self.config = cfg
         self.grid = grid
         if cfg.class_embedding == "learned":
@@ -158,8 +160,9 @@ class ClassPromptEncoder(nnx.Module):
         return proj.reshape(-1, self.grid, self.grid, 1)
 
     def class_channel(self, class_id: jax.Array, class_map: jax.Array) -> jax.Array:
-        """The attention's class channel ``(B, g, g, 1)``: the raw id broadcast (scalar, SPEC
-        §1.2 step 4) or the class's learned value broadcast (learned; initialised to the id)."""
+        """The attention's class channel ``(B, g, g, 1)``: the raw id broadcast (scalar,
+        docs/method.md#class-prompt-encoder step 4) or the class's learned value broadcast
+        (learned; initialised to the id)."""
         if self.config.class_embedding == "learned":
             value = jnp.take(self.class_value[...], class_id.astype(jnp.int32))
         else:

@@ -32,6 +32,7 @@ class Localiser(nnx.Module):
     0: the classifier alone on the embedding, a linear probe). Zero padding at the borders."""
 
     def __init__(self, cfg: LocaliserConfig, embed_dim: int, *, rngs: nnx.Rngs):
+        cfg.check()
         self.config = cfg
         w = cfg.width
         if w:

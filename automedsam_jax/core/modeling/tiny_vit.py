@@ -18,8 +18,9 @@ import numpy as np
 from flax import nnx
 
 from ..config import TinyViTConfig
-from .common import (GELU, Sequential, attention, conv2d, gelu, image_by_image, layer_norm,
-                     layer_norm_2d, per_backend, window_partition, window_unpartition)
+from ..backend import fold_batch_norm, image_by_image, per_backend
+from .common import (GELU, Sequential, attention, conv2d, gelu, layer_norm, layer_norm_2d,
+                     window_partition, window_unpartition)
 
 
 class BatchNorm2d(nnx.BatchNorm):
@@ -43,7 +44,7 @@ class Conv2d_BN(nnx.Module):  # noqa: N801 - the PyTorch class name, so state-di
     BatchNorm folded into its kernel and a bias — ``W·s`` and ``β − μ·s`` with
     ``s = γ/√(σ² + ε)``, as TinyViT's own ``Conv2d_BN.fuse`` — which spares XLA:CPU a pass over
     the activation (equal up to float rounding); other platforms fuse the BatchNorm into the
-    conv themselves and keep ``bn(c(x))`` (:func:`.common.per_backend`)."""
+    conv themselves and keep ``bn(c(x))`` (:func:`..backend.per_backend`)."""
 
     def __init__(self, a: int, b: int, ks: int = 1, stride: int = 1, pad: int = 0, groups: int = 1,
                  *, rngs: nnx.Rngs):
@@ -55,8 +56,9 @@ class Conv2d_BN(nnx.Module):  # noqa: N801 - the PyTorch class name, so state-di
 
     def _folded(self, x: jax.Array) -> jax.Array:
         bn = self.bn
-        scale = bn.scale[...] / jnp.sqrt(bn.var[...] + bn.epsilon)
-        return self.c.apply(x, self.c.kernel[...] * scale, bn.bias[...] - bn.mean[...] * scale)
+        kernel, bias = fold_batch_norm(self.c.kernel[...], bn.mean[...], bn.var[...],
+                                       bn.scale[...], bn.bias[...], bn.epsilon)
+        return self.c.apply(x, kernel, bias)
 
 
 class PatchEmbed(nnx.Module):
@@ -226,7 +228,7 @@ class TinyViT(nnx.Module):
         ])
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return image_by_image(self._forward, x)
+        return image_by_image(self._forward)(x)
 
     def _forward(self, x: jax.Array) -> jax.Array:
         x = self.patch_embed(x)
