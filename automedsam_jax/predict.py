@@ -124,12 +124,7 @@ def parser() -> ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> PredictConfig:
     """The prediction's config; :class:`UsageError` for an unusable option (a field's check
     included)."""
-    try:
-        return parser().parse_args(argv).cfg
-    except UsageError:
-        raise
-    except ValueError as e:  # a field's check (__post_init__)
-        raise UsageError(str(e)) from None
+    return parser().parse_args(argv).cfg
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -134,6 +134,10 @@ ROWS = {
         predict, "noise.nii.gz", garbage, (), ["noise.nii.gz", "not a readable NIfTI"]),
     "nifti-uncompressed-random-bytes": (
         predict, "noise.nii", garbage, (), ["noise.nii", "not a readable NIfTI"]),
+    "nifti-without-voxels": (
+        predict, "hollow.nii.gz",
+        lambda p: (nib.save(nib.Nifti1Image(np.zeros((16, 16, 0), np.int16), np.eye(4)), p), p)[1],
+        (), ["hollow.nii.gz", "a NIfTI volume with no voxels", "(16, 16, 0)"]),
     "nifti-truncated-gzip": (
         predict, "cut.nii.gz", truncated(nifti), (), ["cut.nii.gz", "not a readable NIfTI"]),
     "png-truncated": (
@@ -150,6 +154,12 @@ ROWS = {
         predict, "ok.png", png, ("--classes", ","), ["--classes ','", "names no class"]),
     "predict-classes-empty": (
         predict, "ok.png", png, ("--classes", ""), ["--classes ''", "names no class"]),
+    "predict-batch-size-zero": (
+        predict, "ok.png", png, ("--batch-size", "0"), ["--batch-size must be >= 1, got 0"]),
+    "evaluate-unknown-dataset": (
+        evaluate, None, None, ("--dataset", "nosuch"), ["unknown dataset 'nosuch'"]),
+    "evaluate-batch-size-zero": (
+        evaluate, None, None, ("--batch-size", "0"), ["--batch-size must be >= 1, got 0"]),
     "evaluate-box-offset-negative": (
         evaluate, None, None, ("--prompt", "box", "--box-offset", "-3"),
         ["--box-offset", "'-3'"]),

@@ -156,11 +156,11 @@ def test_build_3d_skips_and_lists_bad_files(tmp_path, caplog):
             np.testing.assert_array_equal(r["label"], gts[z])
             np.testing.assert_array_equal(r["spacing"], np.float32([2.5, 0.8, 0.8]))
             assert r["depth"] == 5
-        if split == "train":  # only slices with foreground
-            assert len(records) == sum(int(written[c][1][z].any()) for c in good for z in range(5))
-        else:  # every slice, case by case in z order
-            assert [(r["case_id"].decode(), r["slice_index"]) for r in records] == [
-                (c, z) for c in good for z in range(5)]
+        # Every slice, case by case in z order: the validation and test splits always, the
+        # training split because abdomenct1k keeps its organ-free slices as negatives.
+        assert [(r["case_id"].decode(), r["slice_index"]) for r in records] == [
+            (c, z) for c in good for z in range(5)]
+    assert ABDOMENCT1K.train_empty_slices
     assert "tensorflow" not in sys.modules
 
 
@@ -178,7 +178,7 @@ def test_build_split_with_only_bad_files_is_an_error(tmp_path):
     manual.mkdir()
     for i in range(3):  # three cases: one per split, all unreadable
         (manual / f"MR_BraTS_FLAIR_{i}.npz").write_text("not an archive")
-    with pytest.raises(BadInputError, match=r"manual: no usable .npz file for dataset 'brats' "
+    with pytest.raises(BadInputError, match=r"manual: no usable file for dataset 'brats' "
                        r"\(3 file\(s\) checked; MR_BraTS_FLAIR_0.npz: unreadable npz.*MR_BraTS_FLAIR_2"):
         prepare("brats", tmp_path / "data", manual_dir=manual)
     assert not (tmp_path / "data").exists()  # refused before tfds writes anything
@@ -188,18 +188,23 @@ def test_build_empty_or_unmatched_directory(tmp_path):
     """No files yet, an empty folder, files of another dataset: a BadInputError naming the folder,
     what goes there and where the data comes from — before tfds is asked (which used to fail with
     an AssertionError about its manual directory)."""
-    for problem in ("does not exist", "holds no files matching 'MR_BraTS_FLAIR_*.npz'"):
+    wanted = ("dataset 'brats' reads BraTS 2021 (BraTS2021_00000/BraTS2021_00000_{flair,t1,t1ce,"
+              "t2,seg}.nii.gz) or 2023 (BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t2f,t1n,t1c,t2w,"
+              "seg}.nii.gz) or challenge files MR_BraTS_FLAIR_*.npz from there")
+    for problem in ("does not exist", "holds none"):
         manual = tmp_path / "empty"
         with pytest.raises(BadInputError) as err:
             prepare("brats", tmp_path / "data", manual_dir=manual)
         message = str(err.value)
-        assert message.startswith(f"{manual}: {problem}: dataset 'brats' reads its challenge "
-                                  ".npz files from there"), message
-        assert "MR_BraTS_FLAIR_*.npz" in message and "codabench" in message
+        assert message.startswith(f"{manual}: {problem}: {wanted} (pass --manual-dir"), message
+        assert len(message.splitlines()) == 1
         manual.mkdir(exist_ok=True)
         (manual / "CT_AbdomenCT_0001.npz").write_bytes(b"another dataset's file")
-    with pytest.raises(BadInputError, match=r"data/downloads/manual: does not exist"):
-        prepare("brats", tmp_path / "data")  # tfds's default manual directory
+        (manual / "sub" / "BraTS2021_00001").mkdir(parents=True, exist_ok=True)  # no seg
+    with pytest.raises(BadInputError) as err:
+        prepare("brats", tmp_path / "data")  # <data-dir>/downloads/manual, then <data-dir>
+    assert str(err.value).startswith(f"{tmp_path / 'data'}: does not exist: {wanted} or from "
+                                     f"{tmp_path / 'data' / 'downloads' / 'manual'} (pass")
     assert BRATS.class_names == ("tumour",)
 
 
@@ -214,14 +219,14 @@ def test_commands_say_where_the_data_goes_without_a_traceback(tmp_path, capsys):
 
     data = tmp_path / "D"
     assert train_main(["--dataset", "brats", "--data-dir", str(data), "--workdir",
-                       str(tmp_path / "run"), "--noprogress"]) == 2
+                       str(tmp_path / "run"), "--noprogress", "--weights", "random"]) == 2
     cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
     model = save_model(random_model(cfg), tmp_path / "model", extra={"class_names": ["tumour"]})
     assert evaluate_main(["--checkpoint", str(model), "--dataset", "brats", "--data-dir",
                           str(data)]) == 2
     for err in capsys.readouterr().err.split("error: ")[1:]:
-        assert err.startswith(f"{data / 'downloads' / 'manual'}: does not exist: dataset "
-                              "'brats' reads its challenge .npz files from there"), err
+        assert err.startswith(f"{data}: does not exist: dataset 'brats' reads BraTS 2021 "), err
+        assert f"from there or from {data / 'downloads' / 'manual'}" in err
         assert "Traceback" not in err
 
 

@@ -149,4 +149,7 @@ def test_split_cases_deterministic_and_disjoint():
     # With few cases, validation and test still get one each.
     small = split_cases(["a", "b", "c"])
     assert all(len(v) == 1 for v in small.values())
-    assert split_cases(["x", "y"]) == {"train": ["x", "y"], "validation": [], "test": []}
+    two = split_cases(["x", "y"])  # one to train on, one to score
+    assert [len(two[s]) for s in ("train", "validation", "test")] == [1, 0, 1]
+    assert sorted(two["train"] + two["test"]) == ["x", "y"]
+    assert split_cases(["x"]) == {"train": ["x"], "validation": [], "test": []}

@@ -135,6 +135,13 @@ BAD_OPTIONS = [
     (["--lr", "-1"], "--lr must be > 0, got -1.0"),
     (["--lr", "0"], "--lr must be > 0"),
     (["--max-steps", "-1"], "--max-steps must be >= 0"),
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
+    (["--eps", "0"], "--eps > 0"),
+    (["--b2", "1"], "--b2 must be in [0, 1)"),
+    (["--backbone", "vit_q"], "--backbone 'vit_q' is not a SAM-family preset"),
+    (["--weights", "{tmp}/nowhere"], "nowhere: not a converted model directory"),
+    (["--weights", "pretrained"], "--weights pretrained is LiteMedSAM only"),
+    (["--weights", "{tmp}"], "no config.json"),
     (["--negative-fraction", "1.5"], "--negative-fraction must be in [0, 1]"),
     (["--prompt", "box"], "invalid choice: 'box'"),
     (["--terms", "mse", "bce"], "'bce'"),
@@ -176,12 +183,32 @@ def test_batch_that_does_not_divide_over_the_devices(tmp_path):
     assert not (tmp_path / "run").exists() and not (tmp_path / "d").exists()
 
 
+def test_run_refused_after_taking_the_workdir_leaves_no_workdir(tmp_path, capsys):
+    """A check that needs the data (fewer training slices than a batch) comes after the work
+    directory is locked: the refused run removes what it made, so nothing is left there."""
+    work = tmp_path / "runs" / "run"
+    code = _train_main()(["--dataset", SYNTH, "--backbone", "tiny_vit_b", "--weights", "random",
+                          "--batch-size", "64", "--workdir", str(work), "--data-dir",
+                          str(tmp_path / "data"), "--noprogress"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines()[-1].startswith("error: "), err
+    assert "training slices < batch size 64" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
 # -- one train.py per work directory ------------------------------------------------------------
 def _cmd(work, data, *extra):
     return [sys.executable, str(ROOT / "train.py"), "--recipe", "paper", "--dataset", SYNTH,
             "--backbone", "tiny_vit_b", "--weights", "random", "--widths", "8", "16", "32",
             "--epochs", "2", "--batch-size", "2", "--workdir", str(work), "--data-dir",
             str(data), "--noprogress", *extra]
+
+
+def _written_config(work):
+    try:
+        return from_json((work / "train_config.json").read_text())
+    except ValueError:  # being written
+        return None
 
 
 def test_second_run_on_a_busy_workdir_stops_and_a_killed_runs_lock_does_not_block(tmp_path):
@@ -191,7 +218,8 @@ def test_second_run_on_a_busy_workdir_stops_and_a_killed_runs_lock_does_not_bloc
                              text=True, env=env, cwd=tmp_path)
     try:
         deadline = time.time() + 120
-        while not (work / ".lock").exists() or not (work / ".lock").read_text().strip():
+        # train_config.json is written once the data and the model are ready (lock held)
+        while not (work / "train_config.json").exists() or not _written_config(work):
             assert first.poll() is None and time.time() < deadline, first.stderr.read()
             time.sleep(0.2)
         listing = sorted(p.relative_to(work) for p in work.rglob("*"))
@@ -214,3 +242,12 @@ def test_second_run_on_a_busy_workdir_stops_and_a_killed_runs_lock_does_not_bloc
                            cwd=tmp_path, timeout=600)
     assert third.returncode == 0, third.stderr[-3000:]
     assert (work / "final" / "config.json").exists()
+
+
+def test_throughput_leaves_out_the_compiling_step_and_reports_per_device_and_in_total():
+    from automedsam_jax.train.loop import Throughput
+    rate = Throughput(batch_size=8, devices=4)
+    assert rate.add(30.0) == 0.0  # the first step compiles: not counted
+    assert rate.epoch() == "img/s: only the compiling step so far"
+    assert rate.add(0.5) == 16.0 and rate.add(1.5) == pytest.approx(8 / 1.5)
+    assert rate.epoch() == "8.00 img/s (2.00 per device, 4 device(s))"  # 16 images in 2 s

@@ -1,4 +1,5 @@
-"""Data layer: challenge npz / demo CT / synthetic sources → tfds slices → grain pipelines.
+"""Data layer: original releases / challenge npz / demo CT / synthetic sources → tfds slices →
+grain pipelines.
 
 The only layer that imports ``tensorflow_datasets`` and ``grain``; files themselves are read by
 :mod:`automedsam_jax.io`.

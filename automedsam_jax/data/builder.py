@@ -1,13 +1,16 @@
 """The tfds builder that cuts every source into 2D slices, stored as array_record.
 
 One builder, ``automedsam_slices``, with one config per dataset preset (``brats``, ``abdomenct1k``,
-``abdomenct1k_split_kidney``, ``kvasir``, ``chestxml``, ``demo``) plus any synthetic config. Every
+``abdomenct1k_split_kidney``, ``kvasir``, ``chestxml``, ``demo``) plus any synthetic, user or
+``brats:...`` config. The files presets read their challenge ``.npz`` files or their original
+layout (:func:`find_cases`, :mod:`.originals`). Every
 record is one slice at its original resolution (so one built dataset serves the 1024 and the 256
 frames; the frame-specific preprocessing happens in the grain pipeline):
 
 ``image``       ``(H, W, C)`` uint8, original frame, ``C`` = 1 (grey) or 3 (RGB)
 ``label``       ``(H, W)`` uint8 class ids ``0..K``, original frame
-``case_id``     the case (npz file stem, or the demo z block); bytes when read back
+``case_id``     the case (npz file stem, the original release's case name, or the demo z block);
+                bytes when read back
 ``slice_index`` the slice's z index within its case (0 for 2D images)
 ``depth``       number of slices of the case's volume (1 for 2D images)
 ``spacing``     ``(3,)`` float32 (z, y, x) in mm; (1, 1, 1) for 2D images
@@ -23,8 +26,9 @@ neither building nor reading imports TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +38,8 @@ from ..io.errors import BadInputError, UsageError
 from .custom import dataset_config, matching_files, parse_dataset_json, read_dataset_file
 from .demo import demo_cases
 from .npz import read_npz
-from .presets import PRESETS, DatasetConfig, get_preset
+from .originals import LAYOUT_HELP, Reader, find_layout
+from .presets import PRESETS, DatasetConfig, brats, get_preset
 from .splits import SPLITS, split_cases
 from .synthetic import SyntheticConfig, synthetic_case
 from .volume import Volume
@@ -42,14 +47,20 @@ from .volume import Volume
 log = logging.getLogger(__name__)
 
 MANUAL_DOWNLOAD_INSTRUCTIONS = """\
-The challenge presets read the CVPR 2024 "MedSAM on Laptop" challenge training data
-(https://www.codabench.org/competitions/1847/, data on Hugging Face and Google Drive as linked there):
-one .npz per case with `imgs`, `gts` and (3D) `spacing`. Put (or link) the .npz files of a dataset
-directly in the manual directory (`manual_dir=`, default `<data_dir>/downloads/manual`). File names:
-  brats                              MR_BraTS_FLAIR_*.npz
-  abdomenct1k, abdomenct1k_split_kidney  CT_AbdomenCT*.npz
-  kvasir                             Endoscopy_Kvasir-SEG_*.npz
-  chestxml                           XRay_Chest-Xray-Masks-and-Labels_*.npz
+The challenge presets read either the dataset as its owners publish it, found below the folder
+(automedsam_jax/data/originals.py), or the CVPR 2024 "MedSAM on Laptop" challenge's .npz files
+(https://www.codabench.org/competitions/1847/; one .npz per case with `imgs`, `gts` and, 3D,
+`spacing`) directly in it. The folder is --manual-dir, or without it <data-dir>/downloads/manual
+and then <data-dir> itself:
+  brats          BraTS 2021 (BraTS2021_00000/BraTS2021_00000_{flair,t1,t1ce,t2,seg}.nii.gz)
+                 or 2023 (BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t2f,t1n,t1c,t2w,seg}.nii.gz),
+                 or MR_BraTS_FLAIR_*.npz
+  abdomenct1k, abdomenct1k_split_kidney
+                 AbdomenCT-1K (Case_00001_0000.nii.gz with Case_00001.nii.gz masks),
+                 or CT_AbdomenCT*.npz
+  kvasir         Kvasir-SEG (images/*.jpg with masks/*.jpg), or Endoscopy_Kvasir-SEG_*.npz
+  chestxml       Chest X-ray Masks and Labels (CXR_png/*.png with masks/), or
+                 XRay_Chest-Xray-Masks-and-Labels_*.npz
 """
 
 
@@ -74,19 +85,30 @@ def slices_config(dataset: str | DatasetConfig | SyntheticConfig) -> SlicesConfi
 class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
     """2D slices with class-id labels for AutoMedSAM training and evaluation (see module doc)."""
 
-    VERSION = tfds.core.Version("2.0.0")
+    VERSION = tfds.core.Version("2.1.0")
     RELEASE_NOTES = {"1.0.0": "First release.",
                      "2.0.0": "demo: the whole example_ct (112 slices) with held-out blocks "
-                              "without organs; optional organ-free training slices."}
+                              "without organs; optional organ-free training slices.",
+                     "2.1.0": "the presets read their datasets' original layouts too; brats and "
+                              "abdomenct1k keep their organ-free training slices."}
     BUILDER_CONFIGS = [slices_config(name) for name in PRESETS]
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
-    def __init__(self, *, strict: bool = False, **kwargs):
+    def __init__(self, *, strict: bool = False, roots: Sequence[str | Path] = (), **kwargs):
         """``strict=True`` makes any bad input file fatal; otherwise bad files are skipped, logged
-        and listed in ``info.metadata["skipped_files"]``."""
+        and listed in ``info.metadata["skipped_files"]``. ``roots``: where a preset's files are
+        looked for, in order (:func:`data_roots`; default: tfds's manual directory)."""
         kwargs.setdefault("file_format", "array_record")
         self._strict = strict
+        self._roots = [Path(r) for r in roots]
         super().__init__(**kwargs)
+
+    def as_data_source(self, split, *args, **kwargs):
+        """tfds's data source of ``split``; a split no case went to (a dataset of one or two
+        cases has no validation split, :func:`.splits.split_cases`) reads as an empty list."""
+        if split in SPLITS and split not in self.info.splits:
+            return []
+        return super().as_data_source(split, *args, **kwargs)
 
     @property
     def dataset(self) -> DatasetConfig:
@@ -128,19 +150,18 @@ class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
             volumes = {split: (synthetic_case(syn, by_id[c]) for c in assignment[split])
                        for split in SPLITS}
         else:
-            paths = {p.stem: p for p in npz_files(ds, None if Path(ds.file_glob).is_absolute()
-                                                  else Path(dl_manager.manual_dir))}
-            assignment = split_cases(paths, ds.split_fractions)
-            volumes = {split: self._read_files([paths[c] for c in assignment[split]], skipped)
+            _, readers = find_cases(ds, self._roots or [Path(dl_manager.manual_dir)])
+            assignment = split_cases(readers, ds.split_fractions)
+            volumes = {split: self._read_cases([readers[c] for c in assignment[split]], skipped)
                        for split in SPLITS}
         self.info.metadata["splits"] = assignment
         return {split: self._generate_examples(volumes[split], split, skipped)
                 for split in SPLITS if assignment[split]}
 
-    def _read_files(self, paths: list[Path], skipped: dict[str, str]) -> Iterator[Volume]:
-        for path in paths:
+    def _read_cases(self, readers: list[Reader], skipped: dict[str, str]) -> Iterator[Volume]:
+        for read in readers:
             try:
-                yield read_npz(path, self.dataset)
+                yield read()
             except BadInputError as e:
                 if self._strict:
                     raise
@@ -171,45 +192,68 @@ class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
 
 
 def dataset_spec(name: str) -> str | DatasetConfig | SyntheticConfig:
-    """``--dataset``: a preset name (returned as is); ``synthetic:k=v,...`` →
+    """``--dataset``: a preset name (returned as is); ``brats:k=v,...`` → :func:`.presets.brats`
+    with those options; ``synthetic:k=v,...`` →
     :class:`SyntheticConfig` (integer fields, e.g. ``synthetic:num_cases=4,height=64``); a
     ``.json`` dataset file or an inline JSON dataset (:mod:`.custom`) → its
     :class:`DatasetConfig`."""
-    if name.startswith("synthetic"):
+    if name.startswith(("synthetic", "brats:")):
         kwargs = {}
         for item in filter(None, name.partition(":")[2].split(",")):
             k, _, v = item.partition("=")
-            kwargs[k.strip()] = int(v)
-        return SyntheticConfig(**kwargs)
+            kwargs[k.strip()] = v.strip()
+        try:
+            if name.startswith("brats:"):
+                return brats(**kwargs)
+            return SyntheticConfig(**{k: int(v) for k, v in kwargs.items()})
+        except (TypeError, ValueError) as e:
+            raise UsageError(f"--dataset {name!r}: {e}") from None
     if name.lstrip().startswith("{"):
         return dataset_config(parse_dataset_json(name))
     if name.endswith(".json"):
         return dataset_config(read_dataset_file(name))
     if name not in PRESETS:
-        raise UsageError(f"unknown dataset {name!r}: a preset ({', '.join(sorted(PRESETS))}), "
-                         "synthetic:k=v,..., a dataset .json file, or your own npz files with "
-                         "--files DIR --classes NAME=VALUE,...")
+        raise UsageError(f"unknown dataset {name!r}: a preset ({', '.join(sorted(PRESETS))}; "
+                         "brats:sequences=...,classes=...), synthetic:k=v,..., a dataset .json "
+                         "file, or your own npz files with --files DIR --classes NAME=VALUE,...")
     return name
 
 
-def npz_files(ds: DatasetConfig, manual_dir: Path | None) -> list[Path]:
-    """The challenge files of an npz dataset: its absolute glob (a user dataset) or its glob in
-    ``manual_dir`` (a preset). None found: :class:`BadInputError` saying where to put what."""
-    if manual_dir is None:
-        files = matching_files(ds.file_glob)
-        where = Path(ds.file_glob).parent
-    else:
-        files = sorted(manual_dir.glob(ds.file_glob)) if manual_dir.is_dir() else []
-        where = manual_dir
-    if not files:
-        state = ("does not exist" if not where.exists() else
-                 f"holds no files matching {Path(ds.file_glob).name!r}")
-        raise BadInputError(where, f"{state}: dataset {ds.name!r} reads its challenge .npz files "
-                                   f"from there (pass --manual-dir DIR, or --data-dir D to use "
-                                   f"D/downloads/manual)\n{MANUAL_DOWNLOAD_INSTRUCTIONS}"
-                            if manual_dir is not None else
-                            f"{state}: no .npz files for dataset {ds.name!r}")
-    return files
+def data_roots(data_dir: str | Path, manual_dir: str | Path | None = None) -> list[Path]:
+    """Where a preset's files are looked for, in order: ``manual_dir`` alone when given, else
+    ``<data_dir>/downloads/manual`` (tfds's manual directory) and then ``data_dir`` itself."""
+    if manual_dir is not None:
+        return [Path(manual_dir).expanduser()]
+    data_dir = Path(data_dir).expanduser()
+    return [data_dir / "downloads" / "manual", data_dir]
+
+
+def find_cases(ds: DatasetConfig, roots: Sequence[Path]) -> tuple[Path, dict[str, Reader]]:
+    """The folder a files dataset is read from and its cases (case id → reader): a user
+    dataset's absolute glob; else, in the first of ``roots`` that holds any, the preset's
+    challenge ``.npz`` files directly in it or its original layout below it (:mod:`.originals`).
+    None found: :class:`BadInputError` saying where to put what."""
+    if Path(ds.file_glob).is_absolute():
+        files, where = matching_files(ds.file_glob), Path(ds.file_glob).parent
+        if not files:
+            state = (f"holds no files matching {Path(ds.file_glob).name!r}" if where.exists()
+                     else "does not exist")
+            raise BadInputError(where, f"{state}: no .npz files for dataset {ds.name!r}")
+        return where, {p.stem: functools.partial(read_npz, p, ds) for p in files}
+    for root in roots:
+        files = sorted(root.glob(ds.file_glob)) if ds.file_glob and root.is_dir() else []
+        if files:
+            return root, {p.stem: functools.partial(read_npz, p, ds) for p in files}
+        if cases := find_layout(root, ds):
+            return root, cases
+    wanted = " or ".join(filter(None, (LAYOUT_HELP.get(ds.layout),
+                                       ds.file_glob and f"challenge files {ds.file_glob}")))
+    where = roots[-1]
+    also = "".join(f" or from {r}" for r in roots[:-1])
+    raise BadInputError(where, f"{'holds none' if where.exists() else 'does not exist'}: "
+                               f"dataset {ds.name!r} reads {wanted} from there{also} (pass "
+                               f"--manual-dir DIR, or --data-dir D to look in D/downloads/manual "
+                               f"and D; where each dataset comes from: README.md, Data)")
 
 
 NAMED_BAD_FILES = 5
@@ -234,25 +278,25 @@ def no_usable_files(ds: DatasetConfig, problems: dict[str, str], where: str | Pa
     else:
         todo = "fix or remove these files, or add files that hold the classes"
     scope = f"the {split} split of dataset {name!r}" if split else f"dataset {name!r}"
-    return BadInputError(where, f"no usable .npz file for {scope} ({len(problems)} file(s) "
+    return BadInputError(where, f"no usable file for {scope} ({len(problems)} file(s) "
                                 f"checked; {listed}): {todo}")
 
 
-def check_usable(ds: DatasetConfig, files: list[Path], where: str | Path) -> None:
-    """Before a build: read ``files`` until one can give a training slice (it reads, and holds a
+def check_usable(ds: DatasetConfig, cases: dict[str, Reader], where: str | Path) -> None:
+    """Before a build: read ``cases`` until one can give a training slice (it reads, and holds a
     class — or the dataset keeps organ-free training slices); none can:
-    :func:`no_usable_files`, raised before tfds starts. Costs one file's read when the first
-    file is good."""
+    :func:`no_usable_files`, raised before tfds starts. Costs one case's read when the first
+    case is good."""
     problems: dict[str, str] = {}
-    for path in files:
+    for case_id, read in cases.items():
         try:
-            volume = read_npz(path, ds)
+            volume = read()
         except BadInputError as e:
             problems[e.path] = e.problem
             continue
         if volume.label.any() or ds.train_empty_slices:
             return
-        problems[str(path)] = f"holds none of the classes {list(ds.class_names)}"
+        problems[case_id] = f"holds none of the classes {list(ds.class_names)}"
     raise no_usable_files(ds, problems, where)
 
 
@@ -280,12 +324,12 @@ def prepare(dataset: str | DatasetConfig | SyntheticConfig, data_dir: str | Path
         dataset = dataset.name
     config = dataset if isinstance(dataset, str) else slices_config(dataset)
     ds = get_preset(config) if isinstance(config, str) else config.dataset
-    if ds.source == "npz" and not _is_built(data_dir, ds.name):
+    roots = data_roots(data_dir, manual_dir)
+    if ds.source == "files" and not _is_built(data_dir, ds.name):
         # Up front, before tfds starts (and logs): where the files go, and that one is usable.
-        manual = None if Path(ds.file_glob).is_absolute() else Path(
-            manual_dir or data_dir / "downloads" / "manual")
-        check_usable(ds, npz_files(ds, manual), manual or Path(ds.file_glob).parent)
-    builder = AutomedsamSlices(config=config, data_dir=str(data_dir), strict=strict)
+        where, cases = find_cases(ds, roots)
+        check_usable(ds, cases, where)
+    builder = AutomedsamSlices(config=config, data_dir=str(data_dir), strict=strict, roots=roots)
     download = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
     builder.download_and_prepare(download_config=download)
     skipped = builder.info.metadata.get("skipped_files", {})

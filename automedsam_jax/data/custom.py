@@ -33,7 +33,6 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Literal
 
 from ..io.errors import BadInputError, UsageError
 from ..io.npz import load_npz, npz_ndim
@@ -188,7 +187,7 @@ def dataset_config(fields: dict) -> DatasetConfig:
         digest.update(f"{f.name}:{f.stat().st_size};".encode())
     return DatasetConfig(
         name=f"{fields['name']}-{digest.hexdigest()[:10]}", class_names=tuple(classes),
-        modality=fields["modality"], ndim=fields["ndim"], source="npz", file_glob=fields["files"],
+        modality=fields["modality"], ndim=fields["ndim"], source="files", file_glob=fields["files"],
         label_map=tuple((v, i) for i, vs in enumerate(classes.values(), start=1) for v in vs),
         other_labels=fields["other_labels"],
         split_fractions=tuple(fields["split_fractions"]))
@@ -217,7 +216,7 @@ class UserDataset:
     liver=1,tumour=2+3"""
     modality: str | None = None
     """with --files: CT, MR, ... (default: from the file names)"""
-    ndim: Literal[2, 3] | None = None
+    ndim: int | None = None
     """with --files: 2D images or 3D volumes (default: 3 when the files carry spacing)"""
 
     def resolve(self, dataset: str | None) -> str | None:
@@ -254,9 +253,10 @@ def usable(fields: dict) -> dict:
     (:func:`automedsam_jax.data.builder.check_usable`), raised while the command line is read,
     before a command writes anything or a build starts. Costs one file's read when the first
     file is good."""
-    from .builder import check_usable  # the builder imports this module
+    from .builder import check_usable, find_cases  # the builder imports this module
 
+    config = dataset_config(fields)
     files = Path(fields["files"])
-    check_usable(dataset_config(fields), matching_files(fields["files"]),
+    check_usable(config, find_cases(config, ())[1],
                  files.parent if glob.has_magic(str(files)) else files)
     return fields

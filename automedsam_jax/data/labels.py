@@ -8,7 +8,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..io.npz import npz_labels
 from .presets import DatasetConfig
+from .volume import Volume
+
+
+def class_volume(case_id: str, image: np.ndarray, raw: np.ndarray, spacing: np.ndarray,
+                 config: DatasetConfig) -> Volume:
+    """A case of ``config`` from its ``(D, H, W, C)`` uint8 image and raw integer labels
+    ``(D, H, W)``: labels checked (:func:`automedsam_jax.io.npz.npz_labels`) and mapped to class
+    ids (:func:`to_class_ids`), the kidney split at the body midline where the dataset says.
+    Raises ``ValueError`` with the problem, for the caller to name the file."""
+    label = to_class_ids(npz_labels(raw), config)
+    if config.split_kidney_by_midline:
+        label = split_by_midline(label, body_midline(image), config.kidney_class,
+                                 config.num_classes)
+    return Volume(case_id, image, label, np.asarray(spacing, np.float32))
 
 
 def to_class_ids(raw: np.ndarray, config: DatasetConfig) -> np.ndarray:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..io.errors import BadInputError
-from ..io.npz import load_npz, npz_image, npz_labels, npz_spacing
-from .labels import body_midline, split_by_midline, to_class_ids
+from ..io.npz import load_npz, npz_image, npz_spacing
+from .labels import class_volume
 from .presets import DatasetConfig
 from .volume import Volume
 
@@ -28,11 +28,7 @@ def read_npz(path: str | Path, config: DatasetConfig) -> Volume:
         image = npz_image(imgs, config.ndim)
         if gts.shape != (image.shape[:3] if config.ndim == 3 else image.shape[1:3]):
             raise ValueError(f"image shape {imgs.shape} and label shape {gts.shape} do not match")
-        label = to_class_ids(npz_labels(gts), config).reshape(image.shape[:3])
         voxel = npz_spacing(spacing) if config.ndim == 3 else np.ones(3, np.float32)
-        if config.split_kidney_by_midline:
-            label = split_by_midline(label, body_midline(image), config.kidney_class,
-                                     config.num_classes)
+        return class_volume(path.stem, image, gts.reshape(image.shape[:3]), voxel, config)
     except ValueError as e:
         raise BadInputError(path, str(e)) from e
-    return Volume(path.stem, image, label, voxel)

@@ -1,5 +1,8 @@
 """Dataset presets: which files, which classes, which modality (docs/method.md#dataset-presets).
 
+Each challenge preset reads its dataset's CVPR 2024 challenge ``.npz`` files or the layout its
+owners publish (:mod:`.originals`); ``brats`` takes options (:func:`brats`).
+
 Class ids are small contiguous integers ``1..K`` (the class prompt encoder feeds the id through a
 linear layer), and 0 is background. ``label_map`` says how the raw label values of a source file
 become class ids; a raw value that is neither 0 nor in the map makes the file bad.
@@ -10,7 +13,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-Source = Literal["npz", "demo", "synthetic"]
+Source = Literal["files", "demo", "synthetic"]
+Layout = Literal["", "brats", "abdomenct1k", "kvasir", "chestxml"]
+
+BRATS_SEQUENCES = ("flair", "t1", "t1ce", "t2")
+"""The BraTS MR sequences by their 2021 names (2023: t2f, t1n, t1c, t2w)."""
 
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 """Where the commands build and read datasets unless told otherwise (tfds's default)."""
@@ -24,9 +31,14 @@ class DatasetConfig:
     class_names: name of class id ``i + 1`` at index ``i``.
     modality:    ``"CT"``, ``"MR"``, ``"Endoscopy"``, ``"XRay"`` or ``"synthetic"``.
     ndim:        2 for 2D images (one slice per file), 3 for volumes (cut into axial slices).
-    source:      ``"npz"`` (challenge files from a manual directory), ``"demo"`` (the pip-fetched CT)
-                 or ``"synthetic"`` (generated).
-    file_glob:   for ``npz``: file name pattern inside the manual directory.
+    source:      ``"files"`` (challenge ``.npz`` files, or the original release's layout, found
+                 under the data directories), ``"demo"`` (the pip-fetched CT) or ``"synthetic"``
+                 (generated).
+    file_glob:   for ``files``: the challenge files' name pattern inside the manual directory
+                 (an absolute glob for a user dataset; empty: no challenge files serve).
+    layout:      for ``files``: the original release whose layout is read when no challenge
+                 file is found (:mod:`.originals`); empty: challenge files only.
+    sequences:   for the ``brats`` layout: the MR sequence of each encoder input channel (1 or 3).
     label_map:   raw label value → class id; ``None`` maps every non-zero value to class 1.
     other_labels: what a raw value outside ``label_map`` means: ``"error"`` (the file is bad) or
                  ``"background"`` (it becomes 0; for multi-organ sources of which we keep a few).
@@ -42,8 +54,10 @@ class DatasetConfig:
     class_names: tuple[str, ...]
     modality: Literal["CT", "MR", "Endoscopy", "XRay", "synthetic"]
     ndim: Literal[2, 3]
-    source: Source = "npz"
+    source: Source = "files"
     file_glob: str = ""
+    layout: Layout = ""
+    sequences: tuple[str, ...] = ()
     label_map: tuple[tuple[int, int], ...] | None = None
     other_labels: Literal["error", "background"] = "error"
     split_kidney_by_midline: bool = False
@@ -58,11 +72,16 @@ class DatasetConfig:
 
 BRATS = DatasetConfig(
     name="brats", class_names=("tumour",), modality="MR", ndim=3,
-    file_glob="MR_BraTS_FLAIR_*.npz", label_map=None)
+    file_glob="MR_BraTS_FLAIR_*.npz", layout="brats", sequences=("flair",), label_map=None,
+    train_empty_slices=True)
+
+BRATS_SUBREGIONS = ("necrotic_core", "oedema", "enhancing_tumour")
+"""The classes of ``brats:classes=subregions``: BraTS labels 1, 2 and 4 (2021) / 3 (2023)."""
 
 ABDOMENCT1K = DatasetConfig(
     name="abdomenct1k", class_names=("liver", "kidney", "spleen", "pancreas"), modality="CT",
-    ndim=3, file_glob="CT_AbdomenCT*.npz", label_map=((1, 1), (2, 2), (3, 3), (4, 4)))
+    ndim=3, file_glob="CT_AbdomenCT*.npz", layout="abdomenct1k",
+    label_map=((1, 1), (2, 2), (3, 3), (4, 4)), train_empty_slices=True)
 
 ABDOMENCT1K_SPLIT_KIDNEY = dataclasses.replace(
     ABDOMENCT1K, name="abdomenct1k_split_kidney",
@@ -71,11 +90,12 @@ ABDOMENCT1K_SPLIT_KIDNEY = dataclasses.replace(
 
 KVASIR = DatasetConfig(
     name="kvasir", class_names=("polyp",), modality="Endoscopy", ndim=2,
-    file_glob="Endoscopy_Kvasir-SEG_*.npz", label_map=((1, 1),))
+    file_glob="Endoscopy_Kvasir-SEG_*.npz", layout="kvasir", label_map=((1, 1),))
 
 CHESTXML = DatasetConfig(
     name="chestxml", class_names=("lungs",), modality="XRay", ndim=2,
-    file_glob="XRay_Chest-Xray-Masks-and-Labels_*.npz", label_map=((1, 1), (255, 1)))
+    file_glob="XRay_Chest-Xray-Masks-and-Labels_*.npz", layout="chestxml",
+    label_map=((1, 1), (255, 1)))
 
 DEMO = DatasetConfig(
     name="demo", class_names=("liver", "spleen", "pancreas", "kidney_right", "kidney_left"),
@@ -86,6 +106,37 @@ DEMO = DatasetConfig(
 
 PRESETS: dict[str, DatasetConfig] = {c.name: c for c in (
     BRATS, ABDOMENCT1K, ABDOMENCT1K_SPLIT_KIDNEY, KVASIR, CHESTXML, DEMO)}
+
+
+def brats(sequences: str = "flair", classes: str = "whole") -> DatasetConfig:
+    """The ``brats`` preset with its options (``--dataset brats:sequences=t1ce+t2+flair,classes=
+    subregions``; docs/method.md#dataset-presets).
+
+    sequences: the MR sequence fed to the encoder (``flair``, the paper) or three sequences, one
+               per input channel, joined by ``+``; 2021 or 2023 names (``t2f`` = ``flair``,
+               ``t1n`` = ``t1``, ``t1c`` = ``t1ce``, ``t2w`` = ``t2``).
+    classes:   ``whole`` (one class, the whole tumour: every labelled voxel, the paper) or
+               ``subregions`` (:data:`BRATS_SUBREGIONS`, three disjoint classes; the BraTS
+               regions are their unions: tumour core = necrotic core + enhancing, whole tumour =
+               all three).
+
+    Anything but the paper's choice reads the original layout only (the challenge files hold
+    FLAIR and the whole tumour) and builds apart, under ``brats-<sequences>-<classes>``.
+    """
+    names = {"t2f": "flair", "t1n": "t1", "t1c": "t1ce", "t2w": "t2"}
+    seqs = tuple(names.get(s.strip().lower(), s.strip().lower()) for s in sequences.split("+"))
+    if len(seqs) not in (1, 3) or not set(seqs) <= set(BRATS_SEQUENCES) or len(set(seqs)) < len(seqs):
+        raise ValueError(f"brats: sequences={sequences!r}: name one MR sequence or three distinct "
+                         f"ones joined by '+', each of {', '.join(BRATS_SEQUENCES)} (or the 2023 "
+                         f"names {', '.join(names)})")
+    if classes not in ("whole", "subregions"):
+        raise ValueError(f"brats: classes={classes!r}: choose whole or subregions")
+    if seqs == BRATS.sequences and classes == "whole":
+        return BRATS
+    return dataclasses.replace(
+        BRATS, name="-".join(("brats", *seqs, classes)), file_glob="", sequences=seqs,
+        class_names=BRATS_SUBREGIONS if classes == "subregions" else BRATS.class_names,
+        label_map=((1, 1), (2, 2), (3, 3)) if classes == "subregions" else None)
 
 
 def get_preset(name: str) -> DatasetConfig:

@@ -37,6 +37,7 @@ import simple_parsing as sp
 from ..core.distributed import maybe_initialize_distributed
 from ..core.metrics import DEFAULT_TOLERANCE
 from ..data import DEFAULT_DATA_DIR, eval_dataset, prepare
+from ..data.builder import dataset_spec
 from ..data.custom import UserDataset
 from ..data.presets import DEMO
 from ..io.cli import ArgumentParser
@@ -76,8 +77,8 @@ class EvalConfig:
     data_dir: str | None = None
     """tfds data directory (default: the model's, else ~/tensorflow_datasets)"""
     manual_dir: str | None = None
-    """directory of the challenge .npz files (default: the model's, else
-    <data-dir>/downloads/manual)"""
+    """directory with a preset's files, original release or challenge .npz (default: the
+    model's, else <data-dir>/downloads/manual, then <data-dir>)"""
     split: Literal["test", "validation", "train"] = "test"
     """the dataset split scored"""
     out: Path | None = None
@@ -133,12 +134,7 @@ def parser() -> ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> tuple[EvalConfig, UserDataset]:
     """The evaluation's config and the user-dataset options; :class:`UsageError` for an
     unusable option (a field's check included)."""
-    try:
-        args = parser().parse_args(argv)
-    except UsageError:
-        raise
-    except ValueError as e:  # a field's check (__post_init__)
-        raise UsageError(str(e)) from None
+    args = parser().parse_args(argv)
     return args.cfg, args.user
 
 
@@ -147,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg, user = parse_args(argv)
         maybe_initialize_distributed(cfg.distributed)
         cfg = dataclasses.replace(cfg, dataset=user.resolve(cfg.dataset))
+        if cfg.dataset is not None:
+            dataset_spec(cfg.dataset)  # an unknown --dataset, refused before a model is loaded
         ev, paths, table = run(cfg)
     except (FileNotFoundError, BadInputError, UsageError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -4,7 +4,8 @@ simple-parsing (installed with tensorflow-datasets) turns each dataclass field i
 ``--field-name`` (nested dataclasses' fields too, by their own name), its attribute docstring
 into the help text, ``bool`` fields into ``--flag``/``--noflag`` and tuples into space-separated
 values. Errors are one-line :class:`~automedsam_jax.io.errors.UsageError`\\ s, which the apps
-print without a traceback (exit 2).
+print without a traceback (exit 2): argparse's, and the ``ValueError`` of a config's own check
+(its ``__post_init__``).
 """
 
 from __future__ import annotations
@@ -19,9 +20,20 @@ class ArgumentParser(sp.ArgumentParser):
     naming the option and pointing to ``--help``."""
 
     def __init__(self, prog: str, description: str = "", **kwargs):
-        super().__init__(prog=prog, description=description, add_config_path_arg=False,
+        """``prog``: what follows ``python`` on the command line (``train.py``,
+        ``-m automedsam_jax.predict``)."""
+        super().__init__(prog=f"python {prog}", description=description,
+                         add_config_path_arg=False,
                          add_option_string_dash_variants=sp.DashVariant.DASH,
                          formatter_class=sp.SimpleHelpFormatter, **kwargs)
 
     def error(self, message: str):
-        raise UsageError(f"{message} (python {self.prog} --help lists the options)")
+        raise UsageError(f"{message} ({self.prog} --help lists the options)")
+
+    def parse_known_args(self, *args, **kwargs):
+        try:
+            return super().parse_known_args(*args, **kwargs)
+        except UsageError:
+            raise
+        except ValueError as e:  # a config's check (its __post_init__)
+            raise UsageError(str(e)) from None

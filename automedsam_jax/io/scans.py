@@ -98,7 +98,7 @@ def read_scan(path: str | Path, intensity: Intensity = "auto") -> Scan:
     if not path.is_file():
         raise BadInputError(path, "no such file")
     if kind == "image":
-        pixels = _read_image(path)
+        pixels = read_image(path)
         try:
             pixels = as_slices(pixels, 2)
         except ValueError as e:
@@ -108,7 +108,10 @@ def read_scan(path: str | Path, intensity: Intensity = "auto") -> Scan:
         pixels, volume, spacing = _read_npz(path)
         nifti = None
     else:
-        nifti, data = _read_nifti(path)
+        nifti, data = read_nifti(path)
+        if 0 in nifti.shape:  # nibabel reads such a volume as a (0,) array
+            raise BadInputError(path, f"a NIfTI volume with no voxels (shape {nifti.shape}): "
+                                      "nothing to segment; export the scan again with its slices")
         while data.ndim > 3 and data.shape[-1] == 1:
             data = data[..., 0]
         if data.ndim != 3:
@@ -144,7 +147,7 @@ def _reason(e: BaseException, path: Path) -> str:
     return f"{name}: {text}"
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     """A PNG/JPEG/... decoded to grey (16-bit and float modes as float32) or RGB: palette and
     alpha modes are converted (alpha dropped) — the one conversion of the readers. A file
     Pillow cannot identify or decode (truncated, corrupt) is a :class:`BadInputError`."""
@@ -163,7 +166,7 @@ def _read_image(path: Path) -> np.ndarray:
                                   f"{CORRUPT_HINT}") from e
 
 
-def _read_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
+def read_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
     """The nibabel image and its voxel array; a file nibabel cannot read (not NIfTI, a broken or
     truncated gzip stream, a bad header) is a :class:`BadInputError`."""
     try:

@@ -26,7 +26,9 @@ from typing import Any, Literal
 
 from simple_parsing.helpers.serialization import from_dict, to_dict
 
+from ..core.config import PRESETS as SAM_PRESETS
 from ..core.config import ClassPromptConfig, LocaliserConfig, LossConfig
+from ..data.builder import dataset_spec
 from ..data.custom import UserDataset, dataset_name
 from ..data.pipeline import PipelineConfig
 from ..data.presets import DEFAULT_DATA_DIR
@@ -40,13 +42,15 @@ class DataConfig:
     """The training data."""
 
     dataset: str = "demo"
-    """data preset (brats, abdomenct1k, abdomenct1k_split_kidney, kvasir, chestxml, demo),
-    synthetic:k=v,... (e.g. synthetic:num_cases=8,num_classes=3,height=64,width=64), a dataset
-    .json file, or the name of your own dataset given by --files and --classes"""
+    """data preset (brats, abdomenct1k, abdomenct1k_split_kidney, kvasir, chestxml, demo; brats
+    takes options: brats:sequences=t1ce+t2+flair,classes=subregions), synthetic:k=v,... (e.g.
+    synthetic:num_cases=8,num_classes=3,height=64,width=64), a dataset .json file, or the name
+    of your own dataset given by --files and --classes"""
     data_dir: str = DEFAULT_DATA_DIR
     """tfds data directory (built datasets are cached there)"""
     manual_dir: str | None = None
-    """directory with the challenge .npz files (default <data-dir>/downloads/manual)"""
+    """directory with a preset's files: its original release below it, or its challenge .npz
+    files (default: <data-dir>/downloads/manual, then <data-dir>)"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +72,11 @@ class ModelConfig:
     """with --prompt class: train the mask decoder (the paper) or keep the pretrained one"""
     class_prompt: ClassPromptConfig = ClassPromptConfig()
     localiser: LocaliserConfig = LocaliserConfig()
+
+    def __post_init__(self):
+        if self.backbone not in SAM_PRESETS:
+            raise ValueError(f"--backbone {self.backbone!r} is not a SAM-family preset; choose "
+                             f"one of {', '.join(sorted(SAM_PRESETS))}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +130,10 @@ class OptimConfig:
             raise ValueError(f"--max-steps must be >= 0 (0: all epochs), got {self.max_steps}")
         if not 0 < self.plateau_factor <= 1:
             raise ValueError(f"--plateau-factor must be in (0, 1], got {self.plateau_factor}")
+        if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1 and self.eps > 0
+                and self.weight_decay >= 0):
+            raise ValueError(f"--b1 and --b2 must be in [0, 1), --eps > 0 and --weight-decay "
+                             f">= 0, got {self.b1}, {self.b2}, {self.eps}, {self.weight_decay}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +169,8 @@ class RunConfig:
     never cuDNN"""
 
     def __post_init__(self):
+        if self.seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {self.seed}")
         if self.keep_checkpoints < 1 or self.checkpoint_every < 0 or self.eval_every < 0:
             raise ValueError(f"--keep-checkpoints must be >= 1 and --checkpoint-every, "
                              f"--eval-every >= 0, got {self.keep_checkpoints}, "
@@ -250,8 +265,9 @@ def preset(dataset: str, backend: str | None = None, recipe: str = "paper") -> T
             import jax
             backend = jax.default_backend()
         name = "demo_cpu" if backend == "cpu" else "demo"
-    base = TRAINING_PRESETS.get(name) or {"data.dataset": dataset,
-                                          "run.workdir": f"runs/{dataset_name(dataset)}"}
+    base = TRAINING_PRESETS.get(name.split(":")[0])  # brats:k=v,... is brats with options
+    base = {**base, "data.dataset": dataset} if base else {
+        "data.dataset": dataset, "run.workdir": f"runs/{dataset_name(dataset)}"}
     return override(TrainConfig(recipe=recipe), {**base, **RECIPES[recipe],
                                                  **RECIPE_PRESETS.get((name, recipe), {})})
 
@@ -306,6 +322,7 @@ def from_args(argv=None) -> TrainConfig:
         if user.files is not None and dataset == DataConfig.dataset:
             dataset = None  # --files without --dataset: named after the folder
         dataset = user.resolve(dataset) or DataConfig.dataset
+        dataset_spec(dataset)  # an unknown dataset or option: refused before anything is written
         default = preset(dataset, recipe=first.cfg.recipe)
         cfg = parser(default).parse_args(argv).cfg
     except ValueError as e:  # a field's check (__post_init__)

@@ -41,7 +41,8 @@ from ..data.custom import dataset_name
 from ..data.embedding_cache import CacheSpec, EmbeddingCache
 from ..data.pipeline import foreground_slices
 from ..io import rundir
-from ..io.checkpoint import load_model, pretrained_automedsam, save_model, update_meta
+from ..io.checkpoint import (CONFIG_FILE, load_config, load_model, pretrained_automedsam,
+                             save_model, update_meta)
 from ..io.errors import UsageError
 from ..io.rundir import WorkdirLock
 from ..io.weights import pretrained_litemedsam
@@ -62,17 +63,16 @@ class TrainingDiverged(RuntimeError):
 
 # -- setup ------------------------------------------------------------------------------------
 def setup(cfg: TrainConfig) -> tuple[Path, WorkdirLock | None]:
-    """Join the other processes (if any); check the batch against the devices; take the work
-    directory (process 0 holds its lock until the process ends) and record ``cfg`` in it."""
+    """Join the other processes (if any); check the batch against the devices and the weights;
+    take the work directory (process 0 holds its lock until the process ends). :func:`run`
+    records ``cfg`` in it once the data and the model are ready."""
     maybe_initialize_distributed(cfg.run.distributed)
     if cfg.optim.batch_size % jax.device_count():
         raise UsageError(f"--batch-size {cfg.optim.batch_size} must be a multiple of the device "
                          f"count {jax.device_count()}")
+    check_weights(cfg)
     workdir = Path(cfg.run.workdir).expanduser().absolute()
-    lock = None
-    if jax.process_index() == 0:
-        lock = WorkdirLock.acquire(workdir)
-        (workdir / rundir.TRAIN_CONFIG_FILE).write_text(to_json(cfg))
+    lock = WorkdirLock.acquire(workdir) if jax.process_index() == 0 else None
     return workdir, lock
 
 
@@ -113,6 +113,35 @@ def open_data(cfg: TrainConfig) -> RunData:
 
 
 # -- model ------------------------------------------------------------------------------------
+def check_weights(cfg: TrainConfig) -> None:
+    """``cfg.model.weights`` that cannot work (see :func:`build_model`): :class:`UsageError`,
+    before anything is loaded or written."""
+    weights = cfg.model.weights
+    if weights == "pretrained" and cfg.model.backbone != "litemedsam":
+        raise UsageError("--weights pretrained is LiteMedSAM only; convert MedSAM/SAM with "
+                         "`python -m convert SRC.pth DIR` and pass --weights DIR")
+    if not weights:
+        raise UsageError(f"--weights is required for backbone {cfg.model.backbone!r} (a "
+                         "directory made by `python -m convert`)")
+    if weights in ("random", "pretrained"):
+        return
+    directory = Path(weights).expanduser()
+    if not (directory / CONFIG_FILE).is_file():
+        raise UsageError(f"--weights {weights}: not a converted model directory (no "
+                         f"{CONFIG_FILE}); make one with `python -m convert SRC.pth DIR`, or "
+                         "pass pretrained (LiteMedSAM) or random")
+    try:
+        found = load_config(directory)
+    except ValueError as e:  # unreadable JSON, or no model described
+        raise UsageError(f"--weights {weights}: {e}") from None
+    if not isinstance(found, SamConfig):
+        raise UsageError(f"--weights {weights} holds an AutoMedSAM, not a converted "
+                         "MedSAM/LiteMedSAM backbone (`python -m convert SRC.pth DIR` makes one)")
+    if found != SamConfig.preset(cfg.model.backbone):
+        raise UsageError(f"--weights {weights} holds {found.name!r}, not --backbone "
+                         f"{cfg.model.backbone!r}")
+
+
 def build_model(cfg: TrainConfig, num_classes: int) -> AutoMedSAM:
     """``cfg.model.weights``: a converted backbone directory, ``pretrained`` (LiteMedSAM via pip) or
     ``random``; the class prompt encoder is new (PyTorch's default init)."""
@@ -122,17 +151,12 @@ def build_model(cfg: TrainConfig, num_classes: int) -> AutoMedSAM:
         class_prompt = dataclasses.replace(class_prompt, num_classes=num_classes)
     localiser = (dataclasses.replace(cfg.model.localiser, num_classes=num_classes)
                  if cfg.model.prompt == "map" else None)
+    check_weights(cfg)
     if cfg.model.weights == "random":
         return random_model(AutoMedSamConfig(sam, class_prompt, localiser), cfg.run.seed)
     weights = cfg.model.weights
     if weights == "pretrained":
-        if cfg.model.backbone != "litemedsam":
-            raise UsageError("--weights pretrained is LiteMedSAM only; convert MedSAM/SAM with "
-                             "`python -m convert SRC.pth DIR` and pass --weights DIR")
         weights = pretrained_litemedsam()
-    if not weights:
-        raise UsageError(f"--weights is required for backbone {cfg.model.backbone!r} (a "
-                         "directory made by `python -m convert`)")
     model = pretrained_automedsam(weights, class_prompt, cfg.run.seed, localiser)
     if model.config.sam != sam:
         raise UsageError(f"{weights} holds {model.config.sam.name!r}, not --backbone "
@@ -263,10 +287,11 @@ def build_cache(cfg: TrainConfig, data: RunData, trainer: Trainer, model: AutoMe
                         encoder_dtype=cfg.model.encoder_dtype, flips=cfg.pipeline.flips,
                         augment=cfg.pipeline.augment, seed=cfg.run.seed,
                         dtype=cfg.cache.cache_dtype)
+    directory = cfg.cache.cache_dir or Path(cfg.data.data_dir).expanduser() / "embeddings"
     return EmbeddingCache.open_or_build(
-        cfg.cache.cache_dir or Path(cfg.data.data_dir).expanduser() / "embeddings", spec, data.train,
-        model.config.sam.frame, lambda x: embed(trainer.state["params"], trainer.frozen,
-                                   jax.make_array_from_process_local_data(sharding, x)),
+        directory, spec, data.train, model.config.sam.frame,
+        lambda x: embed(trainer.state["params"], trainer.frozen,
+                        jax.make_array_from_process_local_data(sharding, x)),
         chunk=local, log=log, barrier=multihost_utils.sync_global_devices)
 
 
@@ -428,17 +453,23 @@ def finish(cfg: TrainConfig, workdir: Path, data: RunData, final_model: AutoMedS
 def run(cfg: TrainConfig) -> dict:
     """Train (or resume) per ``cfg``; returns a summary dict (also written to workdir)."""
     workdir, lock = setup(cfg)
+    started = False
     try:
         with backend_options(cfg.run.cpu_rewrites, cfg.run.attention):
-            return _run(cfg, workdir)
+            # The data and the model first: a run refused here (no usable data, fewer slices
+            # than a batch, weights of another backbone) leaves the work directory as it was.
+            data = open_data(cfg)
+            model = build_model(cfg, len(data.class_names))
+            if lock is not None:
+                (workdir / rundir.TRAIN_CONFIG_FILE).write_text(to_json(cfg))
+            started = True
+            return _run(cfg, workdir, data, model)
     finally:
         if lock is not None:
-            lock.release()
+            lock.release(undo=not started)
 
 
-def _run(cfg: TrainConfig, workdir: Path) -> dict:
-    data = open_data(cfg)
-    model = build_model(cfg, len(data.class_names))
+def _run(cfg: TrainConfig, workdir: Path, data: RunData, model: AutoMedSAM) -> dict:
     trainer = init_trainer(cfg, model, data.total_steps)
     ckpts = Checkpoints(workdir / rundir.CHECKPOINTS_DIR, cfg.run.keep_checkpoints)
     progress = Progress.start(cfg.run.seed)
@@ -470,6 +501,8 @@ def _run(cfg: TrainConfig, workdir: Path) -> dict:
             export(trainer.model(), workdir, rundir.BEST, cfg, data.class_names, progress.step)
 
     def on_validate(step):  # with it, best/ = highest validation mean DSC (its own presence rule)
+        if not selects:
+            return
         current = trainer.model()
         ev = select_on_validation(cfg, current, data, log, step)
         if ev is not None:
