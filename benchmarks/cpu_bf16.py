@@ -1,14 +1,17 @@
-"""What XLA:CPU does with bf16: the class prompt encoder's main conv and a matmul of its size,
-in float32, bf16 and bf16 inputs with a float32 result, in JAX and PyTorch.
+"""What XLA:CPU does with bf16, op class by op class, at LiteMedSAM's layer shapes: forward,
+input gradient and weight gradient of its matmuls and convolutions in float32, in bf16 (the
+native bf16 mode: bf16 in and out) and with bf16 operands accumulated in float32 (the CPU form
+of the model's bf16 mode, ``automedsam_jax.core.backend.bf16_dot``; for a convolution,
+``preferred_element_type=float32``).
 
     python benchmarks/cpu_bf16.py [--repeats 7]
 
-For each case the compiled HLO is read: the result type of the convolution/dot after XLA's
-passes and how many ``convert`` instructions it added (2 on the inputs + 1 on the result: the op
-was moved to float32; 0: it runs on the bf16 inputs); then the op alone is timed
-(jitted, median of ``--repeats`` after warm-up) and GFLOP/s printed. PyTorch runs the same
-shapes eagerly (oneDNN; bf16 tensors). Why: ``benchmarks/frameworks.py``'s JAX bf16 rows are no
-faster than float32 on a CPU, while PyTorch's nearly double.
+Each pass is jitted alone (the gradients by ``jax.vjp``) and its compiled HLO read: the dtype
+of the operands the dot/convolution runs on after XLA's passes, and how many ``convert``
+instructions the module holds (inputs and result moved to and from float32 show there); then it
+is timed (median of ``--repeats`` after warm-up) and its GFLOP/s and speed relative to float32
+printed. Why: the model's bf16 mode is faster than float32 on a CPU only where XLA:CPU runs the
+op on bf16 operands (``core/backend.py``, ``bf16_compute``).
 """
 
 from __future__ import annotations
@@ -19,72 +22,84 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conv_layers import median_time as median_s  # benchmarks/ is the script's directory
+from conv_layers import median_time  # benchmarks/ is the script's directory
 
-CONV = ((2, 64, 64, 256), (3, 3, 256, 128))   # NHWC input, HWIO kernel: dec1's first conv
-DOT = ((8192, 2304), (2304, 128))             # the same FLOPs as one matmul
+from automedsam_jax.core import backend
+
+# (name, kind, x shape, w shape): "dot" is x (M, K) · w (K, N); "conv" a 3×3 NHWC/HWIO one.
+CASES = (
+    ("matmul: mask decoder k/v projection, 2×4096 tokens, 256→128", "dot",
+     (8192, 256), (256, 128)),
+    ("matmul: TinyViT stage-2 MLP fc1, 1024 tokens, 128→512", "dot", (1024, 128), (128, 512)),
+    ("1×1 conv as matmul: TinyViT MBConv 64→256, 64² (one image)", "dot",
+     (4096, 64), (64, 256)),
+    ("3×3 conv: class prompt encoder 256→128, 64², batch 2", "conv",
+     (2, 64, 64, 256), (3, 3, 256, 128)),
+)
+VARIANTS = ("f32", "bf16", "bf16 operands, f32 accumulation")
+PASSES = ("forward", "input grad", "weight grad")
+F32, BF16 = jnp.float32, jnp.bfloat16
 
 
-def jax_case(kind: str, dtype, out_dtype, repeats: int) -> dict:
-    a_shape, b_shape = CONV if kind == "conv" else DOT
+def op(kind: str, variant: str):
+    """The op ``(x, w) -> y`` of ``variant``."""
+    if kind == "dot":
+        if variant == VARIANTS[2]:
+            return lambda x, w: backend.bf16_dot("mk,kn->mn", x, w)
+        return lambda x, w: x @ w
+    pet = F32 if variant == VARIANTS[2] else None
+    return lambda x, w: jax.lax.conv_general_dilated(
+        x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        preferred_element_type=pet)
+
+
+def runs_on(hlo: str, kind: str) -> str:
+    """The operand dtypes of the compiled module's dots or convolutions."""
+    types = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", hlo))
+    name = "dot" if kind == "dot" else "convolution"
+    found = {"×".join(types.get(a, "?") for a in m)
+             for m in re.findall(rf" {name}\(%([\w.\-]+), %([\w.\-]+)\)", hlo)}
+    return ", ".join(sorted(found)) or "?"
+
+
+def case(kind: str, x_shape, w_shape, variant: str, repeats: int) -> dict:
     rng = np.random.default_rng(0)
-    a = jnp.asarray(rng.standard_normal(a_shape, np.float32), dtype)
-    b = jnp.asarray(rng.standard_normal(b_shape, np.float32) * 0.05, dtype)
-    if kind == "conv":
-        def f(a, b):
-            return jax.lax.conv_general_dilated(a, b, (1, 1), "SAME",
-                                                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                                preferred_element_type=out_dtype)
-    else:
-        def f(a, b):
-            return jax.lax.dot(a, b, preferred_element_type=out_dtype)
-    compiled = jax.jit(f).lower(a, b).compile()
-    hlo = compiled.as_text()
-    op = "convolution" if kind == "conv" else "dot"
-    runs_in = sorted(set(re.findall(rf"= (\w+)\[[\d,]*\]\S* {op}\(", hlo)))
-    converts = len(re.findall(r" convert\(", hlo))
-    ms = 1e3 * median_s(lambda: compiled(a, b).block_until_ready(), repeats)
-    return {"runs_in": ",".join(runs_in), "converts": converts, "ms": ms}
-
-
-def torch_ms(kind: str, bf16: bool, repeats: int) -> float:
-    import torch
-    dt = torch.bfloat16 if bf16 else torch.float32
-    a_shape, b_shape = CONV if kind == "conv" else DOT
-    g = torch.Generator().manual_seed(0)
-    if kind == "conv":
-        x = torch.randn(a_shape[0], a_shape[3], *a_shape[1:3], generator=g).to(dt)
-        w = (torch.randn(b_shape[3], b_shape[2], *b_shape[:2], generator=g) * 0.05).to(dt)
-        return 1e3 * median_s(lambda: torch.nn.functional.conv2d(x, w, padding=1), repeats)
-    a, b = torch.randn(*a_shape, generator=g).to(dt), torch.randn(*b_shape, generator=g).to(dt)
-    return 1e3 * median_s(lambda: a @ b, repeats)
+    # bf16_dot takes float32 operands and rounds them itself; the plain bf16 ops take bf16.
+    dt = BF16 if variant == VARIANTS[1] or (kind == "conv" and variant == VARIANTS[2]) else F32
+    x = jnp.asarray(rng.standard_normal(x_shape, np.float32), dt)
+    w = jnp.asarray(rng.standard_normal(w_shape, np.float32) * 0.05, dt)
+    f = op(kind, variant)
+    y = jax.eval_shape(f, x, w)
+    dy = jnp.asarray(rng.standard_normal(y.shape, np.float32), y.dtype)
+    fns = {"forward": (f, (x, w)),
+           "input grad": (lambda w, dy: jax.vjp(lambda x: f(x, w), x)[1](dy)[0], (w, dy)),
+           "weight grad": (lambda x, dy: jax.vjp(lambda w: f(x, w), w)[1](dy)[0], (x, dy))}
+    out = {}
+    for name, (g, args) in fns.items():
+        compiled = jax.jit(g).lower(*args).compile()
+        hlo = compiled.as_text()
+        out[name] = {"runs_on": runs_on(hlo, kind), "converts": hlo.count(" convert("),
+                     "s": median_time(lambda: jax.block_until_ready(compiled(*args)), repeats)}
+    return out
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args(argv)
-    import torch
     jax.config.update("jax_default_matmul_precision", "highest")
-    print(f"# jax {jax.__version__} on {jax.devices()[0].device_kind}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads)\n")
-    print("| op | inputs → result | compiled op's result | converts XLA added | JAX ms | JAX GFLOP/s | "
-          "PyTorch ms | PyTorch GFLOP/s |")
+    print(f"# jax {jax.__version__} on {jax.devices()[0].device_kind}\n")
+    print("| op | variant | pass | runs on | converts | ms | GFLOP/s | speed vs f32 |")
     print("|---|---|---|---|---|---|---|---|")
-    for kind in ("conv", "dot"):
-        a_shape, b_shape = CONV if kind == "conv" else DOT
-        flop = (2 * np.prod(a_shape[:3]) * np.prod(b_shape) if kind == "conv"
-                else 2 * a_shape[0] * a_shape[1] * b_shape[1])
-        name = (f"3×3 conv {a_shape[3]}→{b_shape[3]}, {a_shape[1]}², batch {a_shape[0]}"
-                if kind == "conv" else f"matmul {a_shape[0]}×{a_shape[1]}×{b_shape[1]}")
-        for label, dt, out, tbf in (("f32 → f32", jnp.float32, None, False),
-                                    ("bf16 → bf16", jnp.bfloat16, None, True),
-                                    ("bf16 → f32", jnp.bfloat16, jnp.float32, None)):
-            r = jax_case(kind, dt, out, args.repeats)
-            t = None if tbf is None else torch_ms(kind, tbf, args.repeats)
-            print(f"| {name} | {label} | {r['runs_in']} | {r['converts']} | {r['ms']:.1f} | "
-                  f"{flop / r['ms'] / 1e6:.0f} | " + ("—" if t is None else f"{t:.1f}") + " | "
-                  + ("—" if t is None else f"{flop / t / 1e6:.0f}") + " |", flush=True)
+    for name, kind, x_shape, w_shape in CASES:
+        flop = 2.0 * np.prod(x_shape) * w_shape[-1] * (9 if kind == "conv" else 1)
+        results = {v: case(kind, x_shape, w_shape, v, args.repeats) for v in VARIANTS}
+        for v in VARIANTS:
+            for ps in PASSES:
+                r, ref = results[v][ps], results["f32"][ps]
+                print(f"| {name} | {v} | {ps} | {r['runs_on']} | {r['converts']} | "
+                      f"{1e3 * r['s']:.2f} | {flop / r['s'] / 1e9:.0f} | "
+                      f"{ref['s'] / r['s']:.2f}× |", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,13 +2,15 @@
 
     python benchmarks/eval_speed.py [--presets litemedsam medsam_vit_b] [--classes 5]
                                     [--batch-size 4] [--batches 2] [--size 512]
+                                    [--budget-s SECONDS] [--out eval.json]
 
 What is timed is what ``evaluate.py`` does per slice: host preprocessing of a ``size × size``
 uint8 slice to the preset's input frame, the jitted batched model call (image encoder once per
 slice, the K class prompts decoded against that embedding), and the per-slice step back to the
 original frame (upsampling the K masks, label map) — :func:`automedsam_jax.evaluation.
 segment_slices`. Metrics (NSD distance transforms) are not included. Weights are random
-(``core.init.random_model``; the speed does not depend on them). One warm-up batch
+(``core.init.random_model``; the speed does not depend on them); the ``tiny_*`` presets (tests)
+get the tiny class prompt widths. One warm-up batch
 compiles everything first (its time is reported apart), then ``--batches`` full batches are timed.
 
 Where the time goes (ms per slice, one more batch run phase by phase, each synchronised):
@@ -19,14 +21,17 @@ and the step back to the original frame (upsampling the K masks to ``size``², l
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
 
 from automedsam_jax.core.backend import image_by_image
-from automedsam_jax.core.config import AutoMedSamConfig, ClassPromptConfig, SamConfig
+from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, ClassPromptConfig,
+                                        SamConfig)
 from automedsam_jax.core.init import random_model
 from automedsam_jax.data.pipeline import model_input
 from automedsam_jax.evaluation import ClassSegmenter, segment_slices
@@ -39,7 +44,8 @@ def _records(n: int, size: int, frame, seed: int = 0):
 
 
 def bench(preset: str, classes: int, batch_size: int, batches: int, size: int) -> dict:
-    model = random_model(AutoMedSamConfig(SamConfig.preset(preset), ClassPromptConfig()))
+    prompt = TINY_CLASS_PROMPT if preset.startswith("tiny") else ClassPromptConfig()
+    model = random_model(AutoMedSamConfig(SamConfig.preset(preset), prompt))
     seg = ClassSegmenter(model, range(1, classes + 1), batch_size)
     t = time.perf_counter()
     for _ in segment_slices(seg, _records(batch_size, size, seg.frame)):
@@ -79,26 +85,41 @@ def phases(model, seg: ClassSegmenter, batch_size: int, size: int) -> dict[str, 
             dict(pre=pre, model=call, encoder=encoder, post=post).items()}
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--presets", nargs="+", default=["litemedsam", "medsam_vit_b"])
     p.add_argument("--classes", type=int, default=5, help="classes decoded per slice")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--batches", type=int, default=2, help="timed batches after the warm-up")
     p.add_argument("--size", type=int, default=512, help="original slice side (px)")
-    args = p.parse_args()
-    print(f"# evaluation throughput, {args.classes} classes per slice, {args.size}² uint8 slices, "
-          f"batch {args.batch_size}, float32, random weights")
-    print(f"# {platform.processor() or platform.machine()}, {jax.devices()[0].device_kind} "
-          f"× {jax.device_count()}, jax {jax.__version__}\n")
-    print("| preset | input | slices timed | seconds | slices/s | warm-up batch, compiling (s) | "
-          "ms/slice: preprocess | model call | of which encoder | back to original frame |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="start no preset after this many seconds")
+    p.add_argument("--out", default=None, help="write the JSON results here")
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    lines = [f"# evaluation throughput, {args.classes} classes per slice, {args.size}² uint8 "
+             f"slices, batch {args.batch_size}, float32, random weights",
+             f"# {platform.processor() or platform.machine()}, {jax.devices()[0].device_kind} "
+             f"× {jax.device_count()}, jax {jax.__version__}\n",
+             "| preset | input | slices timed | seconds | slices/s | warm-up batch, compiling (s) "
+             "| ms/slice: preprocess | model call | of which encoder | back to original frame |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    rows = []
     for name in args.presets:
-        r = bench(name, args.classes, args.batch_size, args.batches, args.size)
-        print(f"| {r['preset']} | {r['frame']}² | {r['slices']} | {r['seconds']:.1f} | "
-              f"{r['rate']:.3f} | {r['warmup']:.1f} | {r['pre_ms']:.0f} | {r['model_ms']:.0f} | "
-              f"{r['encoder_ms']:.0f} | {r['post_ms']:.0f} |", flush=True)
+        if args.budget_s is not None and time.perf_counter() - start > args.budget_s:
+            lines.append(f"| {name} | skipped: time budget (--budget-s) spent |" + " |" * 8)
+        else:
+            r = bench(name, args.classes, args.batch_size, args.batches, args.size)
+            rows.append(r)
+            lines.append(f"| {r['preset']} | {r['frame']}² | {r['slices']} | {r['seconds']:.1f} | "
+                         f"{r['rate']:.3f} | {r['warmup']:.1f} | {r['pre_ms']:.0f} | "
+                         f"{r['model_ms']:.0f} | {r['encoder_ms']:.0f} | {r['post_ms']:.0f} |")
+        print(lines[-1], flush=True)
+    result = {"args": vars(args), "rows": rows, "table": "\n".join(lines)}
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return result
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """JAX vs PyTorch on the same AutoMedSAM: inference, training step with the frozen encoder, and
-training from cached embeddings, in float32 (highest matmul precision) and bf16.
+training from cached embeddings, in float32 (highest matmul precision) and bf16, timed in
+interleaved rounds so that the JAX/PyTorch ratios can be quoted with their spread.
 
-    python benchmarks/frameworks.py --backbone litemedsam --batch 2 --repeats 3 --out bench.json
-    python benchmarks/frameworks.py --backbone medsam_vit_b --batch 1 --modes infer cached \\
-        --rows jax-fp32 torch-eager-fp32 --repeats 2
+    python benchmarks/frameworks.py --backbone litemedsam --weights pretrained --batch 2 \\
+        --repeats 5 --modes infer train cached \\
+        --rows jax-fp32 torch-eager-fp32 torch-compile-fp32 --out bench.json
     python benchmarks/frameworks.py --tiny            # seconds: the smoke test's configuration
 
 Same backbone, same weights (drawn for the JAX model, converted to PyTorch with
@@ -19,28 +20,37 @@ and the optimizer step eager). fp32 = float32 at highest matmul precision on bot
 convolutions); bf16 = bf16 compute with float32 parameters, optimizer and loss (JAX: weights
 cast inside the step; PyTorch: ``torch.autocast``).
 
-Protocol per row: compile (JAX: ``lower().compile()``, timed; ``torch.compile``: its first call
-minus a steady call), 2 warm-up calls, then ``--repeats`` timed repeats of ``--steps`` calls each,
-the device synchronised before the clock stops (``block_until_ready`` /
-``torch.cuda.synchronize``). Every training row starts from the same parameters and runs the same
-batch N = 2 + repeats·steps times; the loss of call N sits next to its speed. Inference rows show
-the loss of their (deterministic) output instead. Inputs are already on the device: the input
-pipeline is not timed (``benchmarks/data_throughput.py`` measures it).
+Protocol, mode by mode: every row is first prepared — compiled (JAX: ``lower().compile()``,
+timed; ``torch.compile``: its first call minus a median timed call), called once, then
+``WARMUP`` more calls during which its peak memory is taken — and then the rows are timed in
+``--repeats`` interleaved rounds (JAX, eager, compile, JAX, eager, compile, …), ``--steps``
+calls per row per round, the device synchronised before the clock stops
+(``block_until_ready`` / ``torch.cuda.synchronize``), so that drift of a shared machine falls
+on every row. Each row shows its median and min–max img/s over the rounds; each JAX row's
+ratio to each PyTorch row of its dtype (and to the best of them, by median) is taken round by
+round and shown as the median and min–max of those per-round ratios. Every training row starts
+from the same parameters and runs the same batch N = 1 + WARMUP + rounds·steps times; the loss
+of call N sits next to its speed. Inference rows show the loss of their (deterministic) output
+instead. Inputs are already on the device: the input pipeline is not timed
+(``benchmarks/data_throughput.py`` measures it). ``--budget-s``: no row is prepared and no
+round started after that many seconds (a row left out says so; at least one round runs).
 
 FLOPs per image come from XLA's cost analysis of the float32 JAX function of each mode with its
 native ops (no CPU rewrite; the same count is used for the PyTorch rows: same computation);
-MFU = achieved FLOP/s / the device's peak (a table for H100/H200/A100, ``--peak-tflops``
-elsewhere). Peak memory: on GPU the device
-allocator's peak (PyTorch ``max_memory_allocated``; JAX: XLA's buffer assignment of the compiled
-step, arguments + outputs + temporaries); on CPU the growth of the process RSS above its level
-after the first call, sampled every 2 ms during the warm-up and timed calls (both frameworks).
+MFU = achieved FLOP/s (median round) / the device's peak (a table for H100/H200/A100,
+``--peak-tflops`` elsewhere). Peak memory: on GPU, JAX: XLA's buffer assignment of the compiled
+step (arguments + outputs + temporaries); PyTorch: the allocator's peak during the warm-up calls
+above what was allocated before the row's model was built; on CPU the growth of the process RSS
+during the warm-up calls above its level before them, sampled every 2 ms (both frameworks).
 
-Prints a Markdown table (and the ViT-B analytic FLOPs cross-check) and writes JSON (``--out``).
+Prints Markdown tables (rows, then ratios) and the ViT-B analytic FLOPs cross-check, and writes
+JSON (``--out``) with every round's time of every row and every per-round ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import json
@@ -51,6 +61,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -84,6 +95,7 @@ MODE_TITLES = {"infer": "inference (image → mask)",
                "train": "training step, frozen encoder inside",
                "cached": "training step from cached embeddings"}
 WARMUP = 2
+"""Calls after the first one and before the rounds; peak memory is taken during them."""
 
 # Dense peak TFLOP/s (fp32 without TF32, bf16 tensor cores) by device-kind substring, most
 # specific first.
@@ -99,13 +111,13 @@ class Row:
     variant: str
     dtype: str
     times_s: list[float] = dataclasses.field(default_factory=list)
-    cpu_times_s: list[float] = dataclasses.field(default_factory=list)
+    """One entry per round: the seconds of its ``steps`` calls."""
     images_per_call: int = 0
-    calls_per_repeat: int = 1
+    steps: int = 1
+    first_call_s: float | None = None
     compile_s: float | None = None
     peak_mem_mib: float | None = None
     mem_kind: str = ""
-    xla_memory_mib: float | None = None
     loss: float | None = None
     loss_steps: int = 0
     gflop_per_image: float | None = None
@@ -115,21 +127,36 @@ class Row:
 
     @property
     def images_per_s(self) -> list[float]:
-        return [self.images_per_call * self.calls_per_repeat / t for t in self.times_s]
+        """Per round."""
+        return [self.images_per_call * self.steps / t for t in self.times_s]
 
     @property
-    def images_per_cpu_s(self) -> list[float]:
-        return [self.images_per_call * self.calls_per_repeat / t for t in self.cpu_times_s]
+    def ok(self) -> bool:
+        return not self.error and bool(self.times_s)
+
+    def median(self) -> float:
+        return statistics.median(self.images_per_s)
 
     def summary(self) -> dict:
         d = dataclasses.asdict(self)
         ips = self.images_per_s
+        d["images_per_s"] = ips
         d["images_per_s_median"] = statistics.median(ips) if ips else None
         d["images_per_s_min"] = min(ips) if ips else None
         d["images_per_s_max"] = max(ips) if ips else None
-        cps = self.images_per_cpu_s
-        d["images_per_cpu_s_median"] = statistics.median(cps) if cps else None
         return d
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A row ready to be timed: ``call`` runs it once, ``sync`` waits for the device,
+    ``memory`` (a context manager) takes its peak memory around the warm-up calls, ``finish``
+    fills the row's loss after the rounds."""
+    row: Row
+    call: Callable[[], None]
+    sync: Callable[[], None]
+    memory: contextlib.AbstractContextManager
+    finish: Callable[[], None]
 
 
 # -- measurement helpers -----------------------------------------------------------------------
@@ -167,55 +194,77 @@ class RssPeak:
         return (self.peak - self.base) / 2 ** 20
 
 
-def run_calls(call, sync, repeats: int, steps: int, row: Row, on_gpu: bool, torch_cuda=None,
-              budget_s: float | None = None) -> float:
-    """First call (timed: it compiles under torch.compile), warm-up, timed repeats; fills
-    ``row`` and returns the first call's seconds.
-
-    When the remaining calls would exceed ``budget_s`` (judged from the first call, or from the
-    second when the first compiled), only that one call is reported (``loss_steps`` says so).
-    """
-    def timed():
-        t, c = time.perf_counter(), time.process_time()
-        call()
-        sync()
-        return time.perf_counter() - t, time.process_time() - c
-
-    first_s, first_cpu = estimate, estimate_cpu = timed()
-    done = 1
-    if row.variant == "compile":
-        estimate, estimate_cpu = timed()
-        done = 2
-    if budget_s and estimate * (WARMUP + repeats * steps - done) > budget_s:
-        row.times_s, row.cpu_times_s, row.calls_per_repeat, row.loss_steps = (
-            [estimate], [estimate_cpu], 1, done)
-        row.note = "; ".join(filter(None, [
-            row.note, f"1 call timed: {WARMUP + repeats * steps} calls would take "
-                      f"~{estimate * (WARMUP + repeats * steps):.0f} s > --row-budget-s"]))
-        return first_s
-    rss = None
-    if on_gpu and torch_cuda is not None:
-        torch_cuda.reset_peak_memory_stats()
-    elif not on_gpu:
-        rss = RssPeak()
-        rss.start()
-    for _ in range(WARMUP - done):
-        call()
-    sync()
-    for _ in range(repeats):
-        t, c = time.perf_counter(), time.process_time()
-        for _ in range(steps):
-            call()
-        sync()
-        row.times_s.append(time.perf_counter() - t)
-        row.cpu_times_s.append(time.process_time() - c)
-    if rss is not None:
+@contextlib.contextmanager
+def rss_growth(row: Row):
+    """Sets ``row``'s peak memory to the RSS growth over the block (CPU, both frameworks)."""
+    rss = RssPeak()
+    rss.start()
+    try:
+        yield
+    finally:
         row.peak_mem_mib, row.mem_kind = rss.stop(), "RSS growth"
-    elif torch_cuda is not None:
-        row.peak_mem_mib, row.mem_kind = torch_cuda.max_memory_allocated() / 2 ** 20, "device peak"
-    row.calls_per_repeat = steps
-    row.loss_steps = WARMUP + repeats * steps
-    return first_s
+
+
+def failure(e: Exception) -> str:
+    traceback.print_exc(limit=3)
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+
+def warm_up(p: Prepared) -> None:
+    """The first call (timed: ``torch.compile`` compiles in it), then ``WARMUP`` calls inside
+    ``p.memory``."""
+    t = time.perf_counter()
+    p.call()
+    p.sync()
+    p.row.first_call_s = time.perf_counter() - t
+    with p.memory:
+        for _ in range(WARMUP):
+            p.call()
+        p.sync()
+
+
+def time_rounds(live: list[Prepared], repeats: int, steps: int,
+                deadline: float | None = None) -> None:
+    """``repeats`` rounds, each timing ``steps`` calls of every row in turn; a row that raises
+    is reported failed and left out of later rounds. After ``deadline`` (``perf_counter``) no
+    new round starts (the first always runs)."""
+    live = list(live)
+    for r in range(repeats):
+        if r and deadline is not None and time.perf_counter() > deadline:
+            break
+        for p in list(live):
+            try:
+                t = time.perf_counter()
+                for _ in range(steps):
+                    p.call()
+                p.sync()
+                p.row.times_s.append(time.perf_counter() - t)
+            except Exception as e:  # noqa: BLE001 - report the row as failed and go on
+                p.row.error = failure(e)
+                live.remove(p)
+
+
+def ratios(rows: list[Row]) -> list[dict]:
+    """Img/s ratios round by round (rounds are interleaved, so round r of every row ran at the
+    same time; > 1: ``row`` faster than ``vs``) with their median, min and max: each JAX row vs
+    each PyTorch row of its mode and dtype (``best`` marks the PyTorch row of highest median
+    img/s), and each bf16 row vs the fp32 row of its framework and variant."""
+    pairs = []
+    for mode in MODES:
+        ok = [r for r in rows if r.mode == mode and r.ok]
+        for dtype in ("fp32", "bf16"):
+            torch_rows = [r for r in ok if r.framework == "torch" and r.dtype == dtype]
+            best = max(torch_rows, key=Row.median, default=None)
+            pairs += [(j, t, t is best) for j in ok if j.framework == "jax" and j.dtype == dtype
+                      for t in torch_rows]
+        pairs += [(r, f, False) for r in ok for f in ok if r.dtype == "bf16"
+                  and f.dtype == "fp32" and (f.framework, f.variant) == (r.framework, r.variant)]
+    out = []
+    for a, b, best in pairs:
+        per = [x / y for x, y in zip(a.images_per_s, b.images_per_s)]
+        out.append({"mode": a.mode, "row": a.row, "vs": b.row, "best": best, "per_round": per,
+                    "median": statistics.median(per), "min": min(per), "max": max(per)})
+    return out
 
 
 # -- inputs --------------------------------------------------------------------------------
@@ -281,9 +330,9 @@ class JaxSide:
         cached = mode == "cached"
         step = make_train_step(self.graphdef, self.tx, self.mesh, cached=cached,
                                encoder_dtype=dt, compute_dtype=dt)
-        keys = ("embedding" if cached else "image", "class_id", "mask", "box", "dist", "noise")
+        other = "image" if cached else "embedding"
         state = jax.tree.map(jnp.copy, self.state0)
-        return step, (state, self.frozen, {k: b[k] for k in keys}, self.key)
+        return step, (state, self.frozen, {k: v for k, v in b.items() if k != other}, self.key)
 
     def flops(self, mode: str) -> float:
         """XLA's FLOPs of one call of the float32 function of ``mode`` (from its lowering), with
@@ -322,23 +371,30 @@ class JaxSide:
             jax.block_until_ready((holder["out"], holder["args"][0]))
         return compiled, compile_s, call, sync, holder
 
-    def run(self, row: Row, repeats: int, steps: int, budget_s: float | None = None) -> None:
+    def start(self, row: Row) -> Prepared:
+        """Compile ``row`` (its mode and dtype), note its attention calls and XLA's buffer
+        size, run the first and the warm-up calls."""
         backend.ATTENTION_CALLS.clear()
         compiled, row.compile_s, call, sync, holder = self.prepare(row.mode, row.dtype)
         row.note = "attention: " + ", ".join(f"{k}×{v}" for k, v in
                                              sorted(backend.ATTENTION_CALLS.items()))
-        mem = compiled.memory_analysis()
-        if mem is not None:
-            row.xla_memory_mib = (mem.argument_size_in_bytes + mem.output_size_in_bytes
-                                  + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2 ** 20
         args = holder["args"]
-        row.images_per_call = (args[2] if row.mode == "infer"
-                               else args[2]["class_id"]).shape[0]
-        run_calls(call, sync, repeats, steps, row, self.on_gpu, budget_s=budget_s)
-        if self.on_gpu and mem is not None:
-            row.peak_mem_mib, row.mem_kind = row.xla_memory_mib, "XLA buffers"
-        row.loss = (self._loss_of(holder["out"]) if row.mode == "infer"
-                    else float(holder["out"]["loss"]))
+        row.images_per_call = int(np.size(args[3] if row.mode == "infer"
+                                          else args[2]["class_id"]))
+        memory = contextlib.nullcontext() if self.on_gpu else rss_growth(row)
+        if self.on_gpu:
+            mem = compiled.memory_analysis()
+            if mem is not None:
+                row.mem_kind = "XLA buffers"
+                row.peak_mem_mib = (mem.argument_size_in_bytes + mem.output_size_in_bytes
+                                    + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2 ** 20
+
+        def finish():
+            row.loss = (self._loss_of(holder["out"]) if row.mode == "infer"
+                        else float(holder["out"]["loss"]))
+        p = Prepared(row, call, sync, memory, finish)
+        warm_up(p)
+        return p
 
 
 # -- PyTorch rows ----------------------------------------------------------------------------
@@ -387,7 +443,6 @@ class TorchSide:
         infer, loss_fn = self.ts.make_fns(model, self.device, dtype == "bf16",
                                           cached=mode == "cached")
         if variant == "compile":
-            torch._dynamo.reset()
             infer, loss_fn = torch.compile(infer), torch.compile(loss_fn)
         holder = {}
         if mode == "infer":
@@ -406,29 +461,40 @@ class TorchSide:
                 holder["out"] = total.detach()
         return model, call, holder
 
-    def run(self, row: Row, repeats: int, steps: int, budget_s: float | None = None) -> None:
-        torch, a = self.torch, self.args
+    @contextlib.contextmanager
+    def _cuda_peak(self, row: Row, base: int):
+        cuda = self.torch.cuda
+        cuda.reset_peak_memory_stats()
+        try:
+            yield
+        finally:
+            row.peak_mem_mib = (cuda.max_memory_allocated() - base) / 2 ** 20
+            row.mem_kind = "device peak"
+
+    def start(self, row: Row) -> Prepared | None:
+        """Build ``row``'s model (and ``torch.compile`` it), run the first and the warm-up
+        calls; ``None`` (``row.error`` says why) when the row is skipped."""
         row.error = self.skip_reason(row.dtype)
         if row.error:
-            return
+            return None
+        torch, a = self.torch, self.args
+        base = torch.cuda.memory_allocated() if self.on_gpu else 0
         model, call, holder = self.prepare(row.mode, row.dtype, row.variant)
         row.images_per_call = a["class_id"].shape[0]
-        first_s = run_calls(call, self.sync, repeats, steps, row, self.on_gpu,
-                            torch.cuda if self.on_gpu else None, budget_s)
-        if row.variant == "compile":
-            row.compile_s = max(first_s - statistics.median(row.times_s) / steps, 0.0)
-        if row.mode == "infer":  # the PyTorch joint loss of this row's output
-            with torch.no_grad():
-                low, sparse, dense = holder["out"]
-                total, _ = self.ts.joint_loss(low, sparse, dense, a, model.teacher(a["box"]),
-                                              model.sigma)
-            row.loss = float(total)
-        else:
-            row.loss = float(holder["out"])
-        del model, call, holder
-        gc.collect()
-        if self.on_gpu:
-            torch.cuda.empty_cache()
+
+        def finish():
+            if row.mode == "infer":  # the PyTorch joint loss of this row's output
+                with torch.no_grad():
+                    low, sparse, dense = holder["out"]
+                    total, _ = self.ts.joint_loss(low, sparse, dense, a, model.teacher(a["box"]),
+                                                  model.sigma)
+                row.loss = float(total)
+            else:
+                row.loss = float(holder["out"])
+        memory = self._cuda_peak(row, base) if self.on_gpu else rss_growth(row)
+        p = Prepared(row, call, self.sync, memory, finish)
+        warm_up(p)
+        return p
 
 
 def cpu_has_native_bf16() -> bool:
@@ -438,6 +504,55 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return True  # cannot tell: let the row run
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# -- one mode ----------------------------------------------------------------------------------
+def run_mode(mode: str, names: list[str], sides: dict, repeats: int, steps: int,
+             deadline: float | None = None) -> list[Row]:
+    """Prepare every row of ``mode`` (in ``names`` order; none after ``deadline``), time them
+    in interleaved rounds, then read each row's loss; the prepared rows are freed on return."""
+    rows, live = [], []
+    if "torch" in sides and any(n.startswith("torch-compile") for n in names):
+        sides["torch"].torch._dynamo.reset()  # a fresh cache per mode: no entry limit reached
+    for name in names:
+        fw, *variant, dtype = name.split("-")
+        row = Row(mode, name, fw, "jit" if fw == "jax" else variant[0], dtype, steps=steps)
+        rows.append(row)
+        if deadline is not None and time.perf_counter() > deadline:
+            row.error = "skipped: time budget (--budget-s) spent before this row"
+            continue
+        t0 = time.perf_counter()
+        try:
+            p = sides[fw].start(row)
+        except Exception as e:  # noqa: BLE001 - report the row as failed and go on
+            row.error = failure(e)
+            if fw == "jax" and backend.ATTENTION_CALLS.get("cudnn"):
+                row.error += " (cuDNN attention in use: retry with --attention xla)"
+            p = None
+        if p is not None:
+            live.append(p)
+        print(f"  {mode:>6} {name:<20} " + (row.error or f"prepared: compile "
+              f"{fmt(row.compile_s)} s, first call {row.first_call_s:.2f} s") +
+              f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
+    time_rounds(live, repeats, steps, deadline)
+    for p in live:
+        r = p.row
+        try:
+            if r.ok:
+                p.finish()
+                r.loss_steps = 1 + WARMUP + len(r.times_s) * steps
+                if r.variant == "compile":
+                    r.compile_s = max(r.first_call_s - statistics.median(r.times_s) / steps, 0.0)
+        except Exception as e:  # noqa: BLE001
+            r.error = failure(e)
+        print(f"  {mode:>6} {r.row:<20} " + (r.error or (
+            "img/s per round " + " ".join(f"{x:.3g}" for x in r.images_per_s)
+            + f", loss {r.loss:.6g}")), flush=True)
+    live = p = None  # noqa: F841 - frees the prepared rows' models and executables
+    gc.collect()
+    if "torch" in sides and sides["torch"].on_gpu:
+        sides["torch"].torch.cuda.empty_cache()
+    return rows
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -471,61 +586,61 @@ def fmt(x, spec=".1f", dash="—"):
     return dash if x is None else format(x, spec)
 
 
-def table(rows: list[Row], batch: int, cpu_time: bool) -> str:
-    """Markdown, one table per mode. ``cpu_time``: add the img/s by process CPU time (on a shared
-    CPU, with one thread per framework, the steadier figure)."""
+def spread(values: list[float], spec: str = ".3g") -> str:
+    return f"{min(values):{spec}}–{max(values):{spec}}"
+
+
+def table(rows: list[Row], batch: int) -> str:
+    """Markdown, one table of rows per mode."""
     lines = []
-    ncol = 11 + cpu_time
+    header = ("| row | img/s (median of rounds) | min–max | rounds | ms/call | compile (s) | "
+              "peak mem (MiB, {}) | GFLOP/img | TFLOP/s | MFU | loss (N) | note |")
+    ncol = header.count("|") - 1
     for mode in MODES:
         sel = [r for r in rows if r.mode == mode]
         if not sel:
             continue
-        mem_kind = next((r.mem_kind for r in sel if r.mem_kind), "")
-        lines += [f"\n**{MODE_TITLES[mode]}**, batch {batch}\n",
-                  "| row | img/s (median) | min–max | " + ("img/s by CPU time | " if cpu_time else "")
-                  + f"ms/call | compile (s) | peak mem (MiB, {mem_kind or '—'}) | GFLOP/img | "
-                  "TFLOP/s | MFU | loss (N) | note |",
+        mem_kind = ", ".join(dict.fromkeys(r.mem_kind for r in sel if r.mem_kind)) or "—"
+        lines += [f"\n**{MODE_TITLES[mode]}**, batch {batch}\n", header.format(mem_kind),
                   "|" + "---|" * ncol]
         for r in sel:
-            if r.error:
-                status = "skipped" if r.error.startswith("skipped") else "failed"
-                lines.append(f"| {r.row} | {status} |" + " |" * (ncol - 3) + f" {r.error[:240]} |")
+            if not r.ok:
+                error = r.error or "no round timed"
+                status = "skipped" if error.startswith("skipped") else "failed"
+                lines.append(f"| {r.row} | {status} |" + " |" * (ncol - 3) + f" {error[:240]} |")
                 continue
-            ips = r.images_per_s
-            med = statistics.median(ips)
+            ips, med = r.images_per_s, r.median()
             tflops = None if r.gflop_per_image is None else med * r.gflop_per_image / 1e3
             mfu = "—" if r.mfu is None else f"{100 * r.mfu:.1f}%"
             loss = "—" if r.loss is None else (f"{r.loss:.6g}" + (
                 f" ({r.loss_steps})" if r.mode != "infer" else ""))
-            cps = (f"{statistics.median(r.images_per_cpu_s):.3g} | " if cpu_time
-                   and r.cpu_times_s else ("— | " if cpu_time else ""))
             lines.append(
-                f"| {r.row} | {med:.3g} | {min(ips):.3g}–{max(ips):.3g} | {cps}"
+                f"| {r.row} | {med:.3g} | {spread(ips)} | {len(ips)} | "
                 f"{1e3 * r.images_per_call / med:.0f} | {fmt(r.compile_s)} | "
-                f"{fmt(r.peak_mem_mib, '.0f')} | {fmt(r.gflop_per_image, '.1f')} | "
+                f"{fmt(r.peak_mem_mib, '.0f')} | {fmt(r.gflop_per_image, '.4g')} | "
                 f"{fmt(tflops, '.3g')} | {mfu} | {loss} | {r.note} |")
     return "\n".join(lines)
 
 
-def speedups(rows: list[Row], cpu_time: bool = False) -> str:
-    """Best JAX row vs best PyTorch row per mode and dtype (> 1: JAX faster), by wall time (and
-    by CPU time)."""
-    out = []
-    for mode in MODES:
-        for dtype in ("fp32", "bf16"):
-            def best(fw, attr):
-                c = [statistics.median(getattr(r, attr)) for r in rows
-                     if r.mode == mode and r.dtype == dtype and r.framework == fw and not r.error
-                     and getattr(r, attr)]
-                return max(c) if c else None
-            j, t = best("jax", "images_per_s"), best("torch", "images_per_s")
-            if j and t:
-                text = f"{mode} {dtype}: {j / t:.2f}×"
-                jc, tc = best("jax", "images_per_cpu_s"), best("torch", "images_per_cpu_s")
-                if cpu_time and jc and tc:
-                    text += f" ({jc / tc:.2f}× by CPU time)"
-                out.append(text)
-    return "; ".join(out)
+def ratio_table(rs: list[dict]) -> str:
+    """Markdown: every ratio with its spread over the rounds."""
+    if not rs:
+        return ""
+    lines = ["\n**Ratios**, img/s of the row / img/s of the other, round by round (> 1: the row "
+             "faster)\n", "| mode | row | vs | ratio (median of rounds) | min–max | rounds |",
+             "|---|---|---|---|---|---|"]
+    for r in rs:
+        lines.append(f"| {r['mode']} | {r['row']} | {r['vs']}"
+                     + (" (best PyTorch)" if r["best"] else "") + f" | {r['median']:.2f}× | "
+                     f"{spread(r['per_round'], '.2f')} | {len(r['per_round'])} |")
+    return "\n".join(lines)
+
+
+def speedups(rs: list[dict]) -> str:
+    """One line: each JAX row vs the best PyTorch row of its mode and dtype, with the spread."""
+    return "; ".join(f"{r['mode']} {r['row']}: {r['median']:.2f}× ({spread(r['per_round'], '.2f')}"
+                     f" over {len(r['per_round'])} rounds, vs {r['vs']})"
+                     for r in rs if r["best"])
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -539,13 +654,12 @@ def parse(argv=None):
     p.add_argument("--weights", choices=["random", "pretrained"], default="random",
                    help="pretrained: LiteMedSAM's published weights (litemedsam only)")
     p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--steps", type=int, default=1, help="calls per timed repeat")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved timed rounds")
+    p.add_argument("--steps", type=int, default=1, help="calls per row per round")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
-    p.add_argument("--row-budget-s", type=float, default=300.0,
-                   help="a row whose calls would take longer reports its one timed call only "
-                   "(PyTorch bf16 convolutions on CPUs without native bf16 run ~100× slower)")
+    p.add_argument("--budget-s", type=float, default=None,
+                   help="prepare no row and start no round after this many seconds")
     p.add_argument("--force-cpu-bf16", action="store_true",
                    help="run the PyTorch bf16 rows on a CPU without native bf16 too")
     p.add_argument("--peak-tflops", type=lambda s: [float(x) for x in s.split(",")],
@@ -565,12 +679,15 @@ def parse(argv=None):
 
 
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse(argv)
     with backend.backend_options(attention=args.attention):
-        return _main(args)
+        return _main(args, argv)
 
 
-def _main(args) -> dict:
+def _main(args, argv: list[str]) -> dict:
+    start = time.perf_counter()
+    deadline = None if args.budget_s is None else start + args.budget_s
     if args.threads:  # before the first JAX computation creates the CPU client's thread pool
         os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:args.threads]))
         import torch
@@ -588,9 +705,9 @@ def _main(args) -> dict:
         model = random_model(cfg, seed=0)
     inputs = make_inputs(cfg, args.batch)
     hw = hardware()
-    print(f"# AutoMedSAM {args.backbone} ({args.weights} weights), batch {args.batch}, "
-          f"{args.repeats} repeats × {args.steps} call(s) after {WARMUP} warm-up; "
-          f"N = {WARMUP + args.repeats * args.steps}")
+    print(f"# AutoMedSAM {args.backbone} ({args.weights} weights), batch {args.batch}; per mode "
+          f"every row compiled, 1 + {WARMUP} warm-up calls, then {args.repeats} interleaved "
+          f"rounds × {args.steps} call(s); N = {1 + WARMUP + args.repeats * args.steps}")
     print(f"# JAX {hw['jax']} on {hw['jax_device']} ×{hw['device_count']}; PyTorch {hw['torch']} "
           f"on {hw['torch_device']} ({hw['torch_threads']} threads); CPU {hw['cpu']} "
           f"({hw['cpu_count']} cores, {hw['cpu_affinity']} used)", flush=True)
@@ -599,15 +716,13 @@ def _main(args) -> dict:
     with jax.default_matmul_precision("highest"):
         embeddings = np.asarray(jax.jit(lambda m, x: m.embed(x))(model, inputs["image"]))
     jax_side = JaxSide(cfg, model, inputs, embeddings)
-    sigma = np.array(jax_side.trainee.loss_weights.sigma[...])  # a copy
-    torch_side = None
+    sides = {"jax": jax_side}
     if any(r.startswith("torch") for r in args.rows):
-        torch_side = TorchSide(cfg, model, sigma, inputs, embeddings, args.force_cpu_bf16)
+        sigma = np.array(jax_side.trainee.loss_weights.sigma[...])  # a copy
+        sides["torch"] = TorchSide(cfg, model, sigma, inputs, embeddings, args.force_cpu_bf16)
 
     # FLOPs: XLA cost analysis per mode, and the encoder alone with the ViT analytic count.
-    flops = {}
-    for mode in args.modes:
-        flops[mode] = jax_side.flops(mode) / args.batch / 1e9
+    flops = {mode: jax_side.flops(mode) / args.batch / 1e9 for mode in args.modes}
     enc = encoder_flops(cfg.sam, 1) / 1e9
     flops_note = f"image encoder (XLA): {enc:.1f} GFLOP/img"
     if isinstance(cfg.sam.encoder, ViTConfig):
@@ -619,41 +734,25 @@ def _main(args) -> dict:
 
     rows: list[Row] = []
     for mode in args.modes:
-        for name in args.rows:
-            fw, *variant, dtype = name.split("-")
-            row = Row(mode, name, fw, "jit" if fw == "jax" else variant[0], dtype)
-            t0 = time.perf_counter()
-            try:
-                side = jax_side if fw == "jax" else torch_side
-                side.run(row, args.repeats, args.steps, args.row_budget_s)
-            except Exception as e:  # noqa: BLE001 - report the row as failed and go on
-                row.error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                traceback.print_exc(limit=3)
-                if fw == "jax" and backend.ATTENTION_CALLS.get("cudnn"):
-                    row.error += " (cuDNN attention in use: retry with --attention xla)"
-            row.gflop_per_image = flops.get(mode)
-            if row.times_s and row.gflop_per_image:
-                peak = device_peak_tflops(hw["jax_device"] if fw == "jax" else hw["torch_device"],
-                                          dtype, args.peak_tflops)
-                if peak:
-                    row.mfu = statistics.median(row.images_per_s) * row.gflop_per_image / (
-                        peak * 1e3)
+        for row in run_mode(mode, args.rows, sides, args.repeats, args.steps, deadline):
+            row.gflop_per_image = flops[mode]
+            device = hw["jax_device"] if row.framework == "jax" else hw["torch_device"]
+            peak = device_peak_tflops(device, row.dtype, args.peak_tflops)
+            if row.ok and peak:
+                row.mfu = row.median() * row.gflop_per_image / (peak * 1e3)
             rows.append(row)
-            status = row.error or (f"{statistics.median(row.images_per_s):.3g} img/s, "
-                                   f"loss {row.loss:.6g}")
-            print(f"  {mode:>6} {name:<20} {status}  [{time.perf_counter() - t0:.0f} s]",
-                  flush=True)
-            gc.collect()
 
-    cpu_time = not jax_side.on_gpu
-    text = table(rows, args.batch, cpu_time)
-    ratio = speedups(rows, cpu_time)
+    rs = ratios(rows)
+    text = table(rows, args.batch) + "\n" + ratio_table(rs)
+    line = speedups(rs)
     print(text)
-    print(f"\nspeed-up, best JAX row / best PyTorch row: {ratio}")
+    if line:
+        print(f"\nJAX / best PyTorch row, median (min–max) of per-round ratios: {line}")
     result = {"args": vars(args), "hardware": hw, "gflop_per_image": flops,
               "encoder_gflop_per_image": enc, "flops_note": flops_note, "warmup": WARMUP,
-              "rows": [r.summary() for r in rows], "table": text, "speedups": ratio,
-              "command": " ".join(sys.argv)}
+              "rows": [r.summary() for r in rows], "ratios": rs, "table": text,
+              "speedups": line, "seconds": time.perf_counter() - start,
+              "command": "python benchmarks/frameworks.py " + " ".join(argv)}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
         print(f"wrote {args.out}")

@@ -1,8 +1,12 @@
-"""The framework benchmark at a tiny size (``benchmarks/frameworks.py --tiny``), its PyTorch loss
-against ``automedsam_jax.core.losses``, the mixed-precision step it times, and the FLOP counts.
+"""The benchmarks at a tiny size: the accelerator run's dry run (``benchmarks/accelerator.py
+--dry-run``: ``frameworks.py``, ``classes_step.py``, ``eval_speed.py``), the PyTorch loss of
+``frameworks.py`` against ``automedsam_jax.core.losses``, the mixed-precision step it times, and
+the FLOP counts.
 The PyTorch side needs the ``[torch]`` extra (``requires_torch``); the JAX side runs without it."""
 
 import collections
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from automedsam_jax.core import backend
 from automedsam_jax.core.automedsam import AutoMedSamOutput
 from flax import nnx
 
@@ -22,8 +27,10 @@ from automedsam_jax.core.modeling.class_prompt_encoder import ClassPromptEncoder
 from automedsam_jax.train import step as st
 from automedsam_jax.train.optim import Trainee, adamw
 
-# conv_layers and frameworks import PyTorch only when they run it; torch_side imports it at once.
+# conv_layers and frameworks import PyTorch only when they run it; torch_side imports it at once;
+# accelerator imports nothing but the standard library until it runs.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import accelerator  # noqa: E402
 import conv_layers  # noqa: E402
 import frameworks  # noqa: E402
 from automedsam_cost import vit_encoder_flops  # noqa: E402
@@ -85,14 +92,16 @@ def _step_inputs(seed=0):
 
 
 def test_bf16_step_computes_in_bf16_with_f32_params_and_loss():
-    """Every matmul and convolution of the bf16 step is bf16×bf16 but the teacher's box
-    encoding; parameters, optimizer state and loss stay float32, and the loss is close to the
-    float32 one (same noise, passed in the batch)."""
+    """Natively (the GPU/TPU form, ``cpu_rewrites=False``) every matmul and convolution of the
+    bf16 step is bf16×bf16 but the teacher's box encoding; parameters, optimizer state and loss
+    stay float32, and the loss (the CPU form on this CPU) is close to the float32 one (same
+    noise, passed in the batch)."""
     graphdef, tx, mesh, state, frozen, batch = _step_inputs()
     key = jax.random.key(0)
-    jaxpr = jax.make_jaxpr(lambda s, f, b, k: st._step(graphdef, tx, False, jnp.bfloat16,
-                                                       jnp.bfloat16, False, s, f, b, k))(
-        state, frozen, batch, key)
+    with backend.backend_options(cpu_rewrites=False):
+        jaxpr = jax.make_jaxpr(lambda s, f, b, k: st._step(graphdef, tx, False, jnp.bfloat16,
+                                                           jnp.bfloat16, False, s, f, b, k))(
+            state, frozen, batch, key)
     dots = _count_dots(jaxpr.jaxpr, collections.Counter())
     assert dots[("bfloat16", "bfloat16")] > 100
     assert set(dots) == {("bfloat16", "bfloat16"), ("float32", "float32")}
@@ -120,27 +129,78 @@ def test_explicit_noise_in_the_batch_replaces_the_key():
     assert c != a
 
 
+def _table_lines(text: str) -> list[list[str]]:
+    """The Markdown tables of ``text``, each as its lines."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            tables.append(current)
+            current = []
+    return tables
+
+
 @pytest.mark.requires_torch
-def test_frameworks_tiny(tmp_path, capsys):
-    """One command prints the table and writes JSON; JAX and PyTorch, fed the same weights,
-    inputs and noise, reach the same loss after N steps in float32."""
-    out = tmp_path / "bench.json"
-    result = frameworks.main(["--tiny", "--repeats", "1", "--modes", "infer", "cached",
-                              "--rows", "jax-fp32", "torch-eager-fp32", "--out", str(out)])
-    text = capsys.readouterr().out
-    assert "| jax-fp32 |" in text and "| torch-eager-fp32 |" in text and out.is_file()
-    rows = {(r["mode"], r["row"]): r for r in result["rows"]}
-    assert len(rows) == 4 and not any(r["error"] for r in rows.values())
-    for mode in ("infer", "cached"):
-        j, t = rows[(mode, "jax-fp32")], rows[(mode, "torch-eager-fp32")]
-        assert j["images_per_s_median"] > 0 and t["images_per_s_median"] > 0
-        assert j["loss"] == pytest.approx(t["loss"], rel=1e-5), mode
-        assert j["gflop_per_image"] > 0
-    assert rows[("cached", "jax-fp32")]["loss_steps"] == frameworks.WARMUP + 1
-    assert "analytic ViT" in result["flops_note"]
-    table_rows = [line for line in result["table"].splitlines() if line.startswith("|")]
-    assert len(table_rows) == 2 * (2 + 2)                 # header, rule, two rows; two modes
-    assert len({line.count("|") for line in table_rows}) == 1, result["table"]
+def test_accelerator_dry_run(tmp_path):
+    """``benchmarks/accelerator.py --dry-run`` (its own process: it sets JAX's environment
+    before JAX starts) runs every part on the CPU at tiny size and writes every file: the
+    environment, each part's table and JSON with every planned row and round, the summary.
+    JAX and PyTorch, fed the same weights, inputs and noise, reach the same loss after N calls in
+    float32; the one-class and all-classes steps, fed the same pairs, the same loss."""
+    script = Path(accelerator.__file__)
+    out = tmp_path / "acc"
+    subprocess.run([sys.executable, str(script), str(out), "--dry-run"], check=True,
+                   capture_output=True, text=True, timeout=900)
+    files = {p.name for p in out.iterdir()}
+    parts = [p[0] for p in accelerator.PARTS]
+    assert files == {"env.json", "env.md", "summary.md"} | {
+        f"{p}.{ext}" for p in parts for ext in ("md", "json")}
+    env = json.loads((out / "env.json").read_text())
+    assert env["dry_run"] and env["jax_devices"] and {"jax", "jaxlib", "torch"} <= set(
+        env["packages"])
+    summary = (out / "summary.md").read_text()
+    for part, _, module, _, dry in accelerator.PARTS:
+        result = json.loads((out / f"{part}.json").read_text())
+        md = (out / f"{part}.md").read_text()
+        assert f"python benchmarks/{module}.py" in md
+        for table in _table_lines(md):  # one column count per table
+            assert len({line.count("|") for line in table}) == 1, table
+        if module == "frameworks":
+            modes = dry[dry.index("--modes") + 1:dry.index("--rows")]
+            names = dry[dry.index("--rows") + 1:]
+            rows = {(r["mode"], r["row"]): r for r in result["rows"]}
+            assert set(rows) == {(m, n) for m in modes for n in names}
+            for r in rows.values():
+                assert not r["error"] and len(r["times_s"]) == 1 and r["gflop_per_image"] > 0
+                assert r["loss_steps"] == 1 + frameworks.WARMUP + 1
+            for mode in modes:
+                j, t = rows[(mode, "jax-fp32")], rows[(mode, "torch-eager-fp32")]
+                assert j["loss"] == pytest.approx(t["loss"], rel=1e-5), (part, mode)
+                assert f"| {mode} | jax-fp32 |" in summary
+            assert {(q["mode"], q["row"], q["vs"], q["best"]) for q in result["ratios"]} == {
+                (m, "jax-fp32", "torch-eager-fp32", True) for m in modes}
+            assert all(len(q["per_round"]) == 1 for q in result["ratios"])
+            assert len(_table_lines(md)) == len(modes) + 1  # a table per mode, the ratios
+        elif module == "classes_step":
+            rows = {(r["mode"], r["row"]): r for r in result["rows"]}
+            assert set(rows) == {("train", "one-class"), ("train", "all-classes")}
+            one, every = rows[("train", "one-class")], rows[("train", "all-classes")]
+            assert one["loss"] == pytest.approx(every["loss"], rel=1e-5)
+            assert len(result["all_over_one"]["train"]) == 1 and "All classes" in summary
+        else:
+            assert [r["preset"] for r in result["rows"]] == ["tiny_vit_b"]
+            assert result["rows"][0]["rate"] > 0 and "Evaluation: tiny_vit_b" in summary
+
+
+@pytest.mark.requires_torch
+def test_accelerator_refuses_without_a_gpu(tmp_path):
+    if jax.default_backend() == "gpu":
+        pytest.skip("a GPU is present")
+    out = tmp_path / "acc"
+    run = subprocess.run([sys.executable, accelerator.__file__, str(out)], capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode != 0 and "no GPU" in run.stderr and not out.exists()
 
 
 @pytest.mark.requires_torch
@@ -167,8 +227,6 @@ def test_profile_breakdown_finds_every_op_class(tmp_path):
     trace each instruction must precede JAX's start) at the tiny size: the step from cached
     embeddings has convolutions forward and both gradients, matmuls, attention and the
     optimizer on the JAX side, found in the trace, and the same classes on the PyTorch side."""
-    import json
-    import subprocess
     out = tmp_path / "profile.json"
     subprocess.run([sys.executable, str(Path(frameworks.__file__).with_name("profile_breakdown.py")),
                     "--backbone", "tiny_vit_b", "--modes", "cached", "--calls", "1",

@@ -201,3 +201,99 @@ def test_backend_options_restore_and_refuse_unknown_attention():
     with pytest.raises(ValueError, match="attention implementation"):
         with backend.backend_options(attention="flash"):
             pass
+
+
+# -- bf16 compute: native on GPU/TPU, float32 with bf16 matmul operands on a CPU -------------
+
+BF16_RTOL = 2e-2  # bf16 keeps 8 bits of mantissa: a relative rounding of 2^-9 per operand
+
+
+@pytest.mark.parametrize("spec, x_shape, w_shape", [
+    ("mk,kn->mn", (64, 48), (48, 32)),
+    ("...i,io->...o", (2, 5, 7, 48), (48, 16)),           # nnx.Linear's matmul
+    ("bhqd,bhkd->bhqk", (2, 3, 20, 16), (2, 3, 24, 16))])  # attention logits
+def test_bf16_dot_is_the_float32_product_of_bf16_roundings(spec, x_shape, w_shape):
+    """``backend.bf16_dot`` against NumPy in float64: its value and ``x``'s gradient are the
+    products of the bf16-rounded operands (close to the float32 ones within bf16 rounding, and
+    not equal to them), ``w``'s gradient is the float32 one."""
+    rng = np.random.default_rng(0)
+    x, w = (rng.standard_normal(s).astype(np.float32) for s in (x_shape, w_shape))
+    y, vjp = jax.vjp(lambda x, w: backend.bf16_dot(spec, x, w), jnp.asarray(x), jnp.asarray(w))
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx, dw = vjp(jnp.asarray(dy))
+    # NumPy's spec: the ellipsis spelt out (NumPy does not sum an ellipsis away)
+    spec = spec.replace("...", "XYZ"[:x.ndim - 1])
+    (a, b), out = spec.split("->")[0].split(","), spec.split("->")[1]
+
+    def bf16(v):
+        return np.asarray(jnp.asarray(v, jnp.bfloat16), np.float64)
+    f64 = np.float64
+    assert y.dtype == dx.dtype == dw.dtype == jnp.float32
+    assert _rel(y, np.einsum(spec, bf16(x), bf16(w))) < RTOL
+    assert _rel(dx, np.einsum(f"{out},{b}->{a}", bf16(dy), bf16(w))) < RTOL
+    assert _rel(dw, np.einsum(f"{a},{out}->{b}", x.astype(f64), dy.astype(f64))) < RTOL
+    exact_y = np.einsum(spec, x.astype(f64), w.astype(f64))
+    exact_dx = np.einsum(f"{out},{b}->{a}", dy.astype(f64), w.astype(f64))
+    for got, exact in ((y, exact_y), (dx, exact_dx)):
+        assert 1e-4 < _rel(got, exact) < BF16_RTOL
+
+
+def _tiny_bf16_model():
+    cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
+    return cfg, random_model(cfg, seed=0)
+
+
+def test_bf16_training_loss_and_gradients_are_close_to_float32():
+    """The bf16 training function of a tiny AutoMedSAM (encoder in bf16, class prompt encoder
+    and decoder in bf16, float32 loss) in its CPU form and natively, against float32 at
+    highest precision: loss and the trained gradients within bf16 rounding."""
+    cfg, model = _tiny_bf16_model()
+    graphdef, params, frozen = split_trainee(Trainee(model, LossWeights(LossConfig())))
+    batch = _batch(cfg)
+
+    def run(dtype):
+        def f(params):
+            trainee = nnx.merge(graphdef, params, frozen)
+            return loss_and_terms(trainee, batch, jax.random.key(0), cached=False,
+                                  encoder_dtype=dtype, compute_dtype=dtype)[0]
+        return jax.jit(jax.value_and_grad(f))(params)
+
+    with jax.default_matmul_precision("highest"):
+        loss_ref, grads_ref = run(jnp.float32)
+    ref = np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads_ref)])
+    for form in ("cpu", "native"):
+        with backend.backend_options(cpu_rewrites=form == "cpu"):
+            loss, grads = run(jnp.bfloat16)
+        got = np.concatenate([np.ravel(g) for g in jax.tree.leaves(grads)])
+        assert abs(float(loss) - float(loss_ref)) < BF16_RTOL * abs(float(loss_ref)), form
+        assert 1e-4 < _rel(got, ref) < 5 * BF16_RTOL, form
+
+
+def test_only_a_cpu_lowering_computes_bf16_in_float32():
+    """Lowered for CUDA or TPU, the bf16 encoder and decoder compute natively (bf16
+    convolutions, every bf16 matmul with a bf16 result); lowered for the CPU, the convolutions
+    are float32 and the matmuls take bf16 operands to a float32 result."""
+    from automedsam_jax.core.automedsam import embed_images, with_dtype
+    cfg, model = _tiny_bf16_model()
+    graphdef, state = nnx.split(model)
+    x = jnp.ones((2, cfg.sam.image_size, cfg.sam.image_size, 3), jnp.float32)
+
+    def f(state, x):
+        m = nnx.merge(graphdef, state)
+        emb = embed_images(m, x, jnp.bfloat16)
+        return with_dtype(m, jnp.bfloat16).decode(emb.astype(jnp.bfloat16),
+                                                  jnp.array([1, 2])).low_res_logits
+
+    def ops(text, name):  # the (operand, operand) -> result element types of each op
+        return re.findall(rf"stablehlo\.{name}.*: \(tensor<[^>]*x(\w+)>, tensor<[^>]*x(\w+)>\)"
+                          rf" -> tensor<[^>]*x(\w+)>", text)
+
+    text = {p: jax.export.export(jax.jit(f), platforms=[p])(state, x).mlir_module()
+            for p in ("cpu", "cuda", "tpu")}
+    for p in ("cuda", "tpu"):
+        assert set(ops(text[p], "convolution")) == {("bf16", "bf16", "bf16")}, p
+        assert ("bf16", "bf16", "bf16") in ops(text[p], "dot_general"), p
+        assert ("bf16", "bf16", "f32") not in ops(text[p], "dot_general"), p
+    assert set(ops(text["cpu"], "convolution")) == {("f32", "f32", "f32")}
+    assert ("bf16", "bf16", "f32") in ops(text["cpu"], "dot_general")
+    assert ("bf16", "bf16", "bf16") not in ops(text["cpu"], "dot_general")

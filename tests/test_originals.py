@@ -262,13 +262,12 @@ def test_chestxml_layout(tmp_path, caplog):
         readers["CHNCXR_0002_1"]()
 
 
-def test_brats_sample_trains_evaluates_and_predicts(tmp_path, capsys):
+def test_brats_sample_trains_and_evaluates(tmp_path, capsys):
     """The README's offline BraTS run: pyradiomics' two brain MR cases in the BraTS 2021 layout,
-    `train.py --dataset brats --data-dir D` (one training case, one test case), evaluate.py on
-    the test case, predict on a FLAIR file."""
+    `train.py --dataset brats --data-dir D` (one training case, one test case) and evaluate.py
+    on the test case (predict on a NIfTI: tests/test_predict.py)."""
     from automedsam_jax.data.brats_sample import write_brats_sample
     from automedsam_jax.evaluation.cli import main as evaluate_main
-    from automedsam_jax.predict import main as predict_main
     from train import main as train_main
 
     data, run = tmp_path / "brats", tmp_path / "run"
@@ -292,9 +291,4 @@ def test_brats_sample_trains_evaluates_and_predicts(tmp_path, capsys):
                        "--noprogress"]) == 0
     assert evaluate_main(["--checkpoint", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "tumour" in out
-    seg = tmp_path / "seg.nii.gz"
-    assert predict_main([str(folders[1] / "BraTS2021_brain2_flair.nii.gz"), "--checkpoint",
-                         str(run), "--out", str(seg)]) == 0
-    labels = nib.load(seg)
-    assert labels.shape == flair.shape[:2] + (23,) and set(np.unique(labels.dataobj)) <= {0, 1}
+    assert "brats, test split: 1 case, 23 slices" in out and "| DSC (%) |" in out

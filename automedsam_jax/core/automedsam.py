@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from . import backend
 from .config import AutoMedSamConfig, ClassPromptConfig, LocaliserConfig
 from .modeling import Sam
 from .modeling.class_prompt_encoder import ClassPromptEncoder, init_class_prompt_encoder
@@ -114,7 +115,17 @@ class AutoMedSAM(nnx.Module):
         ``class_ids`` ``(B,)``: one class per embedding. ``(B, K)``: K classes per embedding
         (every class of a slice, in training and inference alike): each embedding is repeated
         K times and the B·K (slice, class) pairs are decoded as one batch, slice-major, so
-        every output has B·K rows (``noise``, if given, is ``(B, K, g, g, C)``)."""
+        every output has B·K rows (``noise``, if given, is ``(B, K, g, g, C)``).
+
+        bf16 ``embeddings`` (a model cast to bf16, :func:`with_dtype`) are decoded by
+        :func:`.backend.bf16_compute` (natively, or on a CPU in float32 with bf16 matmul
+        operands)."""
+        if embeddings.dtype == jnp.bfloat16:
+            return backend.bf16_compute(
+                lambda m, e, n: m._decode(e, class_ids, key, n), self, embeddings, noise)
+        return self._decode(embeddings, class_ids, key, noise)
+
+    def _decode(self, embeddings, class_ids, key, noise) -> AutoMedSamOutput:
         if class_ids.ndim == 2:
             embeddings = jnp.repeat(embeddings, class_ids.shape[1], axis=0)
             class_ids = class_ids.reshape(-1)
@@ -180,8 +191,14 @@ def embed_images(model: AutoMedSAM | Sam, images: jax.Array, dtype=jnp.float32) 
     ``(B, S, S, 3)`` input-frame images → ``(B, g, g, C)`` float32 embeddings of the frozen
     image encoder of ``model`` (an :class:`AutoMedSAM` or a box-prompted :class:`Sam`),
     without gradient. ``dtype`` is the encoder's compute dtype: its float32 weights and the
-    images are cast to it inside the call (float32: no cast)."""
-    emb = with_dtype(model.image_encoder, dtype)(images.astype(dtype))
+    images are cast to it inside the call (float32: no cast); bf16 runs by
+    :func:`.backend.bf16_compute` (natively, or on a CPU in float32 with bf16 matmul
+    operands)."""
+    encoder, images = with_dtype(model.image_encoder, dtype), images.astype(dtype)
+    if jnp.dtype(dtype) == jnp.bfloat16:
+        emb = backend.bf16_compute(lambda enc, x: enc(x), encoder, images)
+    else:
+        emb = encoder(images)
     return jax.lax.stop_gradient(emb.astype(jnp.float32))
 
 

@@ -27,6 +27,14 @@ CPU formulations (CPU lowering only; GPU and TPU lowerings keep the native op):
   instead of all at once: XLA:CPU is memory-bound on a batch's full-resolution activations. The
   frozen TinyViT encoder and evaluation's per-slice model call.
 
+bf16 compute (:func:`bf16_compute`, the model's bf16 mode: the frozen encoder in
+``embed_images``, the trained part in ``AutoMedSAM.decode``): natively on GPUs and TPUs (bf16
+activations, matmuls and convolutions on bf16 operands). On a CPU in float32 with every matmul
+(:func:`dot`, :func:`dot_general`) on bf16-rounded operands accumulated in float32
+(:func:`bf16_dot`): XLA:CPU computes bf16 convolutions and element-wise ops in float32 anyway,
+with a convert around each, and runs only matmuls of bf16 operands with a float32 result on its
+bf16 kernels (``benchmarks/cpu_bf16.py``).
+
 Attention (:func:`attention`, choices :data:`ATTENTION_IMPLEMENTATIONS`): ``"auto"`` is cuDNN's
 fused flash attention (``jax.nn.dot_product_attention(implementation="cudnn")``) on CUDA GPUs
 for bf16/fp16 inputs whose shapes it accepts, else the layer's XLA formulation
@@ -44,6 +52,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -59,6 +68,7 @@ benchmarks to report; clear it before tracing a function of interest."""
 
 _cpu_rewrites = True
 _attention = "auto"
+_bf16_dots = False  # tracing the CPU form of bf16_compute
 
 
 @contextlib.contextmanager
@@ -124,6 +134,85 @@ def image_by_image(fn: Callable, in_axes: int | None | Sequence[int | None] = 0)
     return run
 
 
+# -- bf16 compute -----------------------------------------------------------------------------
+
+
+def bf16_compute(fn: Callable, *args):
+    """``fn(*args)`` for arguments whose floating leaves are bf16 (arrays; modules whose weights
+    were cast to bf16), with ``fn``'s bf16 result, chosen by :func:`per_backend`: natively on a
+    GPU or TPU; on a CPU in float32 — the bf16 leaves upcast (exact), ``fn`` traced with every
+    :func:`dot`/:func:`dot_general` of float32 operands computed by :func:`bf16_dot`, and the
+    result cast to the native result's dtypes (see the module docstring for why).
+    :data:`ATTENTION_CALLS` counts the calls of one form: the CPU one where the default backend
+    is a CPU (and the rewrites are on), else the native one."""
+    before = ATTENTION_CALLS.copy()
+    out_types = jax.eval_shape(fn, *args)
+    counts = {"native": ATTENTION_CALLS - before}
+
+    def cpu(*args):
+        global _bf16_dots
+        up = jax.tree.map(lambda a: a.astype(jnp.float32) if a.dtype == jnp.bfloat16 else a, args)
+        saved, _bf16_dots = _bf16_dots, True
+        start = ATTENTION_CALLS.copy()
+        try:
+            out = fn(*up)
+        finally:
+            _bf16_dots = saved
+            counts["cpu"] = ATTENTION_CALLS - start
+        return jax.tree.map(lambda y, t: y.astype(t.dtype), out, out_types)
+    out = per_backend(cpu, fn, *args)
+    ATTENTION_CALLS.clear()
+    ATTENTION_CALLS.update(before + counts.get("cpu" if jax.default_backend() == "cpu" else
+                                               "native", counts["native"]))
+    return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def bf16_dot(spec: str, x: jax.Array, w: jax.Array) -> jax.Array:
+    """``jnp.einsum(spec, x, w)`` of float32 ``x``, ``w`` on their bf16 roundings, accumulated
+    in float32 (a float32 result). Gradients: ``x``'s (a matmul of the result's gradient and
+    ``w``) likewise on bf16 operands; ``w``'s, which contracts over ``x``'s rows (tokens,
+    pixels), in float32: XLA:CPU's bf16 kernel does not take that contraction and would convert
+    both operands to float32. ``spec``: two operands, each of whose indices appears in the other
+    or in the result."""
+    return jnp.einsum(spec, x.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                      preferred_element_type=jnp.float32)
+
+
+def _bf16_dot_fwd(spec, x, w):
+    return bf16_dot(spec, x, w), (x, w)
+
+
+def _bf16_dot_bwd(spec, res, g):
+    x, w = res
+    (a, b), out = spec.split("->")[0].split(","), spec.split("->")[1]
+    dx = jnp.einsum(f"{out},{b}->{a}", g.astype(jnp.bfloat16), w.astype(jnp.bfloat16),
+                    preferred_element_type=jnp.float32)
+    return dx, jnp.einsum(f"{a},{out}->{b}", x, g)
+
+
+bf16_dot.defvjp(_bf16_dot_fwd, _bf16_dot_bwd)
+
+
+def dot(spec: str, x: jax.Array, w: jax.Array, precision=None) -> jax.Array:
+    """``jnp.einsum(spec, x, w, precision=precision)``, the model's matmuls other than its
+    ``nnx.Linear`` layers (:func:`dot_general`); :func:`bf16_dot` of float32 operands while the
+    CPU form of :func:`bf16_compute` is traced."""
+    if _bf16_dots and x.dtype == w.dtype == jnp.float32:
+        return bf16_dot(spec, x, w)
+    return jnp.einsum(spec, x, w, precision=precision)
+
+
+def dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers, precision=None, **kwargs):
+    """``jax.lax.dot_general``, as the model's ``nnx.Linear`` layers call it
+    (``modeling.common.linear``); their ``x @ W`` by :func:`bf16_dot` of float32 operands while
+    the CPU form of :func:`bf16_compute` is traced."""
+    if (_bf16_dots and lhs.dtype == rhs.dtype == jnp.float32 and rhs.ndim == 2
+            and dimension_numbers == (((lhs.ndim - 1,), (0,)), ((), ()))):
+        return bf16_dot("...i,io->...o", lhs, rhs)
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision, **kwargs)
+
+
 # -- the CPU formulations ------------------------------------------------------------------
 
 
@@ -151,7 +240,7 @@ def pointwise_conv_as_dot(x: jax.Array, kernel: jax.Array, bias: jax.Array | Non
                           precision=None) -> jax.Array:
     """A 1×1 convolution (stride 1, no padding, one group) of ``x`` ``(B, H, W, cin)`` with
     ``kernel`` ``(1, 1, cin, cout)``, as one dot over the channels: ``(B, H, W, cout)``."""
-    y = jnp.einsum("bhwc,co->bhwo", x, kernel[0, 0], precision=precision)
+    y = dot("bhwc,co->bhwo", x, kernel[0, 0], precision)
     return y if bias is None else y + bias
 
 
@@ -162,7 +251,7 @@ def conv_transpose_2x2_as_dot(x: jax.Array, kernel: jax.Array, bias: jax.Array |
     ``(B, 2H, 2W, cout)``. The 2×2 windows never overlap: output pixel ``(2i + p, 2j + q)`` is
     input pixel ``(i, j)`` times tap ``(1 − p, 1 − q)``, so it is one dot and a pixel shuffle."""
     b, h, w, _ = x.shape
-    y = jnp.einsum("bhwc,pqco->bhpwqo", x, kernel[::-1, ::-1], precision=precision)
+    y = dot("bhwc,pqco->bhpwqo", x, kernel[::-1, ::-1], precision)
     y = y.reshape(b, 2 * h, 2 * w, kernel.shape[-1])
     return y if bias is None else y + bias
 

@@ -24,7 +24,7 @@ import numpy as np
 from flax import nnx
 
 from ..config import ClassPromptConfig
-from .common import ReLU, Sequential, conv2d
+from .common import ReLU, Sequential, conv2d, linear
 
 
 def diffusion_scale(timesteps: int) -> float:
@@ -145,7 +145,7 @@ class ClassPromptEncoder(nnx.Module):
             # sparse branch's global pooling and carry no class.
             self.class_value = nnx.Param(jnp.arange(cfg.num_classes + 1, dtype=jnp.float32))
         else:
-            self.fc_label = nnx.Linear(1, grid * grid, rngs=rngs)
+            self.fc_label = linear(1, grid * grid, rngs=rngs)
         self.unet = ClassPromptUNet(cfg, embed_dim, rngs=rngs)
 
     def class_map(self, class_id: jax.Array) -> jax.Array:

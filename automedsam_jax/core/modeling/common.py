@@ -44,11 +44,11 @@ def _xla_attention(q, k, v, bias, scale):
         qt, kt, vt = (jnp.swapaxes(x, 1, 2) for x in (q * jnp.asarray(scale, q.dtype), k, v))
         # Dots in the input dtype (their transposes then stay bf16×bf16 under autodiff),
         # softmax statistics in float32.
-        logits = jnp.einsum("bhqd,bhkd->bhqk", qt, kt).astype(f32)
+        logits = backend.dot("bhqd,bhkd->bhqk", qt, kt).astype(f32)
         if bias is not None:
             logits = logits + bias.astype(f32)
         p = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
-        out = jnp.einsum("bhqk,bhkd->bhqd", p.astype(v.dtype), vt).astype(f32)
+        out = backend.dot("bhqk,bhkd->bhqd", p.astype(v.dtype), vt).astype(f32)
         out = out / p.sum(axis=-1, keepdims=True)
         return jnp.swapaxes(out, 1, 2).astype(q.dtype)
 
@@ -172,12 +172,18 @@ def conv_transpose_2x2(cin: int, cout: int, *, rngs: nnx.Rngs) -> ConvTranspose2
     return ConvTranspose2x2(cin, cout, (2, 2), strides=(2, 2), padding="VALID", rngs=rngs)
 
 
+def linear(din: int, dout: int, *, rngs: nnx.Rngs) -> nnx.Linear:
+    """``nn.Linear(din, dout)``: ``nnx.Linear`` with its matmul through
+    :func:`..backend.dot_general` (bf16 operands in the CPU form of bf16 compute)."""
+    return nnx.Linear(din, dout, dot_general=backend.dot_general, rngs=rngs)
+
+
 class MLPBlock(nnx.Module):
     """``lin2(act(lin1(x)))`` — the transformer MLP of SAM's encoder (GELU) and decoder (ReLU)."""
 
     def __init__(self, embedding_dim: int, mlp_dim: int, act=gelu, *, rngs: nnx.Rngs):
-        self.lin1 = nnx.Linear(embedding_dim, mlp_dim, rngs=rngs)
-        self.lin2 = nnx.Linear(mlp_dim, embedding_dim, rngs=rngs)
+        self.lin1 = linear(embedding_dim, mlp_dim, rngs=rngs)
+        self.lin2 = linear(mlp_dim, embedding_dim, rngs=rngs)
         self.act = act
 
     def __call__(self, x: jax.Array) -> jax.Array:

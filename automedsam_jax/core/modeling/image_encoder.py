@@ -10,8 +10,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .. import backend
 from ..config import ViTConfig
-from .common import (MLPBlock, Sequential, attention, conv2d, layer_norm, layer_norm_2d,
+from .common import (MLPBlock, Sequential, attention, conv2d, layer_norm, layer_norm_2d, linear,
                      window_partition, window_unpartition)
 
 
@@ -47,8 +48,8 @@ class Attention(nnx.Module):
         self.num_heads = num_heads
         head_dim = dim // num_heads
         self.scale = head_dim ** -0.5
-        self.qkv = nnx.Linear(dim, dim * 3, rngs=rngs)
-        self.proj = nnx.Linear(dim, dim, rngs=rngs)
+        self.qkv = linear(dim, dim * 3, rngs=rngs)
+        self.proj = linear(dim, dim, rngs=rngs)
         self.rel_pos_h = nnx.Param(jnp.zeros((2 * input_size[0] - 1, head_dim)))
         self.rel_pos_w = nnx.Param(jnp.zeros((2 * input_size[1] - 1, head_dim)))
 
@@ -59,8 +60,8 @@ class Attention(nnx.Module):
         q, k, v = qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]  # (B, H, W, nh, d)
         Rh = get_rel_pos(H, H, self.rel_pos_h[...]).astype(q.dtype)  # (H, H', d)
         Rw = get_rel_pos(W, W, self.rel_pos_w[...]).astype(q.dtype)  # (W, W', d)
-        rel_h = jnp.einsum("bhwnc,hkc->bnhwk", q, Rh)
-        rel_w = jnp.einsum("bhwnc,wkc->bnhwk", q, Rw)
+        rel_h = backend.dot("bhwnc,hkc->bnhwk", q, Rh)
+        rel_w = backend.dot("bhwnc,wkc->bnhwk", q, Rw)
         bias = (rel_h[..., :, None] + rel_w[..., None, :]).reshape(B, nh, H * W, H * W)
         out = attention(*(x.reshape(B, H * W, nh, C // nh) for x in (q, k, v)), bias,
                         scale=self.scale)

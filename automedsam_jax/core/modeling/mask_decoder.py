@@ -10,8 +10,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .. import backend
 from ..config import DecoderConfig
-from .common import GELU, Sequential, conv_transpose_2x2, layer_norm_2d
+from .common import GELU, Sequential, conv_transpose_2x2, layer_norm_2d, linear
 from .transformer import TwoWayTransformer
 
 
@@ -22,7 +23,7 @@ class MLP(nnx.Module):
                  *, rngs: nnx.Rngs):
         dims_in = [input_dim] + [hidden_dim] * (num_layers - 1)
         dims_out = [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nnx.List([nnx.Linear(n, k, rngs=rngs) for n, k in zip(dims_in, dims_out)])
+        self.layers = nnx.List([linear(n, k, rngs=rngs) for n, k in zip(dims_in, dims_out)])
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, layer in enumerate(self.layers):
@@ -90,5 +91,5 @@ class MaskDecoder(nnx.Module):
         upscaled = self.output_upscaling(src.reshape(B, g, g, C))  # (B, 4g, 4g, C/8)
         hyper_in = jnp.stack([mlp(mask_tokens_out[:, i])
                               for i, mlp in enumerate(self.output_hypernetworks_mlps)], axis=1)
-        masks = jnp.einsum("bmc,bhwc->bmhw", hyper_in, upscaled)
+        masks = backend.dot("bmc,bhwc->bmhw", hyper_in, upscaled)
         return masks, self.iou_prediction_head(iou_token_out)

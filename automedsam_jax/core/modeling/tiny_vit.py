@@ -20,7 +20,7 @@ from flax import nnx
 from ..config import TinyViTConfig
 from ..backend import fold_batch_norm, image_by_image, per_backend
 from .common import (GELU, Sequential, attention, conv2d, gelu, layer_norm, layer_norm_2d,
-                     window_partition, window_unpartition)
+                     linear, window_partition, window_unpartition)
 
 
 class BatchNorm2d(nnx.BatchNorm):
@@ -117,8 +117,8 @@ class Mlp(nnx.Module):
 
     def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs):
         self.norm = layer_norm(dim, 1e-5, rngs=rngs)
-        self.fc1 = nnx.Linear(dim, hidden, rngs=rngs)
-        self.fc2 = nnx.Linear(hidden, dim, rngs=rngs)
+        self.fc1 = linear(dim, hidden, rngs=rngs)
+        self.fc2 = linear(hidden, dim, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.fc2(gelu(self.fc1(self.norm(x))))
@@ -151,8 +151,8 @@ class Attention(nnx.Module):
         self.num_heads, self.key_dim = num_heads, key_dim
         self.scale = key_dim ** -0.5
         self.norm = layer_norm(dim, 1e-5, rngs=rngs)
-        self.qkv = nnx.Linear(dim, 3 * key_dim * num_heads, rngs=rngs)
-        self.proj = nnx.Linear(key_dim * num_heads, dim, rngs=rngs)
+        self.qkv = linear(dim, 3 * key_dim * num_heads, rngs=rngs)
+        self.proj = linear(key_dim * num_heads, dim, rngs=rngs)
         self.window = window
         self.attention_biases = nnx.Param(jnp.zeros((num_heads, attention_bias_idxs(window)[1])))
 

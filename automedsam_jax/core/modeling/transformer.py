@@ -10,7 +10,7 @@ import jax
 from flax import nnx
 
 from ..config import DecoderConfig
-from .common import MLPBlock, attention, layer_norm
+from .common import MLPBlock, attention, layer_norm, linear
 
 
 class Attention(nnx.Module):
@@ -19,10 +19,10 @@ class Attention(nnx.Module):
     def __init__(self, dim: int, num_heads: int, downsample_rate: int = 1, *, rngs: nnx.Rngs):
         internal = dim // downsample_rate
         self.num_heads = num_heads
-        self.q_proj = nnx.Linear(dim, internal, rngs=rngs)
-        self.k_proj = nnx.Linear(dim, internal, rngs=rngs)
-        self.v_proj = nnx.Linear(dim, internal, rngs=rngs)
-        self.out_proj = nnx.Linear(internal, dim, rngs=rngs)
+        self.q_proj = linear(dim, internal, rngs=rngs)
+        self.k_proj = linear(dim, internal, rngs=rngs)
+        self.v_proj = linear(dim, internal, rngs=rngs)
+        self.out_proj = linear(internal, dim, rngs=rngs)
 
     def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
         def heads(x):
