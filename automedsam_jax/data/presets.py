@@ -125,7 +125,8 @@ def brats(sequences: str = "flair", classes: str = "whole") -> DatasetConfig:
     """
     names = {"t2f": "flair", "t1n": "t1", "t1c": "t1ce", "t2w": "t2"}
     seqs = tuple(names.get(s.strip().lower(), s.strip().lower()) for s in sequences.split("+"))
-    if len(seqs) not in (1, 3) or not set(seqs) <= set(BRATS_SEQUENCES) or len(set(seqs)) < len(seqs):
+    if (len(seqs) not in (1, 3) or not set(seqs) <= set(BRATS_SEQUENCES)
+            or len(set(seqs)) < len(seqs)):
         raise ValueError(f"brats: sequences={sequences!r}: name one MR sequence or three distinct "
                          f"ones joined by '+', each of {', '.join(BRATS_SEQUENCES)} (or the 2023 "
                          f"names {', '.join(names)})")
