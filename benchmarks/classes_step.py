@@ -28,7 +28,7 @@ import jax
 import numpy as np
 
 import frameworks  # puts the repository on sys.path
-from frameworks import Row, failure, fmt, spread, time_rounds
+from frameworks import Row, fmt, spread
 
 from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, ClassPromptConfig,
                                         SamConfig)
@@ -85,23 +85,10 @@ def main(argv=None) -> dict:
           f"{args.steps} step(s)", flush=True)
     rows, per_mode = [], {}
     for mode in args.modes:
-        live = []
-        for name in LAYOUTS:
-            row = Row(mode, name, "jax", "jit", args.dtype, steps=args.steps)
-            rows.append(row)
-            if deadline is not None and time.perf_counter() > deadline:
-                row.error = "skipped: time budget (--budget-s) spent before this row"
-                continue
-            try:
-                live.append(sides[name].start(row))
-            except Exception as e:  # noqa: BLE001 - report the row as failed and go on
-                row.error = failure(e)
-        time_rounds(live, args.repeats, args.steps, deadline)
-        for p in live:
-            if p.row.ok:
-                p.finish()
-                p.row.loss_steps = 1 + frameworks.WARMUP + len(p.row.times_s) * args.steps
-        one, every = rows[-2], rows[-1]
+        one, every = frameworks.run_rows(
+            [(Row(mode, name, "jax", "jit", args.dtype, steps=args.steps), sides[name].start)
+             for name in LAYOUTS], args.repeats, args.steps, deadline)
+        rows += [one, every]
         if one.ok and every.ok:
             per_mode[mode] = [a / b for a, b in zip(every.images_per_s, one.images_per_s)]
     text = table(rows, per_mode)

@@ -9,20 +9,23 @@ of the model's bf16 mode, ``automedsam_jax.core.backend.bf16_dot``; for a convol
 Each pass is jitted alone (the gradients by ``jax.vjp``) and its compiled HLO read: the dtype
 of the operands the dot/convolution runs on after XLA's passes, and how many ``convert``
 instructions the module holds (inputs and result moved to and from float32 show there); then it
-is timed (median of ``--repeats`` after warm-up) and its GFLOP/s and speed relative to float32
-printed. Why: the model's bf16 mode is faster than float32 on a CPU only where XLA:CPU runs the
+is timed: after two warm-up calls, ``--repeats`` rounds each time one call of every variant of
+the pass in turn, and the speed relative to float32 is the median (min–max) of the per-round
+ratios. Why: the model's bf16 mode is faster than float32 on a CPU only where XLA:CPU runs the
 op on bf16 operands (``core/backend.py``, ``bf16_compute``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import re
+import statistics
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conv_layers import median_time  # benchmarks/ is the script's directory
 
 from automedsam_jax.core import backend
 
@@ -62,7 +65,9 @@ def runs_on(hlo: str, kind: str) -> str:
     return ", ".join(sorted(found)) or "?"
 
 
-def case(kind: str, x_shape, w_shape, variant: str, repeats: int) -> dict:
+def case(kind: str, x_shape, w_shape, variant: str) -> dict:
+    """Each pass of ``variant``: its compiled HLO's ``runs_on`` and ``converts``, and ``call``
+    (one synchronised call, warmed up twice); ``s`` collects its timed rounds."""
     rng = np.random.default_rng(0)
     # bf16_dot takes float32 operands and rounds them itself; the plain bf16 ops take bf16.
     dt = BF16 if variant == VARIANTS[1] or (kind == "conv" and variant == VARIANTS[2]) else F32
@@ -78,9 +83,23 @@ def case(kind: str, x_shape, w_shape, variant: str, repeats: int) -> dict:
     for name, (g, args) in fns.items():
         compiled = jax.jit(g).lower(*args).compile()
         hlo = compiled.as_text()
+        call = functools.partial(lambda c, a: jax.block_until_ready(c(*a)), compiled, args)
+        call(), call()
         out[name] = {"runs_on": runs_on(hlo, kind), "converts": hlo.count(" convert("),
-                     "s": median_time(lambda: jax.block_until_ready(compiled(*args)), repeats)}
+                     "call": call, "s": []}
     return out
+
+
+def time_rounds(results: dict, repeats: int) -> None:
+    """``repeats`` rounds, each timing one call of every (pass, variant) in turn, so the drift of
+    a shared machine falls on every variant alike."""
+    for _ in range(repeats):
+        for ps in PASSES:
+            for v in VARIANTS:
+                r = results[v][ps]
+                t = time.perf_counter()
+                r["call"]()
+                r["s"].append(time.perf_counter() - t)
 
 
 def main(argv=None) -> None:
@@ -88,18 +107,23 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args(argv)
     jax.config.update("jax_default_matmul_precision", "highest")
-    print(f"# jax {jax.__version__} on {jax.devices()[0].device_kind}\n")
-    print("| op | variant | pass | runs on | converts | ms | GFLOP/s | speed vs f32 |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"# jax {jax.__version__} on {jax.devices()[0].device_kind}; {args.repeats} "
+          "interleaved rounds\n")
+    print("| op | variant | pass | runs on | converts | ms (median) | GFLOP/s | speed vs f32 "
+          "(median of rounds) | min–max |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, kind, x_shape, w_shape in CASES:
         flop = 2.0 * np.prod(x_shape) * w_shape[-1] * (9 if kind == "conv" else 1)
-        results = {v: case(kind, x_shape, w_shape, v, args.repeats) for v in VARIANTS}
+        results = {v: case(kind, x_shape, w_shape, v) for v in VARIANTS}
+        time_rounds(results, args.repeats)
         for v in VARIANTS:
             for ps in PASSES:
                 r, ref = results[v][ps], results["f32"][ps]
+                t = statistics.median(r["s"])
+                per = [a / b for a, b in zip(ref["s"], r["s"])]
                 print(f"| {name} | {v} | {ps} | {r['runs_on']} | {r['converts']} | "
-                      f"{1e3 * r['s']:.2f} | {flop / r['s'] / 1e9:.0f} | "
-                      f"{ref['s'] / r['s']:.2f}× |", flush=True)
+                      f"{1e3 * t:.2f} | {flop / t / 1e9:.0f} | {statistics.median(per):.2f}× | "
+                      f"{min(per):.2f}–{max(per):.2f} |", flush=True)
 
 
 if __name__ == "__main__":

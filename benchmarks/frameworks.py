@@ -509,29 +509,42 @@ def cpu_has_native_bf16() -> bool:
 # -- one mode ----------------------------------------------------------------------------------
 def run_mode(mode: str, names: list[str], sides: dict, repeats: int, steps: int,
              deadline: float | None = None) -> list[Row]:
-    """Prepare every row of ``mode`` (in ``names`` order; none after ``deadline``), time them
-    in interleaved rounds, then read each row's loss; the prepared rows are freed on return."""
-    rows, live = [], []
-    if "torch" in sides and any(n.startswith("torch-compile") for n in names):
-        sides["torch"].torch._dynamo.reset()  # a fresh cache per mode: no entry limit reached
+    """:func:`run_rows` of the rows ``names`` of ``mode`` (``framework-[variant-]dtype``, each
+    started by its framework's side)."""
+    torch_side = sides.get("torch")
+    if torch_side and any(n.startswith("torch-compile") for n in names):
+        torch_side.torch._dynamo.reset()  # a fresh cache per mode: no entry limit reached
+    rows = []
     for name in names:
         fw, *variant, dtype = name.split("-")
-        row = Row(mode, name, fw, "jit" if fw == "jax" else variant[0], dtype, steps=steps)
-        rows.append(row)
+        rows.append((Row(mode, name, fw, "jit" if fw == "jax" else variant[0], dtype,
+                         steps=steps), sides[fw].start))
+    out = run_rows(rows, repeats, steps, deadline)
+    if torch_side and torch_side.on_gpu:
+        torch_side.torch.cuda.empty_cache()
+    return out
+
+
+def run_rows(rows: list[tuple[Row, Callable[[Row], Prepared | None]]], repeats: int, steps: int,
+             deadline: float | None = None) -> list[Row]:
+    """Prepare every row with its ``start`` (in order; none after ``deadline``), time them in
+    interleaved rounds, then read each row's loss; the prepared rows are freed on return."""
+    live = []
+    for row, start in rows:
         if deadline is not None and time.perf_counter() > deadline:
             row.error = "skipped: time budget (--budget-s) spent before this row"
             continue
         t0 = time.perf_counter()
         try:
-            p = sides[fw].start(row)
+            p = start(row)
         except Exception as e:  # noqa: BLE001 - report the row as failed and go on
             row.error = failure(e)
-            if fw == "jax" and backend.ATTENTION_CALLS.get("cudnn"):
+            if row.framework == "jax" and backend.ATTENTION_CALLS.get("cudnn"):
                 row.error += " (cuDNN attention in use: retry with --attention xla)"
             p = None
         if p is not None:
             live.append(p)
-        print(f"  {mode:>6} {name:<20} " + (row.error or f"prepared: compile "
+        print(f"  {row.mode:>6} {row.row:<20} " + (row.error or f"prepared: compile "
               f"{fmt(row.compile_s)} s, first call {row.first_call_s:.2f} s") +
               f"  [{time.perf_counter() - t0:.0f} s]", flush=True)
     time_rounds(live, repeats, steps, deadline)
@@ -545,14 +558,12 @@ def run_mode(mode: str, names: list[str], sides: dict, repeats: int, steps: int,
                     r.compile_s = max(r.first_call_s - statistics.median(r.times_s) / steps, 0.0)
         except Exception as e:  # noqa: BLE001
             r.error = failure(e)
-        print(f"  {mode:>6} {r.row:<20} " + (r.error or (
+        print(f"  {r.mode:>6} {r.row:<20} " + (r.error or (
             "img/s per round " + " ".join(f"{x:.3g}" for x in r.images_per_s)
             + f", loss {r.loss:.6g}")), flush=True)
     live = p = None  # noqa: F841 - frees the prepared rows' models and executables
     gc.collect()
-    if "torch" in sides and sides["torch"].on_gpu:
-        sides["torch"].torch.cuda.empty_cache()
-    return rows
+    return [row for row, _ in rows]
 
 
 # -- report ----------------------------------------------------------------------------------

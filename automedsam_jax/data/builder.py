@@ -52,16 +52,8 @@ The challenge presets read either the dataset as its owners publish it, found be
 (https://www.codabench.org/competitions/1847/; one .npz per case with `imgs`, `gts` and, 3D,
 `spacing`) directly in it. The folder is --manual-dir, or without it <data-dir>/downloads/manual
 and then <data-dir> itself:
-  brats          BraTS 2021 (BraTS2021_00000/BraTS2021_00000_{flair,t1,t1ce,t2,seg}.nii.gz)
-                 or 2023 (BraTS-GLI-00000-000/BraTS-GLI-00000-000-{t2f,t1n,t1c,t2w,seg}.nii.gz),
-                 or MR_BraTS_FLAIR_*.npz
-  abdomenct1k, abdomenct1k_split_kidney
-                 AbdomenCT-1K (Case_00001_0000.nii.gz with Case_00001.nii.gz masks),
-                 or CT_AbdomenCT*.npz
-  kvasir         Kvasir-SEG (images/*.jpg with masks/*.jpg), or Endoscopy_Kvasir-SEG_*.npz
-  chestxml       Chest X-ray Masks and Labels (CXR_png/*.png with masks/), or
-                 XRay_Chest-Xray-Masks-and-Labels_*.npz
-"""
+""" + "".join(f"  {c.name}: {LAYOUT_HELP[c.layout]}, or {c.file_glob}\n"
+              for c in PRESETS.values() if c.layout)
 
 
 @dataclasses.dataclass(eq=False)
@@ -94,13 +86,14 @@ class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = [slices_config(name) for name in PRESETS]
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
-    def __init__(self, *, strict: bool = False, roots: Sequence[str | Path] = (), **kwargs):
+    def __init__(self, *, strict: bool = False, cases: dict[str, Reader] | None = None,
+                 **kwargs):
         """``strict=True`` makes any bad input file fatal; otherwise bad files are skipped, logged
-        and listed in ``info.metadata["skipped_files"]``. ``roots``: where a preset's files are
-        looked for, in order (:func:`data_roots`; default: tfds's manual directory)."""
+        and listed in ``info.metadata["skipped_files"]``. ``cases``: a files dataset's cases as
+        :func:`find_cases` found them (default: found in tfds's manual directory)."""
         kwargs.setdefault("file_format", "array_record")
         self._strict = strict
-        self._roots = [Path(r) for r in roots]
+        self._cases = cases
         super().__init__(**kwargs)
 
     def as_data_source(self, split, *args, **kwargs):
@@ -150,7 +143,8 @@ class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
             volumes = {split: (synthetic_case(syn, by_id[c]) for c in assignment[split])
                        for split in SPLITS}
         else:
-            _, readers = find_cases(ds, self._roots or [Path(dl_manager.manual_dir)])
+            readers = (self._cases if self._cases is not None
+                       else find_cases(ds, [Path(dl_manager.manual_dir)])[1])
             assignment = split_cases(readers, ds.split_fractions)
             volumes = {split: self._read_cases([readers[c] for c in assignment[split]], skipped)
                        for split in SPLITS}
@@ -324,12 +318,12 @@ def prepare(dataset: str | DatasetConfig | SyntheticConfig, data_dir: str | Path
         dataset = dataset.name
     config = dataset if isinstance(dataset, str) else slices_config(dataset)
     ds = get_preset(config) if isinstance(config, str) else config.dataset
-    roots = data_roots(data_dir, manual_dir)
+    cases = None
     if ds.source == "files" and not _is_built(data_dir, ds.name):
         # Up front, before tfds starts (and logs): where the files go, and that one is usable.
-        where, cases = find_cases(ds, roots)
+        where, cases = find_cases(ds, data_roots(data_dir, manual_dir))
         check_usable(ds, cases, where)
-    builder = AutomedsamSlices(config=config, data_dir=str(data_dir), strict=strict, roots=roots)
+    builder = AutomedsamSlices(config=config, data_dir=str(data_dir), strict=strict, cases=cases)
     download = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
     builder.download_and_prepare(download_config=download)
     skipped = builder.info.metadata.get("skipped_files", {})

@@ -43,8 +43,7 @@ import numpy as np
 
 from ..io.errors import BadInputError
 from ..io.intensity import ct_window_to_uint8, mr_percentile_to_uint8
-from ..io.orientation import to_radiological
-from ..io.scans import read_image, read_nifti
+from ..io.scans import read_image, read_nifti_volume
 from .labels import class_volume
 from .presets import DatasetConfig
 from .volume import Volume
@@ -71,14 +70,10 @@ LAYOUT_HELP = {
 
 def _volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A NIfTI volume as a radiological ``(z, y, x)`` array and its spacing (z, y, x) in mm."""
-    nifti, data = read_nifti(path)
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3 or data.size == 0:
-        raise BadInputError(path, f"expected a 3D volume, got shape {data.shape}")
+    _, data, spacing = read_nifti_volume(path)
     if not np.all(np.isfinite(data)):
         raise BadInputError(path, "contains NaN or Inf values")
-    return to_radiological(nifti, data)
+    return data, spacing
 
 
 def _labelled(case_id: str, image: np.ndarray, raw: np.ndarray, spacing: np.ndarray,
@@ -119,15 +114,16 @@ def brats_cases(root: Path, config: DatasetConfig) -> dict[str, Reader]:
         stem = seg.name.removesuffix("seg.nii.gz")
         if stem[-1:] in ("_", "-"):
             found.append((stem[:-1], seg))
-    return {case_id: functools.partial(read_brats_case, seg, config)
+    return {case_id: functools.partial(read_brats_case, seg, case_id, config)
             for case_id, seg in _unique(found).items()}
 
 
-def read_brats_case(seg: Path, config: DatasetConfig) -> Volume:
-    """One BraTS case: the sequences ``config.sequences`` as channels, labels mapped to the
-    2023 values (2021's 4 → 3) and then to ``config``'s classes."""
-    sep = seg.name[-len("seg.nii.gz") - 1]
-    case_id, release = seg.name[:-len("seg.nii.gz") - 1], 2023 if sep == "-" else 2021
+def read_brats_case(seg: Path, case_id: str, config: DatasetConfig) -> Volume:
+    """One BraTS case (its label file ``<case_id>_seg.nii.gz`` or ``-seg``: 2021 or 2023): the
+    sequences ``config.sequences`` as channels, labels mapped to the 2023 values (2021's 4 → 3)
+    and then to ``config``'s classes."""
+    sep = seg.name[len(case_id)]
+    release = 2023 if sep == "-" else 2021
     channels, spacing, first = [], None, None
     for sequence in config.sequences:
         suffix = BRATS_NAMES_2023[sequence] if release == 2023 else sequence

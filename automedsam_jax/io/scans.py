@@ -108,15 +108,7 @@ def read_scan(path: str | Path, intensity: Intensity = "auto") -> Scan:
         pixels, volume, spacing = _read_npz(path)
         nifti = None
     else:
-        nifti, data = read_nifti(path)
-        if 0 in nifti.shape:  # nibabel reads such a volume as a (0,) array
-            raise BadInputError(path, f"a NIfTI volume with no voxels (shape {nifti.shape}): "
-                                      "nothing to segment; export the scan again with its slices")
-        while data.ndim > 3 and data.shape[-1] == 1:
-            data = data[..., 0]
-        if data.ndim != 3:
-            raise BadInputError(path, f"expected a 3D volume, got shape {data.shape}")
-        pixels, spacing = to_radiological(nifti, data)
+        nifti, pixels, spacing = read_nifti_volume(path)
         volume, spacing = True, tuple(float(s) for s in spacing)
     if pixels.size == 0:
         raise BadInputError(path, empty_problem(pixels.shape if volume else pixels.shape[1:],
@@ -166,7 +158,7 @@ def read_image(path: Path) -> np.ndarray:
                                   f"{CORRUPT_HINT}") from e
 
 
-def read_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
+def _read_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
     """The nibabel image and its voxel array; a file nibabel cannot read (not NIfTI, a broken or
     truncated gzip stream, a bad header) is a :class:`BadInputError`."""
     try:
@@ -175,6 +167,23 @@ def read_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
     except (ImageFileError, HeaderDataError, OSError, EOFError, zlib.error, ValueError) as e:
         raise BadInputError(path, f"not a readable NIfTI volume ({_reason(e, path)}): "
                                   f"{CORRUPT_HINT}") from e
+
+
+def read_nifti_volume(path: Path) -> tuple[nib.Nifti1Image, np.ndarray, np.ndarray]:
+    """A 3D NIfTI volume (a 4D one holding one volume is accepted): the nibabel image, its
+    voxels as the radiological ``(z, y, x)`` array training uses
+    (:func:`.orientation.to_radiological`) and the spacing (z, y, x) in mm. An unreadable,
+    empty or not-3D file is a :class:`BadInputError`."""
+    nifti, data = _read_nifti(path)
+    if 0 in nifti.shape:  # nibabel reads such a volume as a (0,) array
+        raise BadInputError(path, f"a NIfTI volume with no voxels (shape {nifti.shape}): "
+                                  "nothing to segment; export the scan again with its slices")
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise BadInputError(path, f"expected a 3D volume, got shape {data.shape}")
+    pixels, spacing = to_radiological(nifti, data)
+    return nifti, pixels, spacing
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, bool, tuple[float, float, float] | None]:

@@ -157,11 +157,7 @@ def build_model(cfg: TrainConfig, num_classes: int) -> AutoMedSAM:
     weights = cfg.model.weights
     if weights == "pretrained":
         weights = pretrained_litemedsam()
-    model = pretrained_automedsam(weights, class_prompt, cfg.run.seed, localiser)
-    if model.config.sam != sam:
-        raise UsageError(f"{weights} holds {model.config.sam.name!r}, not --backbone "
-                         f"{cfg.model.backbone!r}")
-    return model
+    return pretrained_automedsam(weights, class_prompt, cfg.run.seed, localiser)
 
 
 # -- state ------------------------------------------------------------------------------------
