@@ -7,7 +7,7 @@ INPUT is a PNG/JPEG, a challenge-style npz or a NIfTI volume (read and written b
 :mod:`automedsam_jax.io.scans`: axial slices in the orientation training used, CT windowed at
 40/400 HU). Every slice is embedded once and the requested classes (default: all the model
 knows) are decoded against that embedding, ``--batch-size`` slices per model call; a pixel gets
-the most probable class above 0.5 (:class:`automedsam_jax.evaluation.ClassSegmenter`), and a
+the most probable class above 0.5 (:class:`automedsam_jax.evaluation.Segmenter`, through the route the model was trained with), and a
 class is drawn on a slice only where the model's calibrated presence rule finds it there
 (:mod:`automedsam_jax.evaluation.presence`; models trained with ``--recipe paper`` have none and
 draw every class everywhere). The summary says on how many slices each class was found. Writes
@@ -30,7 +30,7 @@ import numpy as np
 import simple_parsing as sp
 
 from .core.preprocess import model_input
-from .evaluation import ClassSegmenter, segment_slices
+from .evaluation import Segmenter, segment_slices
 from .evaluation.postprocess import postprocess_case
 from .io.checkpoint import read_meta
 from .io.cli import ArgumentParser
@@ -60,9 +60,10 @@ def class_ids(text: str | None, class_names: Sequence[str]) -> list[int]:
     return sorted(set(ids))
 
 
-def segment_scan(segmenter: ClassSegmenter, scan: Scan) -> np.ndarray:
+def segment_scan(segmenter: Segmenter, scan: Scan) -> np.ndarray:
     """``(D, H, W)`` uint8 class ids for every slice of ``scan`` (original frame)."""
-    records = (model_input(pixels, segmenter.frame) for pixels in scan.slices)
+    spacing = tuple(scan.spacing[1:]) if scan.volume and scan.spacing else None
+    records = (model_input(pixels, segmenter.frame, spacing) for pixels in scan.slices)
     return np.stack([labels for _, labels, _ in segment_slices(segmenter, records)])
 
 
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     names = trained.class_names
-    segmenter = ClassSegmenter(trained.model, ids, args.batch_size, trained.min_area)
+    segmenter = Segmenter(trained.model, ids, args.batch_size, trained.min_area)
     labels = segment_scan(segmenter, scan)
     if args.postprocess == "3d":
         labels = postprocess_case(labels if scan.volume else labels[0], ids)

@@ -1,17 +1,20 @@
 """The demo's ablation table over seeds: each row a real ``train.py`` run per seed, scored on the
-demo's validation and test splits, reported as mean ± std over the seeds.
+demo's plain and shifted validation and test blocks, reported as mean ± std over the seeds.
 
-    python benchmarks/ablation.py --seeds 0 1 2                  # every row
-    python benchmarks/ablation.py --rows map map_3d --seeds 0 1 2 --out runs/ablation
+    python benchmarks/ablation.py --seeds 0 1 2                  # the default rows
+    python benchmarks/ablation.py --rows map generalise --seeds 0 1 2 --out runs/ablation
 
-Each (row, seed) is ``python train.py ROW_ARGS --seed S --workdir OUT/<row>/seed<S>`` then
-``python evaluate.py --checkpoint OUT/<row>/seed<S> --split validation|test [EVAL_ARGS]`` (the
-model's stored presence rule). A row with ``train_as`` reuses another row's models and only
-evaluates them differently (3-D post-processing). Columns: per-organ test DSC, mean test and
-validation DSC, presence accuracy over (slice, class) pairs on test and validation, optimizer
-steps and the wall time of the training command (embedding cache, presence calibration and
-validation included). Re-running reuses finished runs and evaluations (work directories are
-kept), so rows and seeds can be added later.
+Each (row, seed) is ``python train.py ROW_ARGS --seed S --workdir OUT/<row>/seed<S>`` then, for
+each split (validation, test) and each rendering of it (``plain``: ``--dataset demo:shift=none``,
+the training patient's slices as they are; ``shifted``: ``--dataset demo:shift=all``, the same
+blocks as another scanner and patient present them, docs/method.md#shifted-evaluation),
+``python evaluate.py --checkpoint OUT/<row>/seed<S> --split SPLIT --dataset ... [EVAL_ARGS]``
+(the model's stored presence rule). A row with ``train_as`` reuses another row's models and only
+evaluates them differently (3-D post-processing). Columns: mean DSC and presence accuracy over
+(slice, class) pairs of each of the four evaluations, optimizer steps, the wall time of the
+training command (embedding cache, presence calibration and validation included); a second
+table gives per-organ test DSC, plain and shifted. Re-running reuses finished runs and
+evaluations (work directories are kept), so rows and seeds can be added later.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The improved recipe with the diffusion class prompt encoder, at the schedule it was measured
 # with before the localiser (39 epochs of batch 2, lr 5e-4: 663 steps; best/ by epoch loss).
 _CLASS = ["--recipe", "improved", "--prompt", "class", "--epochs", "39", "--batch-size", "2",
-          "--lr", "5e-4", "--eval-every", "0"]
+          "--lr", "5e-4", "--eval-every", "0", "--variants", "0", "--input-spacing", "0"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,19 +45,37 @@ class Row:
     train_as: str | None = None  # evaluate the models of that row instead of training
 
 
+# The localiser as it was before the generalisation levers (README "The demo"): conv head on the
+# raw embedding, no augmentation, longest side to the frame.
+_MAP = ["--recipe", "improved", "--head", "conv", "--nonormalise", "--variants", "0",
+        "--input-spacing", "0"]
+
 ROWS: dict[str, Row] = {
     "paper": Row("paper recipe (docs/method.md)", ("--recipe", "paper")),
     "class": Row("class prompt encoder + learned embedding, negatives, presence", tuple(_CLASS)),
     "class_frozen": Row("the same, mask decoder frozen", tuple(_CLASS) + ("--notrain-decoder",)),
-    "probe": Row("linear probe map → box → frozen LiteMedSAM",
-                 ("--recipe", "improved", "--width", "0")),
-    "map": Row("conv localiser map → box → frozen LiteMedSAM (= `python train.py`)",
-               ("--recipe", "improved")),
+    "probe": Row("linear probe map → box → frozen LiteMedSAM", tuple(_MAP) + ("--width", "0")),
+    "map": Row("conv localiser map → box → frozen LiteMedSAM (the previous default)",
+               tuple(_MAP)),
     "map_augment": Row("the same + 3 augmented variants per slice (zoom, shift, intensity)",
-                       ("--recipe", "improved", "--variants", "3")),
-    "map_3d": Row("the same + 3-D post-processing", evaluate=("--postprocess", "3d"),
-                  train_as="map"),
+                       tuple(_MAP) + ("--variants", "3")),
+    "map_physical": Row("the same, every slice at 1.5 mm per pixel", tuple(_MAP[:-1]) + ("1.5",)),
+    "generalise": Row("+ 1.5 mm per pixel, standardised embedding, multi-scale head, 8 variants "
+                      "of scanner and patient augmentation (= `python train.py`)",
+                      ("--recipe", "improved")),
+    "generalise_3d": Row("the same + 3-D post-processing", evaluate=("--postprocess", "3d"),
+                         train_as="generalise"),
+    "refine": Row("the same + the diffusion class prompt encoder refining the map's box prompt "
+                  "(frozen decoder)", ("--recipe", "improved", "--prompt", "refine",
+                                       "--notrain-decoder")),
 }
+
+
+RENDERINGS = {"plain": "demo:shift=none", "shifted": "demo:shift=all"}
+"""The two renderings of each held-out split (data/shifts.py)."""
+EVALS = ("test/plain", "test/shifted", "validation/plain", "validation/shifted")
+DEFAULT_ROWS = ("map", "generalise", "refine")
+"""What ``--rows`` runs when left out: the rows of the README's table."""
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -83,58 +104,71 @@ def run_seed(row: Row, name: str, seed: int, out: Path, data_dir: str) -> dict:
         timing.write_text(json.dumps(time.perf_counter() - t0))
     metrics = {}
     for split in ("validation", "test"):
-        eval_dir = workdir / f"eval_{name}_{split}"
-        if not (eval_dir / "metrics.json").exists():
-            subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--checkpoint",
-                            str(workdir), "--split", split, "--out", str(eval_dir),
-                            *row.evaluate], check=True, stdout=subprocess.DEVNULL)
-        metrics[split] = json.loads((eval_dir / "metrics.json").read_text())
+        for rendering, dataset in RENDERINGS.items():
+            key = f"{split}/{rendering}"
+            eval_dir = workdir / f"eval_{name}_{split}_{rendering}"
+            if not (eval_dir / "metrics.json").exists():
+                subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--checkpoint",
+                                str(workdir), "--split", split, "--dataset", dataset,
+                                "--data-dir", data_dir, "--out", str(eval_dir), *row.evaluate],
+                               check=True, stdout=subprocess.DEVNULL)
+            metrics[key] = json.loads((eval_dir / "metrics.json").read_text())
     return {"metrics": metrics, "steps": json.loads(summary.read_text())["steps"],
             "wall": json.loads(timing.read_text()) if timing.exists() else math.nan}
 
 
 def row_figures(seeds: Sequence[dict]) -> dict[str, tuple[float, float]]:
-    """Per-seed results of one row → ``{column: (mean, std)}`` over the seeds: ``dsc/<class>``
-    (test), ``mean/test``, ``mean/validation``, ``presence/test``, ``presence/validation``
-    (accuracy), ``steps``, ``wall_min``."""
-    test0 = seeds[0]["metrics"]["test"]
+    """Per-seed results of one row (``metrics`` keyed ``split/rendering``) → ``{column: (mean,
+    std)}`` over the seeds: ``mean/<eval>``, ``presence/<eval>`` (accuracy), ``dsc/<eval>/<class>``
+    for every evaluation, ``steps``, ``wall_min``."""
     cols: dict[str, list[float]] = {}
     for r in seeds:
-        for split, m in r["metrics"].items():
-            cols.setdefault(f"mean/{split}", []).append(
+        for key, m in r["metrics"].items():
+            cols.setdefault(f"mean/{key}", []).append(
                 next(iter(m["per_dataset"].values()))["dsc"])
-            cols.setdefault(f"presence/{split}", []).append(m["presence"]["accuracy"])
-        for cname in test0["per_class"]:
-            cols.setdefault(f"dsc/{cname}", []).append(
-                r["metrics"]["test"]["per_class"][cname]["dsc"])
+            cols.setdefault(f"presence/{key}", []).append(m["presence"]["accuracy"])
+            for cname, c in m["per_class"].items():
+                cols.setdefault(f"dsc/{key}/{cname}", []).append(c["dsc"])
         cols.setdefault("steps", []).append(r["steps"])
         cols.setdefault("wall_min", []).append(r["wall"] / 60)
     return {k: mean_std(v) for k, v in cols.items()}
 
 
+def _cell(fig, col: str) -> str:
+    mean, std = fig.get(col, (math.nan, math.nan))
+    digits = 0 if col == "steps" else 1 if col == "wall_min" else 3
+    return "–" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _markdown(head, rows) -> list[str]:
+    return (["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+            + ["| " + " | ".join(r) + " |" for r in rows])
+
+
 def table(figures: dict[str, dict[str, tuple[float, float]]], class_names: Sequence[str],
           num_seeds: dict[str, int]) -> str:
-    """The Markdown table: one row per ablation row, each cell ``mean ± std``."""
-    cols = ([f"dsc/{n}" for n in class_names]
-            + ["mean/test", "mean/validation", "presence/test", "presence/validation",
-               "steps", "wall_min"])
-    head = (["row", "seeds"] + [f"{n} DSC" for n in class_names]
-            + ["mean DSC (test)", "mean DSC (val)", "presence acc. (test)",
-               "presence acc. (val)", "steps", "wall (min)"])
-    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for name, fig in figures.items():
-        cells = [ROWS[name].label if name in ROWS else name, str(num_seeds[name])]
-        for c in cols:
-            mean, std = fig[c]
-            digits = 0 if c == "steps" else 1 if c == "wall_min" else 3
-            cells.append("–" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """Two Markdown tables, each cell ``mean ± std``: per row mean DSC and presence accuracy of
+    the four evaluations, steps and wall; then per row and organ the plain and shifted test
+    DSC."""
+    def label(name):
+        return ROWS[name].label if name in ROWS else name
+
+    head = (["row", "seeds"] + [f"DSC {e.replace('/', ' ')}" for e in EVALS]
+            + [f"presence {e.replace('/', ' ')}" for e in EVALS] + ["steps", "wall (min)"])
+    cols = ([f"mean/{e}" for e in EVALS] + [f"presence/{e}" for e in EVALS]
+            + ["steps", "wall_min"])
+    summary = [[label(n), str(num_seeds[n])] + [_cell(f, c) for c in cols]
+               for n, f in figures.items()]
+    head2 = ["row"] + [f"{c} {r}" for c in class_names for r in ("plain", "shifted")]
+    organs = [[label(n)] + [_cell(f, f"dsc/test/{r}/{c}") for c in class_names
+                            for r in ("plain", "shifted")] for n, f in figures.items()]
+    return "\n".join(_markdown(head, summary) + ["", "Test DSC per organ:", ""]
+                     + _markdown(head2, organs))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    p.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), choices=list(ROWS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=Path("runs/ablation"))
     p.add_argument("--data-dir", default="~/tensorflow_datasets")
@@ -142,7 +176,7 @@ def main(argv=None) -> int:
     figures, class_names, num_seeds = {}, None, {}
     for name in args.rows:
         runs = [run_seed(ROWS[name], name, s, args.out, args.data_dir) for s in args.seeds]
-        class_names = class_names or list(runs[0]["metrics"]["test"]["per_class"])
+        class_names = class_names or list(runs[0]["metrics"]["test/plain"]["per_class"])
         figures[name], num_seeds[name] = row_figures(runs), len(runs)
         (args.out / "figures.json").write_text(json.dumps(figures, indent=1))
     text = table(figures, class_names, num_seeds)

@@ -34,7 +34,7 @@ from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, Cla
                                         SamConfig)
 from automedsam_jax.core.init import random_model
 from automedsam_jax.data.pipeline import model_input
-from automedsam_jax.evaluation import ClassSegmenter, segment_slices
+from automedsam_jax.evaluation import Segmenter, segment_slices
 
 
 def _records(n: int, size: int, frame, seed: int = 0):
@@ -46,7 +46,7 @@ def _records(n: int, size: int, frame, seed: int = 0):
 def bench(preset: str, classes: int, batch_size: int, batches: int, size: int) -> dict:
     prompt = TINY_CLASS_PROMPT if preset.startswith("tiny") else ClassPromptConfig()
     model = random_model(AutoMedSamConfig(SamConfig.preset(preset), prompt))
-    seg = ClassSegmenter(model, range(1, classes + 1), batch_size)
+    seg = Segmenter(model, range(1, classes + 1), batch_size)
     t = time.perf_counter()
     for _ in segment_slices(seg, _records(batch_size, size, seg.frame)):
         pass
@@ -60,7 +60,7 @@ def bench(preset: str, classes: int, batch_size: int, batches: int, size: int) -
                 rate=n / seconds, warmup=warmup, **phases(model, seg, batch_size, size))
 
 
-def phases(model, seg: ClassSegmenter, batch_size: int, size: int) -> dict[str, float]:
+def phases(model, seg: Segmenter, batch_size: int, size: int) -> dict[str, float]:
     """Milliseconds per slice of each phase of one batch, run one after the other."""
     raw = np.random.default_rng(2).integers(0, 256, (batch_size, size, size), np.uint8)
     # The encoder as the segmenter runs it (slice by slice on a CPU).

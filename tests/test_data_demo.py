@@ -86,11 +86,20 @@ def test_held_out_slices_are_unseen(builder):
     meta = builder.info.metadata
     assert meta["class_names"] == CLASS_NAMES and meta["modality"] == "CT"
     assert meta["train_empty_slices"]
-    recs = {}
+    recs, shifted = {}, {}
     for split in ("train", "validation", "test"):
         src = builder.as_data_source(split)
-        recs[split] = [src[i] for i in range(len(src))]
+        every = [src[i] for i in range(len(src))]
+        # Held-out blocks come as they are and as another scanner shows them (data/shifts.py):
+        # 512 × 512 renders of the same slices, case ids "<block>_all"; training never is.
+        shifted[split] = [r for r in every if r["case_id"].decode().endswith("_all")]
+        recs[split] = [r for r in every if not r["case_id"].decode().endswith("_all")]
         assert all(r["image"].shape == (101, 122, 1) for r in recs[split])
+        assert all(r["image"].shape == (512, 512, 1) for r in shifted[split])
+        assert len(shifted[split]) == (0 if split == "train" else len(recs[split]))
+        if split != "train":
+            assert sorted(_absolute_z(r) for r in shifted[split]) == \
+                sorted(_absolute_z(r) for r in recs[split])
     z = {split: {_absolute_z(r) for r in rs} for split, rs in recs.items()}
     for split in ("validation", "test"):
         assert z[split] == {i for a, b in BLOCKS[split] for i in range(a, b)}
@@ -126,7 +135,7 @@ def test_demo_pipeline(builder):
     # 122 × 101 → longest side 256: the image fills rows 0..211, the rest is padding.
     assert np.all(batch["image"][:, 212:] == 0) and np.all(batch["mask"][:, 212:] == 0)
     test = eval_dataset(builder.as_data_source("test"), LITEMEDSAM_FRAME)
-    rec = test[len(test) - 1]  # the last test block (z 93–97) holds all five organs
+    rec = test[len(test) // 2 - 1]  # the last plain test block (z 93–97) holds all five organs
     assert rec["original_size"] == (101, 122) and rec["resized_size"] == (212, 256)
     np.testing.assert_array_equal(rec["spacing"], [3, 3, 3])
     assert rec["depth"] == 5 and list(rec["classes"]) == [1, 2, 3, 4, 5]

@@ -35,7 +35,8 @@ from automedsam_jax.core.init import random_model
 from automedsam_jax.core.metrics import ClassMetrics, aggregate, dice, nsd
 from automedsam_jax.core.modeling import Sam
 from automedsam_jax.data import SyntheticConfig, prepare
-from automedsam_jax.evaluation import gt_box, paper_table
+from automedsam_jax.core.routes.box import gt_box
+from automedsam_jax.evaluation import paper_table
 from automedsam_jax.evaluation.cli import main
 from automedsam_jax.evaluation.evaluator import CaseResult, Evaluation
 from automedsam_jax.evaluation.volumes import VolumeAssembler

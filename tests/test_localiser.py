@@ -18,7 +18,7 @@ from automedsam_jax.core.losses import LossWeights, localiser_loss
 from automedsam_jax.core.modeling.localiser import map_boxes
 from automedsam_jax.data import PipelineConfig, SyntheticConfig, prepare, train_dataset
 from automedsam_jax.data.sample import grid_labels
-from automedsam_jax.evaluation import ClassSegmenter, segment_slices
+from automedsam_jax.evaluation import Segmenter, segment_slices
 from automedsam_jax.core.preprocess import Resized, model_input, postprocess_masks
 from automedsam_jax.train.config import OptimConfig
 from automedsam_jax.train.loop import make_tx
@@ -74,8 +74,8 @@ def _numpy_box_prompt(pe, boxes, size):
 
 @pytest.fixture(scope="module")
 def tiny_map_model():
-    cfg = AutoMedSamConfig(SamConfig.preset("tiny_litemedsam"), TINY_CLASS_PROMPT,
-                           LocaliserConfig(num_classes=2, width=8))
+    cfg = AutoMedSamConfig(SamConfig.preset("tiny_litemedsam"), None,
+                           LocaliserConfig(num_classes=2, width=8), "map")
     return random_model(cfg, seed=3)
 
 
@@ -103,14 +103,14 @@ def test_box_masks_decode_the_prompt_encoders_box_embedding(tiny_map_model):
 
 
 def test_segmenter_prompts_the_backbone_with_the_maps_boxes(tiny_map_model):
-    """ClassSegmenter on a localiser model: presence = the map's component areas, masks = the
+    """The segmenter on a localiser (map-route) model: presence = the map's component areas, masks = the
     backbone decoding the map's boxes (recomputed here from the model's own parts), labels = the
     most probable kept class above p = 0.5 at the original size (in NumPy)."""
     model = tiny_map_model
     frame = model.config.sam.frame
     image = np.random.default_rng(1).integers(0, 255, (50, 60), np.uint8)
     record = model_input(image, frame)
-    seg = ClassSegmenter(model, [1, 2], batch_size=2)
+    seg = Segmenter(model, [1, 2], batch_size=2)
     [(_, labels, areas)] = list(segment_slices(seg, [record]))
     emb = model.embed(jnp.asarray(record["image"])[None])
     logits = np.asarray(model.localise(emb))[0]
@@ -208,6 +208,9 @@ def test_a_localiser_model_trains_the_head_alone(synthetic, tiny_map_model):
                             grid=cfg.sam.embedding_size)
     before, after = _train(Trainee(model, LossWeights(LossConfig())), batches, steps=3)
     assert all(_changed(before, after, "localiser").values())
-    for part in ("mask_decoder", "class_prompt_encoder", "prompt_encoder", "image_encoder"):
+    for part in ("mask_decoder", "prompt_encoder", "image_encoder"):
         changed = _changed(before, after, part)
         assert changed and not any(changed.values()), part
+    # A map-route model holds (and saves) no class prompt encoder: it would never train.
+    assert model.class_prompt_encoder is None and not _changed(before, after,
+                                                               "class_prompt_encoder")

@@ -308,9 +308,12 @@ def test_calibrate_picks_the_middle_of_the_best_threshold_interval():
     # One absent class with a large mask (0.05) cannot be separated: 5 of 6 right at best.
     t, acc = calibrate(np.array([0.0, 0.05, 0.02, 0.3]), np.array([False, False, True, True]))
     assert acc == 0.75 and 0.0 < t <= 0.02
-    # Everything present: t = 0 keeps all.
+    # Everything present: a threshold at or under the smallest area keeps all; an area of 0 (no
+    # mask at all) is never present, whatever the threshold.
+    t, acc = calibrate(np.array([0.01, 0.1]), np.array([True, True]))
+    assert acc == 1.0 and t <= 0.01
     t, acc = calibrate(np.array([0.0, 0.1]), np.array([True, True]))
-    assert acc == 1.0 and t == 0.0
+    assert acc == 0.5
 
 
 def test_training_calibrates_and_stores_the_presence_rule(tmp_path):

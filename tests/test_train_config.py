@@ -101,7 +101,8 @@ def test_nested_options_and_switches():
     cfg = from_args(["--dataset", "synthetic:num_cases=4", "--epochs", "3", "--lr", "0.5",
                      "--widths", "8", "16", "32", "--noflips", "--nodiffusion",
                      "--branches", "dense", "--terms", "ce", "dice", "--noprogress",
-                     "--variants", "2", "--width", "0", "--classes-per-step", "all"])
+                     "--variants", "2", "--head", "conv", "--width", "0",
+                     "--classes-per-step", "all"])
     assert cfg.run.workdir == "runs/synthetic"  # a dataset's own workdir, not the demo's
     assert (cfg.optim.epochs, cfg.optim.lr, cfg.model.class_prompt.widths) == (3, 0.5,
                                                                                (8, 16, 32))

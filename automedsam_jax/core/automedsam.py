@@ -34,8 +34,9 @@ from flax import nnx
 from . import backend
 from .config import AutoMedSamConfig, ClassPromptConfig, LocaliserConfig
 from .modeling import Sam
-from .modeling.class_prompt_encoder import ClassPromptEncoder, init_class_prompt_encoder
+from .modeling.class_prompt_encoder import ClassPromptEncoder
 from .modeling.localiser import Localiser
+from .modeling.prompt_refiner import PromptRefiner
 
 
 class AutoMedSamOutput(NamedTuple):
@@ -49,46 +50,48 @@ class AutoMedSamOutput(NamedTuple):
 
 
 class AutoMedSAM(nnx.Module):
-    """``image_encoder``, ``prompt_encoder``, ``mask_decoder`` (SAM's names) and
-    ``class_prompt_encoder`` (``class_prmpt_encoder`` in the authors' checkpoints); ``localiser``
-    (beyond the paper) when ``cfg.localiser`` is set, else None."""
+    """``image_encoder``, ``prompt_encoder``, ``mask_decoder`` (SAM's names) and the parts of its
+    prompt route (``cfg.prompt``, :mod:`automedsam_jax.core.routes`): ``class_prompt_encoder``
+    (``class``; ``class_prmpt_encoder`` in the authors' checkpoints), ``localiser`` (``map``,
+    beyond the paper), ``localiser`` and ``prompt_refiner`` (``refine``). A part the route does
+    not use is None."""
 
-    def __init__(self, cfg: AutoMedSamConfig, sam: Sam, class_prompt_encoder: ClassPromptEncoder,
-                 localiser: Localiser | None = None):
-        """Take over ``sam``'s three parts (pretrained weights) and add ``class_prompt_encoder``
-        (and the ``localiser`` that ``cfg`` asks for)."""
+    def __init__(self, cfg: AutoMedSamConfig, sam: Sam, *,
+                 class_prompt_encoder: ClassPromptEncoder | None = None,
+                 localiser: Localiser | None = None,
+                 prompt_refiner: PromptRefiner | None = None):
+        """Take over ``sam``'s three parts (pretrained weights) and add the route's parts
+        (:func:`automedsam_jax.core.routes.new_parts` makes them for a config)."""
         if sam.config != cfg.sam:
             raise ValueError(f"backbone {sam.config.name!r} does not match config {cfg.sam.name!r}")
-        if (localiser is None) != (cfg.localiser is None):
-            raise ValueError("give a localiser exactly when the config has one")
         self.config = cfg
         self.image_encoder = sam.image_encoder
         self.prompt_encoder = sam.prompt_encoder
         self.mask_decoder = sam.mask_decoder
         self.class_prompt_encoder = class_prompt_encoder
         self.localiser = localiser
+        self.prompt_refiner = prompt_refiner
 
     @classmethod
-    def from_sam(cls, sam: Sam, class_prompt: ClassPromptConfig = ClassPromptConfig(),
-                 seed: int = 0, localiser: LocaliserConfig | None = None) -> "AutoMedSAM":
-        """``sam``'s weights + a fresh class prompt encoder (PyTorch's default init) and, with
-        ``localiser``, a fresh localisation head (Flax's default init, key ``seed``)."""
-        cfg = AutoMedSamConfig(sam.config, class_prompt, localiser)
-        head = None if localiser is None else Localiser(
-            localiser, cfg.sam.decoder.transformer_dim, rngs=nnx.Rngs(seed))
-        return cls(cfg, sam, init_class_prompt_encoder(
-            class_prompt, cfg.sam.decoder.transformer_dim, cfg.sam.embedding_size, seed), head)
+    def from_sam(cls, sam: Sam, class_prompt: ClassPromptConfig | None = ClassPromptConfig(),
+                 seed: int = 0, localiser: LocaliserConfig | None = None,
+                 prompt: str | None = None) -> "AutoMedSAM":
+        """``sam``'s weights + fresh parts for the route ``prompt`` (default: ``map`` with a
+        ``localiser``, else ``class``), drawn from ``seed``: the class prompt encoder with
+        PyTorch's default init, a localiser with Flax's."""
+        from .routes import model_config, new_parts
+
+        cfg = model_config(sam.config, prompt or ("map" if localiser else "class"),
+                           class_prompt, localiser)
+        return cls(cfg, sam, **new_parts(cfg, seed))
 
     @classmethod
     def abstract(cls, cfg: AutoMedSamConfig) -> "AutoMedSAM":
         """A shape-only model (no FLOPs, no memory), to be filled from a checkpoint."""
-        def build():
-            rngs = nnx.Rngs(0)
-            dim = cfg.sam.decoder.transformer_dim
-            head = None if cfg.localiser is None else Localiser(cfg.localiser, dim, rngs=rngs)
-            return cls(cfg, Sam(cfg.sam, rngs=rngs), ClassPromptEncoder(
-                cfg.class_prompt, dim, cfg.sam.embedding_size, rngs=rngs), head)
-        return nnx.eval_shape(build)
+        from .routes import new_parts
+
+        return nnx.eval_shape(lambda: cls(cfg, Sam(cfg.sam, rngs=nnx.Rngs(0)),
+                                          **new_parts(cfg, 0, abstract=True)))
 
     # -- parts ------------------------------------------------------------------------------
     def embed(self, images: jax.Array, dtype=jnp.float32) -> jax.Array:
@@ -140,17 +143,26 @@ class AutoMedSAM(nnx.Module):
         (channel 0 background); boxes come from it with
         :func:`~automedsam_jax.core.modeling.localiser.map_boxes`."""
         if self.localiser is None:
-            raise ValueError("this AutoMedSAM has no localiser (AutoMedSamConfig.localiser)")
+            raise ValueError(f"this AutoMedSAM (prompt route {self.config.prompt!r}) has no "
+                             "localiser")
         return self.localiser(embeddings)
 
+    def refine(self, embeddings: jax.Array, class_ids: jax.Array, boxes: jax.Array, *,
+               key: jax.Array | None = None, noise: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array]:
+        """The refiner's prompts: ``(B, g, g, C)`` embeddings, ``(B,)`` class ids and ``(B, 4)``
+        input-frame boxes → sparse ``(B, 2, C)`` and dense ``(B, g, g, C)``, starting from
+        SAM's prompt encoder's embedding of each box
+        (:class:`~automedsam_jax.core.modeling.prompt_refiner.PromptRefiner`)."""
+        if self.prompt_refiner is None:
+            raise ValueError(f"this AutoMedSAM (prompt route {self.config.prompt!r}) has no "
+                             "prompt refiner")
+        start = self.prompt_encoder(boxes=boxes)
+        return self.prompt_refiner(embeddings, class_ids, boxes, start, key=key, noise=noise)
+
     def box_masks(self, embeddings: jax.Array, boxes: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """The backbone prompted with boxes: ``(B, g, g, C)`` embeddings and ``(B, K, 4)``
-        input-frame boxes (``x0, y0, x1, y1``) → logits ``(B, K, 4g, 4g)`` and IoU ``(B, K)``,
-        through SAM's prompt encoder and the mask decoder."""
-        b, k = boxes.shape[:2]
-        sparse, dense = self.prompt_encoder(boxes=boxes.reshape(b * k, 4))
-        low, iou = self._masks(jnp.repeat(embeddings, k, axis=0), sparse, dense, b * k)
-        return low.reshape(b, k, *low.shape[1:]), iou.reshape(b, k)
+        """The backbone prompted with boxes: :func:`box_masks`."""
+        return box_masks(self, embeddings, boxes)
 
     def _masks(self, embeddings, sparse, dense, n: int) -> tuple[jax.Array, jax.Array]:
         """Mask decoder on ``(n, g, g, C)`` embeddings for n prompt sets; a disabled branch
@@ -168,6 +180,20 @@ class AutoMedSAM(nnx.Module):
                  key: jax.Array | None = None, noise: jax.Array | None = None) -> AutoMedSamOutput:
         """``(B, S, S, 3)`` input-frame images, one class id each → :class:`AutoMedSamOutput`."""
         return self.decode(self.embed(images), class_ids, key=key, noise=noise)
+
+
+def box_masks(model: AutoMedSAM | Sam, embeddings: jax.Array, boxes: jax.Array
+              ) -> tuple[jax.Array, jax.Array]:
+    """A SAM-family backbone (a :class:`Sam`, or an AutoMedSAM's) prompted with boxes:
+    ``(B, g, g, C)`` embeddings and ``(B, K, 4)`` input-frame boxes (``x0, y0, x1, y1``) →
+    logits ``(B, K, 4g, 4g)`` and IoU ``(B, K)``, through SAM's prompt encoder and the mask
+    decoder (one mask per box)."""
+    b, k = boxes.shape[:2]
+    sparse, dense = model.prompt_encoder(boxes=boxes.reshape(b * k, 4))
+    low, iou = model.mask_decoder(jnp.repeat(embeddings, k, axis=0),
+                                  model.prompt_encoder.get_dense_pe(), sparse, dense,
+                                  multimask_output=False)
+    return low[:, 0].reshape(b, k, *low.shape[2:]), iou[:, 0].reshape(b, k)
 
 
 def cast_floating(tree, dtype):

@@ -91,6 +91,11 @@ class FrameConfig:
     postprocess: ``"sam"`` upsamples the 4× low-res logits to the input frame, crops the padding and
                  resizes to the original size (SAM's ``postprocess_masks``); ``"medsam"`` crops the
                  padding in the low-res frame and resizes straight to the original size.
+    spacing:     a physical scale (beyond the presets; None: off): an image whose pixel spacing
+                 is known (a volume's slices) is first resampled to ``spacing`` mm per pixel
+                 and centred on an ``size`` × ``size`` canvas (cropped or zero-padded), which
+                 the frame then takes as it is (:func:`~automedsam_jax.core.preprocess.to_physical`);
+                 images without a spacing (2-D datasets) keep ``resize``.
     """
 
     size: int = 1024
@@ -100,6 +105,7 @@ class FrameConfig:
     postprocess: Literal["sam", "medsam"] = "medsam"
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    spacing: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +137,12 @@ class SamConfig:
         return 4 * self.embedding_size
 
     # -- presets ---------------------------------------------------------------------------
+    def with_spacing(self, spacing: float | None) -> "SamConfig":
+        """The same model fed at ``spacing`` mm per input-frame pixel (:class:`FrameConfig`)."""
+        if spacing is not None and not spacing > 0:
+            raise ValueError(f"a frame's spacing must be > 0 mm per pixel, got {spacing}")
+        return dataclasses.replace(self, frame=dataclasses.replace(self.frame, spacing=spacing))
+
     @classmethod
     def preset(cls, name: str) -> "SamConfig":
         if name not in PRESETS:
@@ -289,6 +301,14 @@ class LocaliserConfig:
     width: int = 64
     """the localiser's channels of its two 3x3 convolutions (GELU after each) before the 1x1
     classifier; 0 is a linear probe"""
+    normalise: bool = False
+    """standardise each embedding channel over the image's grid (zero mean, unit variance per
+    image) before the head: a global change of the scan (another scanner's noise, resolution or
+    window) moves the embedding's statistics, which this removes"""
+    head: Literal["conv", "multiscale"] = "conv"
+    """conv: two 3x3 convolutions at the embedding grid (a 5-cell receptive field); multiscale:
+    a 1x1 reduction to width channels, then 3x3 convolutions at the grid, at half and at a
+    quarter of it, summed back at the grid (a receptive field of most of the image)"""
     margin: float = 1.0
     """embedding-grid cells added to each side of a class's box from the map (one cell is S/g
     input-frame pixels: 4 at 256 px, 16 at 1024 px)"""
@@ -297,6 +317,8 @@ class LocaliserConfig:
         if self.num_classes < 0 or self.width < 0 or self.margin < 0:
             raise ValueError(f"localiser width and margin must be >= 0, got {self.width}, "
                              f"{self.margin}")
+        if self.head == "multiscale" and self.width < 1:
+            raise ValueError("the multiscale localiser needs --width >= 1")
 
     def check(self) -> None:
         """Raise if the config cannot build a head (no classes)."""
@@ -304,27 +326,45 @@ class LocaliserConfig:
             raise ValueError(f"the localiser needs num_classes >= 1, got {self.num_classes}")
 
 
+PromptRoute = Literal["class", "map", "refine"]
+
+
 @dataclasses.dataclass(frozen=True)
 class AutoMedSamConfig:
-    """AutoMedSAM: a SAM-family backbone (frozen encoder and prompt encoder, trained decoder) and
-    the class prompt encoder; with ``localiser`` (beyond the paper) the masks come instead from
-    boxes read off the localisation head's map, through the backbone's own prompt encoder and
-    decoder (:meth:`AutoMedSAM.localise`)."""
+    """AutoMedSAM: a SAM-family backbone (frozen encoder and prompt encoder) and what prompts its
+    mask decoder — the ``prompt`` route (:mod:`automedsam_jax.core.routes`): ``class`` (the
+    paper: the diffusion class prompt encoder, ``class_prompt``), ``map`` (boxes read off the
+    localisation head's map, ``localiser``, through the backbone's own prompt encoder) or
+    ``refine`` (the class prompt encoder refining the map's box prompt: both). A model holds
+    the parts its route uses; :func:`~automedsam_jax.core.routes.model_config` fills the
+    others with None."""
 
     sam: SamConfig
-    class_prompt: ClassPromptConfig = ClassPromptConfig()
+    class_prompt: ClassPromptConfig | None = ClassPromptConfig()
     localiser: LocaliserConfig | None = None
+    prompt: PromptRoute | None = None
+    """the route; None: ``map`` when there is a localiser, else ``class``"""
+
+    def __post_init__(self):
+        if self.prompt is None:
+            object.__setattr__(self, "prompt", "class" if self.localiser is None else "map")
 
     def to_dict(self) -> dict:
-        return {"sam": self.sam.to_dict(), "class_prompt": dataclasses.asdict(self.class_prompt),
+        return {"sam": self.sam.to_dict(), "prompt": self.prompt,
+                "class_prompt": None if self.class_prompt is None
+                else dataclasses.asdict(self.class_prompt),
                 "localiser": None if self.localiser is None
                 else dataclasses.asdict(self.localiser)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AutoMedSamConfig":
-        loc = d.get("localiser")
-        return cls(SamConfig.from_dict(d["sam"]), _from_dict(ClassPromptConfig, d["class_prompt"]),
-                   None if loc is None else _from_dict(LocaliserConfig, loc))
+        """The config :meth:`to_dict` wrote; a model saved before routes had names (no
+        ``prompt``) is ``map`` when it has a localiser (its unused class prompt encoder is kept,
+        so its weights load as saved), else ``class``."""
+        loc, cp = d.get("localiser"), d.get("class_prompt")
+        return cls(SamConfig.from_dict(d["sam"]),
+                   None if cp is None else _from_dict(ClassPromptConfig, cp),
+                   None if loc is None else _from_dict(LocaliserConfig, loc), d.get("prompt"))
 
 
 LossTerm = Literal["mse", "ce", "dice", "sd"]

@@ -11,6 +11,11 @@ Frames (all arrays are channels-last):
 
 Images are resized with Pillow on the host (float32 ``"F"`` mode, so no 8-bit rounding); masks go
 back to the original frame with :func:`postprocess_masks`, in JAX, so they can be jitted.
+
+With a physical scale (``FrameConfig.spacing``), a slice of known pixel spacing is first taken to
+its **physical canvas** — resampled to that spacing and centred on an ``S × S`` canvas, cropped or
+zero-padded (:func:`to_physical`, :class:`Physical` says where it lies) — which then plays the
+original frame's part; :func:`from_physical` takes logits on the canvas back to the slice.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
@@ -122,6 +128,63 @@ def preprocess_image(image: np.ndarray, frame: FrameConfig) -> tuple[np.ndarray,
     return out, Resized(tuple(original), (h, w))
 
 
+class Physical(NamedTuple):
+    """Where a slice lies on its physical canvas: its ``original_size`` (H, W), its size
+    ``(h, w)`` once resampled, and the canvas position ``offset`` (y, x) of its top-left pixel
+    (negative where the canvas crops it)."""
+
+    original_size: tuple[int, int]
+    size: tuple[int, int]
+    offset: tuple[int, int]
+
+
+def physical_placement(original_size: tuple[int, int], spacing_yx: tuple[float, float],
+                       frame: FrameConfig) -> Physical:
+    """The :class:`Physical` of a ``(H, W)`` slice of ``spacing_yx`` mm per pixel on the
+    ``frame.size`` canvas at ``frame.spacing`` mm per pixel (centred)."""
+    (h0, w0), (sy, sx) = original_size, spacing_yx
+    h = max(1, int(round(h0 * sy / frame.spacing)))
+    w = max(1, int(round(w0 * sx / frame.spacing)))
+    return Physical((int(h0), int(w0)), (h, w), ((frame.size - h) // 2, (frame.size - w) // 2))
+
+
+def _overlap(place: Physical, size: int):
+    """Source (resampled slice) and canvas slices of the part the canvas shows."""
+    (h, w), (oy, ox) = place.size, place.offset
+    y0, x0 = max(0, -oy), max(0, -ox)
+    y1, x1 = min(h, size - oy), min(w, size - ox)
+    return (slice(y0, y1), slice(x0, x1)), (slice(y0 + oy, y1 + oy), slice(x0 + ox, x1 + ox))
+
+
+def to_physical(image: np.ndarray, spacing_yx: tuple[float, float], frame: FrameConfig,
+                label: np.ndarray | None = None):
+    """An original-frame slice ``(H, W[, C])`` of ``spacing_yx`` mm per pixel → its physical
+    canvas ``(S, S[, C])`` float32 (``frame.interpolation``; zero outside the slice), its
+    :class:`Physical`, and with ``label`` ``(H, W)`` the label on the canvas (nearest)."""
+    place = physical_placement(image.shape[:2], spacing_yx, frame)
+    src, dst = _overlap(place, frame.size)
+    x = resize_image(image, place.size, frame.interpolation)
+    canvas = np.zeros((frame.size, frame.size, *x.shape[2:]), np.float32)
+    canvas[dst] = x[src]
+    if label is None:
+        return canvas, place
+    lab = np.rint(resize_image(np.asarray(label, np.float32), place.size, "nearest"))
+    label_canvas = np.zeros((frame.size, frame.size), np.asarray(label).dtype)
+    label_canvas[dst] = lab[src].astype(label_canvas.dtype)
+    return canvas, place, label_canvas
+
+
+def from_physical(logits: jax.Array, place: Physical, fill: float = -1e4) -> jax.Array:
+    """Canvas-frame logits ``(..., S, S)`` → the slice's original frame ``(..., H, W)``: the
+    slice's region cut out of the canvas (``fill`` where the canvas cropped it), resized
+    bilinearly to ``place.original_size``."""
+    size = logits.shape[-1]
+    src, dst = _overlap(place, size)
+    region = jnp.full(logits.shape[:-2] + tuple(place.size), fill, logits.dtype)
+    region = region.at[(..., *src)].set(logits[(..., *dst)])
+    return resize_logits(region, place.original_size)
+
+
 def boxes_to_input_frame(boxes: np.ndarray, resized: Resized) -> np.ndarray:
     """Boxes ``(..., 4)`` as ``x0, y0, x1, y1`` in original-frame pixels → input-frame pixels."""
     (oh, ow), (h, w) = resized.original_size, resized.resized_size
@@ -172,16 +235,22 @@ def mask_to_low_res(mask: np.ndarray, resized: Resized, frame: FrameConfig, low:
 
 __all__ = ["Resized", "resized_size", "resize_image", "check_image", "preprocess_image",
            "boxes_to_input_frame", "points_to_input_frame", "resize_logits", "postprocess_masks",
-           "mask_to_low_res"]
+           "mask_to_low_res", "Physical", "to_physical", "from_physical"]
 
 
-def model_input(pixels: np.ndarray, frame: FrameConfig) -> dict:
+def model_input(pixels: np.ndarray, frame: FrameConfig,
+                spacing_yx: tuple[float, float] | None = None) -> dict:
     """One original-frame slice ``(H, W)``/``(H, W, C)`` → what a segmenter needs: ``image``
     (S, S, 3) float32 input frame, and ``original_size``/``resized_size`` (h, w) to map its
-    logits back (:class:`Resized`)."""
+    logits back (:class:`Resized`). With a physical scale (``frame.spacing``) and the slice's
+    ``spacing_yx``, the frame takes the slice's physical canvas (:func:`to_physical`), and
+    ``physical`` (:class:`Physical`) maps the canvas back to the slice."""
+    out = {}
+    if frame.spacing is not None and spacing_yx is not None:
+        pixels, out["physical"] = to_physical(check_image(pixels), spacing_yx, frame)
     image, resized = preprocess_image(pixels, frame)
     return {"image": image, "original_size": resized.original_size,
-            "resized_size": resized.resized_size}
+            "resized_size": resized.resized_size, **out}
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ from .custom import dataset_config, matching_files, parse_dataset_json, read_dat
 from .demo import demo_cases
 from .npz import read_npz
 from .originals import LAYOUT_HELP, Reader, find_layout
-from .presets import PRESETS, DatasetConfig, brats, get_preset
+from .presets import PRESETS, DatasetConfig, brats, demo, get_preset
 from .splits import SPLITS, split_cases
 from .synthetic import SyntheticConfig, synthetic_case
 from .volume import Volume
@@ -77,12 +77,14 @@ def slices_config(dataset: str | DatasetConfig | SyntheticConfig) -> SlicesConfi
 class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
     """2D slices with class-id labels for AutoMedSAM training and evaluation (see module doc)."""
 
-    VERSION = tfds.core.Version("2.1.0")
+    VERSION = tfds.core.Version("2.2.0")
     RELEASE_NOTES = {"1.0.0": "First release.",
                      "2.0.0": "demo: the whole example_ct (112 slices) with held-out blocks "
                               "without organs; optional organ-free training slices.",
                      "2.1.0": "the presets read their datasets' original layouts too; brats and "
-                              "abdomenct1k keep their organ-free training slices."}
+                              "abdomenct1k keep their organ-free training slices.",
+                     "2.2.0": "demo: the held-out blocks also as another scanner shows them "
+                              "(data/shifts.py); demo:shift=... options."}
     BUILDER_CONFIGS = [slices_config(name) for name in PRESETS]
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
@@ -133,7 +135,8 @@ class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
         skipped: dict[str, str] = {}
         self.info.metadata["skipped_files"] = skipped
         if ds.source == "demo":
-            cases = {split: demo_cases(split) for split in SPLITS}
+            cases = {split: demo_cases(split, shifts=ds.shifts, seed=ds.shift_seed)
+                     for split in SPLITS}
             volumes = {split: iter(cases[split]) for split in SPLITS}
             assignment = {split: [v.case_id for v in cases[split]] for split in SPLITS}
         elif ds.source == "synthetic":
@@ -187,11 +190,11 @@ class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
 
 def dataset_spec(name: str) -> str | DatasetConfig | SyntheticConfig:
     """``--dataset``: a preset name (returned as is); ``brats:k=v,...`` → :func:`.presets.brats`
-    with those options; ``synthetic:k=v,...`` →
+    and ``demo:k=v,...`` → :func:`.presets.demo` with those options; ``synthetic:k=v,...`` →
     :class:`SyntheticConfig` (integer fields, e.g. ``synthetic:num_cases=4,height=64``); a
     ``.json`` dataset file or an inline JSON dataset (:mod:`.custom`) → its
     :class:`DatasetConfig`."""
-    if name.startswith(("synthetic", "brats:")):
+    if name.startswith(("synthetic", "brats:", "demo:")):
         kwargs = {}
         for item in filter(None, name.partition(":")[2].split(",")):
             k, _, v = item.partition("=")
@@ -199,6 +202,8 @@ def dataset_spec(name: str) -> str | DatasetConfig | SyntheticConfig:
         try:
             if name.startswith("brats:"):
                 return brats(**kwargs)
+            if name.startswith("demo:"):
+                return demo(**kwargs)
             return SyntheticConfig(**{k: int(v) for k, v in kwargs.items()})
         except (TypeError, ValueError) as e:
             raise UsageError(f"--dataset {name!r}: {e}") from None
@@ -208,7 +213,7 @@ def dataset_spec(name: str) -> str | DatasetConfig | SyntheticConfig:
         return dataset_config(read_dataset_file(name))
     if name not in PRESETS:
         raise UsageError(f"unknown dataset {name!r}: a preset ({', '.join(sorted(PRESETS))}; "
-                         "brats:sequences=...,classes=...), synthetic:k=v,..., a dataset .json "
+                         "brats:sequences=...,classes=...; demo:shift=...), synthetic:k=v,..., a dataset .json "
                          "file, or your own npz files with --files DIR --classes NAME=VALUE,...")
     return name
 

@@ -36,6 +36,7 @@ from ..io.intensity import ct_window_to_uint8
 from ..io.orientation import to_radiological
 from .labels import to_class_ids
 from .presets import DEMO
+from .shifts import SHIFTS, case_rng, render_volume
 from .volume import Volume
 
 PACKAGE = "totalsegmentator"
@@ -88,9 +89,27 @@ def demo_volume(cache: Path | None = None, full: bool = False) -> Volume:
                   ct_window_to_uint8(hu)[..., None], ids, spacing)
 
 
-def demo_cases(split: str, cache: Path | None = None) -> list[Volume]:
+def demo_cases(split: str, cache: Path | None = None, shifts: tuple[str, ...] = ("none",),
+               seed: int = 0) -> list[Volume]:
     """The z blocks of ``split`` (``train``/``validation``/``test``) of ``example_ct``, each a
-    :class:`Volume`."""
-    volume = demo_volume(cache, full=True)
-    return [Volume(f"{volume.case_id}_z{start:03d}-{stop - 1:03d}", volume.image[start:stop],
-                   volume.label[start:stop], volume.spacing) for start, stop in BLOCKS[split]]
+    :class:`Volume`, once per name of ``shifts``: ``none`` the block as it is, any other
+    (:data:`.shifts.SHIFTS`) the block rendered as another scanner and patient would present
+    it (:func:`.shifts.render_volume`, drawn per case from ``seed``), case id
+    ``<block>_<shift>``. Training blocks are never shifted."""
+    paths = fetch_demo_files(cache)
+    hu, spacing = _radiological(paths["full_image"])
+    seg = _radiological(paths["full_label"])[0]
+    name = Path(MEMBERS["full_image"]).name.removesuffix(".nii.gz")
+    cases = []
+    for shift in shifts if split != "train" else ("none",):
+        for start, stop in BLOCKS[split]:
+            block = f"{name}_z{start:03d}-{stop - 1:03d}"
+            if shift == "none":
+                h, s, sp = hu[start:stop], seg[start:stop], spacing
+            else:
+                h, s, sp = render_volume(hu[start:stop], seg[start:stop], spacing,
+                                         SHIFTS[shift], case_rng(seed, block, shift))
+                block = f"{block}_{shift}"
+            cases.append(Volume(block, ct_window_to_uint8(h)[..., None], to_class_ids(s, DEMO),
+                                np.asarray(sp, np.float32)))
+    return cases

@@ -48,7 +48,7 @@ from ..io.checkpoint import write_atomic
 from ..io.errors import UsageError
 from .augment import AugmentConfig
 from .pipeline import as_text
-from .sample import training_view
+from .sample import pixel_spacing, training_view
 
 FLIP_VARIANTS = ((False, False), (True, False), (False, True), (True, True))
 STORAGE_DTYPES = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(jnp.bfloat16)}
@@ -214,7 +214,8 @@ def _build_shard(path: Path, spec: CacheSpec, source: Sequence[dict], slices: ra
             case, z = as_text(r["case_id"]), int(r["slice_index"])
             for v, hf, vf in spec.variants:
                 keys.append([case, z, hf, vf, v])
-                yield training_view(r["image"], r["label"], frame, case_id=case, slice_index=z,
+                yield training_view(r["image"], r["label"], frame, spacing=pixel_spacing(r),
+                                    case_id=case, slice_index=z,
                                     variant=v, flips=(hf, vf), augment=augment,
                                     seed=spec.seed or 0)[0]
 

@@ -28,7 +28,7 @@ from ..core.config import FrameConfig
 from ..core.preprocess import model_input
 from .augment import AugmentConfig
 from .labels import present_classes
-from .sample import class_sample, grid_labels, slice_sample, training_view
+from .sample import class_sample, grid_labels, pixel_spacing, slice_sample, training_view
 
 Record = dict[str, Any]
 
@@ -114,7 +114,8 @@ class TrainTransform(grain.transforms.RandomMap):
         variant = int(rng.integers(0, self.augment.variants + 1)) if self.augment.variants else 0
         # augment → flip → preprocess, as the embedding cache makes its images
         x, label, variant = training_view(
-            image, label, self.frame, case_id=case, slice_index=z, variant=variant, flips=flips,
+            image, label, self.frame, spacing=pixel_spacing(record), case_id=case,
+            slice_index=z, variant=variant, flips=flips,
             augment=self.augment, seed=self.seed,
             keep_class=class_id if self.classes == "one" else None, preprocess=self.images)
         jitter = rng if self.box_jitter else None
@@ -209,7 +210,8 @@ class EvalTransform(grain.transforms.Map):
         self.frame = frame
 
     def map(self, record: Record) -> Record:
-        return {**model_input(record["image"], self.frame), "label": record["label"],
+        return {**model_input(record["image"], self.frame, pixel_spacing(record)),
+                "label": record["label"],
                 "classes": present_classes(record["label"]), "case_id": as_text(record["case_id"]),
                 "slice_index": int(record["slice_index"]), "depth": int(record["depth"]),
                 "spacing": record["spacing"]}

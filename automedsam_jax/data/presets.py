@@ -48,6 +48,9 @@ class DatasetConfig:
     train_empty_slices: keep the training slices without foreground (negatives for presence
                  training; the paper's one-class recipe skips them). False: the train split
                  stores only slices with foreground.
+    shifts:      how the validation and test cases are presented (the ``demo``'s blocks:
+                 :mod:`.shifts`; ``none``: as they are); training cases never change.
+    shift_seed:  for ``demo``: the seed of the shifts' draws.
     """
 
     name: str
@@ -64,6 +67,8 @@ class DatasetConfig:
     kidney_class: int = 0
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     train_empty_slices: bool = False
+    shifts: tuple[str, ...] = ("none",)
+    shift_seed: int = 0
 
     @property
     def num_classes(self) -> int:
@@ -102,7 +107,10 @@ DEMO = DatasetConfig(
     modality="CT", ndim=3, source="demo",
     # TotalSegmentator ids of the example segmentation → demo class ids.
     label_map=((5, 1), (1, 2), (7, 3), (2, 4), (3, 5)), other_labels="background",
-    train_empty_slices=True)
+    train_empty_slices=True, shifts=("none", "all"))
+"""The demo's held-out blocks are scored as they are and as another scanner would show them
+(:mod:`.shifts`, case ids ``<block>_all``), so validation chooses on both; ``demo:shift=none``
+and ``demo:shift=all`` hold one of the two."""
 
 PRESETS: dict[str, DatasetConfig] = {c.name: c for c in (
     BRATS, ABDOMENCT1K, ABDOMENCT1K_SPLIT_KIDNEY, KVASIR, CHESTXML, DEMO)}
@@ -138,6 +146,33 @@ def brats(sequences: str = "flair", classes: str = "whole") -> DatasetConfig:
         BRATS, name="-".join(("brats", *seqs, classes)), file_glob="", sequences=seqs,
         class_names=BRATS_SUBREGIONS if classes == "subregions" else BRATS.class_names,
         label_map=((1, 1), (2, 2), (3, 3)) if classes == "subregions" else None)
+
+
+def demo(shift: str = "none+all", seed: str | int = 0) -> DatasetConfig:
+    """The ``demo`` preset with its validation and test blocks presented otherwise (``--dataset
+    demo:shift=all``, ``demo:shift=none``, ``demo:shift=spacing+contrast,seed=1``;
+    docs/method.md#shifted-evaluation). The preset itself is ``shift=none+all``.
+
+    shift: the presentations of each held-out block, joined by ``+``: ``none`` (the block as it
+           is), ``spacing``, ``contrast``, ``kernel``, ``pose`` or ``all`` (:data:`.shifts.SHIFTS`).
+    seed:  the seed of each case's draw of the shifts' parameters.
+
+    Builds apart, under ``demo-<shifts>`` (and ``-seed<seed>`` for a seed other than 0).
+    """
+    from .shifts import parse_shifts
+
+    names = parse_shifts(shift)
+    try:
+        seed = int(seed)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise ValueError("demo: seed must be an integer >= 0")
+    if names == DEMO.shifts and seed == 0:
+        return DEMO
+    return dataclasses.replace(DEMO, name="-".join(("demo", *names)) + (f"-seed{seed}" if seed
+                                                                        else ""),
+                               shifts=names, shift_seed=seed)
 
 
 def get_preset(name: str) -> DatasetConfig:

@@ -18,7 +18,7 @@ from scipy import ndimage
 from ..core.config import FrameConfig
 from ..core.modeling.localiser import grid_extent
 from ..core.preprocess import (Resized, boxes_to_input_frame, mask_box, mask_to_low_res,
-                               preprocess_image, resize_image, resized_size)
+                               preprocess_image, resize_image, resized_size, to_physical)
 from .augment import AugmentConfig, augment_slice
 
 BOX_JITTER_AT_1024 = 20
@@ -49,14 +49,26 @@ def flip(array: np.ndarray, horizontal: bool, vertical: bool) -> np.ndarray:
     return array
 
 
+def pixel_spacing(record: dict) -> tuple[float, float] | None:
+    """A slice record's in-plane pixel spacing ``(y, x)`` mm, or None for a 2-D image (whose
+    ``spacing`` is a stand-in: NSD in pixels)."""
+    if int(record.get("depth", 1)) <= 1:
+        return None
+    spacing = np.asarray(record["spacing"], np.float64)
+    return float(spacing[1]), float(spacing[2])
+
+
 def training_view(image: np.ndarray, label: np.ndarray, frame: FrameConfig, *,
                   case_id: str, slice_index: int, variant: int = 0,
+                  spacing: tuple[float, float] | None = None,
                   flips: tuple[bool, bool] = (False, False),
                   augment: AugmentConfig = AugmentConfig(), seed: int = 0,
                   keep_class: int | None = None, preprocess: bool = True
                   ) -> tuple[np.ndarray | None, np.ndarray, int]:
-    """One slice as training sees it — augment, then flip, then preprocess — shared by the
-    training transform and the embedding cache, so the cache embeds exactly the training images.
+    """One slice as training sees it — to its physical canvas (``frame.spacing`` and the slice's
+    ``spacing``: :func:`~automedsam_jax.core.preprocess.to_physical`), augment, then flip, then
+    preprocess — shared by the training transform and the embedding cache, so the cache embeds
+    exactly the training images.
 
     ``image`` ``(H, W, C)`` and ``label`` ``(H, W)`` in the original frame → augmented variant
     ``variant`` of the slice (:func:`~.augment.augment_slice` of ``augment``, ``seed``,
@@ -68,6 +80,9 @@ def training_view(image: np.ndarray, label: np.ndarray, frame: FrameConfig, *,
     Returns (input-frame image ``(S, S, 3)`` float32, or None with ``preprocess=False``
     (training from cached embeddings skips it); the label ``(H, W)`` after augmentation and
     flips; the variant used)."""
+    if frame.spacing is not None and spacing is not None:
+        image, _, label = to_physical(image, spacing, frame, label)
+        image = np.round(image).astype(np.uint8)  # the stored slice's type, for augment_slice
     if variant:
         aug_image, aug_label = augment_slice(image, label, augment, seed, case_id, slice_index,
                                              variant)

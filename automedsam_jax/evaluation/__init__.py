@@ -10,8 +10,8 @@ and model directories are found by :mod:`automedsam_jax.io.rundir`.
 from .evaluator import CaseResult, Evaluation, evaluate_records
 from .presence import PresenceCounts, calibrate, presence_scores
 from .report import paper_table, write_reports
-from .segmenter import BoxSegmenter, ClassSegmenter, Segmenter, gt_box, segment_slices
+from .segmenter import Segmenter, segment_slices
 
-__all__ = ["BoxSegmenter", "CaseResult", "ClassSegmenter", "Evaluation", "PresenceCounts",
-           "Segmenter", "calibrate", "evaluate_records", "gt_box", "paper_table",
-           "presence_scores", "segment_slices", "write_reports"]
+__all__ = ["CaseResult", "Evaluation", "PresenceCounts", "Segmenter", "calibrate",
+           "evaluate_records", "paper_table", "presence_scores", "segment_slices",
+           "write_reports"]

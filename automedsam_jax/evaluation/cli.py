@@ -5,14 +5,16 @@ dataset split and write the paper-style tables.
     python evaluate.py --checkpoint runs/brats --dataset brats --data-dir data/
     python evaluate.py --prompt box --box-offset 5       # pretrained LiteMedSAM, GT box + 5 px
     python evaluate.py --prompt box --box-offset image --checkpoint work/medsam_vit_b
+    python evaluate.py --dataset demo:shift=all          # the demo run on the shifted test blocks
 
-AutoMedSAM (``--prompt class``, default): ``--checkpoint`` is a training work directory (its
-``best/`` export, else ``final/``) or a model directory; dataset, data and manual directories
-default to those the model was trained with. Box baseline (``--prompt box``): ``--checkpoint`` is
-a converted MedSAM/LiteMedSAM (``python -m convert``) or ``pretrained`` (default: LiteMedSAM via
-pip); every class present in a slice's GT gets its box enlarged by ``--box-offset`` px (default 5,
-the paper's MedSAM setting: its Table 8 row for 5 px equals MedSAM in Table 2), ``image`` for the
-whole image; absent classes get no box and an empty prediction.
+AutoMedSAM (default): ``--checkpoint`` is a training work directory (its ``best/`` export, else
+``final/``) or a model directory, segmented through its own prompt route (``--prompt``, as
+trained: ``class``, ``map`` or ``refine``, :mod:`automedsam_jax.core.routes`); dataset, data and
+manual directories default to those the model was trained with. Box baseline (``--prompt box``):
+``--checkpoint`` is a converted MedSAM/LiteMedSAM (``python -m convert``) or ``pretrained``
+(default: LiteMedSAM via pip); every class present in a slice's GT gets its box enlarged by ``--box-offset`` px (default 5, the paper's MedSAM setting:
+its Table 8 row for 5 px equals MedSAM in Table 2), ``image`` for the whole image; absent classes
+get no box and an empty prediction.
 
 On several hosts (``--distributed``) each process evaluates its share of the cases
 (:mod:`.hosts`) and process 0 writes the gathered scores.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -35,6 +38,7 @@ import jax
 import simple_parsing as sp
 
 from ..core.distributed import maybe_initialize_distributed
+from ..core.routes import get_route
 from ..core.metrics import DEFAULT_TOLERANCE
 from ..data import DEFAULT_DATA_DIR, eval_dataset, prepare
 from ..data.builder import dataset_spec
@@ -46,7 +50,7 @@ from ..io.rundir import DEFAULT_WORKDIR, EXPORTS, load_automedsam, load_sam
 from .evaluator import Evaluation, evaluate_records
 from .hosts import gather, process_share
 from .report import nsd_units, paper_table, write_reports
-from .segmenter import BoxSegmenter, ClassSegmenter
+from .segmenter import Segmenter
 
 
 def box_offset(text: str) -> int | str:
@@ -84,8 +88,9 @@ class EvalConfig:
     out: Path | None = None
     """output directory (default <workdir>/eval/<dataset>_<split>; box prompts:
     runs/box_baseline/<dataset>_<split>_offset<offset>)"""
-    prompt: Literal["class", "box"] = "class"
-    """class: AutoMedSAM; box: MedSAM/LiteMedSAM with GT boxes (paper §4.5)"""
+    prompt: Literal["class", "map", "refine", "box"] | None = None
+    """the prompt route: the model's own when left out (class, map or refine, as trained; naming
+    it checks it); box: the backbone with GT boxes (paper §4.5)"""
     box_offset: int | str | None = sp.field(default=None, type=box_offset, metavar="PX|image")
     """box prompts: pixels added to each side of the GT box (original frame), or 'image' for
     the whole image (default 5)"""
@@ -163,16 +168,19 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: EvalConfig) -> tuple[Evaluation, dict[str, Path], str]:
     """Load, evaluate, write; returns the evaluation, the written paths and the table.
     ``args.dataset`` is a resolved ``--dataset`` (:meth:`UserDataset.resolve`)."""
-    if args.prompt == "class":
+    box = args.prompt == "box"
+    trained = None
+    if box:
+        model, directory = load_sam(args.checkpoint or "pretrained")
+        seen, backbone = (lambda field: None), model.config.name
+    else:
         if args.checkpoint is None and not Path(DEFAULT_WORKDIR).exists():
             raise FileNotFoundError(f"the demo run {DEFAULT_WORKDIR} does not exist yet: train it "
                                     "with `python train.py`, or pass --checkpoint")
         trained = load_automedsam(args.checkpoint or DEFAULT_WORKDIR)
         model, directory, seen = trained.model, trained.directory, trained.data
         backbone = model.config.sam.name
-    else:
-        model, directory = load_sam(args.checkpoint or "pretrained")
-        seen, backbone = (lambda field: None), model.config.name
+        check_route(args.prompt, model.config.prompt, directory)
     builder = prepare(args.dataset or seen("dataset") or DEMO.name,
                       args.data_dir or seen("data_dir") or DEFAULT_DATA_DIR,
                       manual_dir=args.manual_dir or seen("manual_dir"))
@@ -181,23 +189,24 @@ def run(args: EvalConfig) -> tuple[Evaluation, dict[str, Path], str]:
     if args.split not in builder.info.splits:
         raise BadInputError(builder.data_dir, f"dataset {name!r} has no {args.split!r} split "
                                               f"(it has {sorted(builder.info.splits)})")
-
-    if args.prompt == "class":
-        if class_names != trained.class_names:
-            raise BadInputError(directory, f"trained on classes {list(trained.class_names)}, but "
-                                           f"dataset {name!r} has {list(class_names)}")
-        segmenter = ClassSegmenter(model, range(1, len(class_names) + 1), args.batch_size,
-                                   trained.min_area if args.presence else 0.0)
-        workdir = directory.parent if directory.name in EXPORTS else directory
-        out = args.out or workdir / "eval" / f"{name}_{args.split}"
-        method = f"AutoMedSAM ({backbone})"
-        offset = None
-    else:
+    if trained is not None and class_names != trained.class_names:
+        raise BadInputError(directory, f"trained on classes {list(trained.class_names)}, but "
+                                       f"dataset {name!r} has {list(class_names)}")
+    classes = range(1, len(class_names) + 1)
+    if box:
         offset = 5 if args.box_offset is None else args.box_offset
-        segmenter = BoxSegmenter(model, len(class_names), offset, args.batch_size)
+        segmenter = Segmenter(model, classes, args.batch_size,
+                              route=get_route("box").with_offset(offset))
         out = args.out or Path("runs/box_baseline") / f"{name}_{args.split}_offset{offset}"
         method = f"{backbone}, " + ("whole-image box" if offset == "image"
                                     else f"GT box + {offset} px")
+    else:
+        segmenter = Segmenter(model, classes, args.batch_size,
+                              trained.min_area if args.presence else 0.0)
+        workdir = directory.parent if directory.name in EXPORTS else directory
+        out = args.out or workdir / "eval" / f"{name}_{args.split}"
+        method = f"AutoMedSAM ({backbone}, {model.config.prompt} route)"
+        offset = None
 
     share, case_order = process_share(builder.as_data_source(args.split))
     records = eval_dataset(share, segmenter.frame).to_iter_dataset(
@@ -208,12 +217,32 @@ def run(args: EvalConfig) -> tuple[Evaluation, dict[str, Path], str]:
              f"{_count(ev.num_slices, 'slice')} · NSD τ = {args.tolerance:g} {nsd_units(ev)}"
              + (" (challenge rule)" if args.challenge_nsd else "")
              + (" · 3-D post-processing" if args.postprocess == "3d" else ""))
-    meta = {"method": "automedsam" if args.prompt == "class" else "box", "backbone": backbone,
+    meta = {"method": "box" if box else "automedsam", "prompt": segmenter.route.name,
+            "backbone": backbone,
             "checkpoint": str(directory), "dataset": name, "split": args.split,
             "box_offset": offset, "batch_size": args.batch_size, "min_area": segmenter.min_area,
             "postprocess": args.postprocess}
     paths = write_reports(ev, out, name, title, meta) if jax.process_index() == 0 else {}
     return ev, paths, paper_table(ev, title)
+
+
+def check_route(asked: str | None, route: str, directory: Path) -> None:
+    """``--prompt`` against the model's own route: left out or the same is fine; ``class`` on a
+    model of another route is the spelling of earlier releases for "the AutoMedSAM" (warned);
+    anything else is a :class:`UsageError`."""
+    if asked is None or asked == route:
+        return
+    if asked == "class":
+        warnings.warn(f"--prompt class for a model of the {route!r} route: in earlier releases "
+                      "--prompt class meant any AutoMedSAM; leave --prompt out (the model's own "
+                      f"route) or pass --prompt {route}. This spelling will be refused in the "
+                      "next release.", DeprecationWarning, stacklevel=2)
+        print(f"warning: --prompt class on a {route!r}-route model: evaluating its own route "
+              f"(leave --prompt out, or pass --prompt {route})", file=sys.stderr)
+        return
+    raise UsageError(f"--prompt {asked}: {directory} was trained with the {route!r} route; leave "
+                     f"--prompt out to evaluate it, or pass --prompt box for the backbone with "
+                     "ground-truth boxes")
 
 
 def _count(n: int, noun: str) -> str:

@@ -89,21 +89,26 @@ def presence_scores(segmenter: Segmenter, records: Iterable[Record]
 
 def calibrate(areas: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """``(min_area, accuracy)``: the threshold t with the most pairs right under "present iff
-    area ≥ t", taken in the geometric middle of the widest best interval of t (the arithmetic
-    middle when it starts at 0), and that accuracy."""
+    area ≥ t" — an area of 0 (nothing drawn, nothing found on the map) is never present, as in
+    the segmenter — taken in the geometric middle of the widest best interval of t (the
+    arithmetic middle when it starts at 0), and that accuracy."""
     a, y = np.asarray(areas, np.float64).ravel(), np.asarray(truth, bool).ravel()
     if a.size == 0:
         raise ValueError("no (slice, class) pairs to calibrate presence on")
+
+    def accuracy(t: float) -> float:
+        return float(np.mean(((a >= t) & (a > 0)) == y))
+
     # Candidate intervals lie between consecutive distinct areas; t in (lo, hi] keeps the same
-    # decisions. t = 0 keeps everything (lo = -inf, hi = smallest area).
+    # decisions. t = 0 keeps every non-zero area (lo = -inf, hi = smallest area).
     cuts = np.unique(a)
     bounds = np.concatenate([[0.0], cuts, [1.0]])
     best, best_acc, best_width = 0.0, -1.0, -1.0
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         t = hi if hi > lo else lo
-        acc = float(np.mean((a >= t) == y))
+        acc = accuracy(t)
         mid = math.sqrt(lo * hi) if lo > 0 else hi / 2
         width = math.log(hi / lo) if lo > 0 else math.inf if hi > 0 else 0.0
         if acc > best_acc or (acc == best_acc and width > best_width):
             best, best_acc, best_width = (mid if hi > lo else lo), acc, width
-    return best, float(np.mean((a >= best) == y))
+    return best, accuracy(best)

@@ -46,10 +46,10 @@ def automedsam_from_torch(state: Mapping, cfg: AutoMedSamConfig,
 
 def automedsam_to_torch(model: AutoMedSAM) -> dict[str, np.ndarray]:
     """Flax :class:`AutoMedSAM` → the authors' PyTorch state dict (NumPy arrays)."""
-    if model.config.localiser is not None:
-        raise ValueError("the authors' PyTorch AutoMedSAM has no localisation head; a model "
-                         "trained with --prompt map (the improved recipe) has no counterpart in "
-                         "that layout (train with --prompt class for one)")
+    if model.config.prompt != "class":
+        raise ValueError(f"the authors' PyTorch AutoMedSAM has the class route only; a model "
+                         f"trained with --prompt {model.config.prompt} (a localisation head) has "
+                         "no counterpart in that layout (train with --prompt class for one)")
     if model.config.class_prompt.class_embedding != "scalar":
         raise ValueError("the authors' PyTorch AutoMedSAM takes the class id as a scalar only; a "
                          "model trained with a learned class embedding (--class-embedding "

@@ -103,12 +103,16 @@ def load_model(directory: str | Path) -> Sam | AutoMedSAM:
 
 
 def pretrained_automedsam(directory: str | Path,
-                          class_prompt: ClassPromptConfig = ClassPromptConfig(),
-                          seed: int = 0, localiser: LocaliserConfig | None = None) -> AutoMedSAM:
-    """The converted MedSAM/LiteMedSAM of ``directory`` (``python -m convert``) with a fresh class
-    prompt encoder (and localiser) (:meth:`AutoMedSAM.from_sam`): where training starts."""
+                          class_prompt: ClassPromptConfig | None = ClassPromptConfig(),
+                          seed: int = 0, localiser: LocaliserConfig | None = None,
+                          prompt: str | None = None, spacing: float | None = None
+                          ) -> AutoMedSAM:
+    """The converted MedSAM/LiteMedSAM of ``directory`` (``python -m convert``) with the fresh
+    parts of the prompt route ``prompt`` (:meth:`AutoMedSAM.from_sam`), fed at ``spacing`` mm per
+    input-frame pixel when given (``FrameConfig.spacing``): where training starts."""
     sam = load_model(directory)
     if not isinstance(sam, Sam):
         raise ValueError(f"{directory} holds an AutoMedSAM, not a converted MedSAM/LiteMedSAM "
                          "backbone (`python -m convert SRC.pth DIR` makes one)")
-    return AutoMedSAM.from_sam(sam, class_prompt, seed, localiser)
+    sam.config = sam.config.with_spacing(spacing)
+    return AutoMedSAM.from_sam(sam, class_prompt, seed, localiser, prompt)

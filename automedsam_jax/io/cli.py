@@ -1,6 +1,6 @@
 """The command-line parser of every app: options generated from frozen dataclass configs.
 
-simple-parsing (installed with tensorflow-datasets) turns each dataclass field into one option
+simple-parsing (a dependency in pyproject.toml) turns each dataclass field into one option
 ``--field-name`` (nested dataclasses' fields too, by their own name), its attribute docstring
 into the help text, ``bool`` fields into ``--flag``/``--noflag`` and tuples into space-separated
 values. Errors are one-line :class:`~automedsam_jax.io.errors.UsageError`\\ s, which the apps

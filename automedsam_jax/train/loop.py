@@ -36,6 +36,7 @@ from ..core.distributed import maybe_initialize_distributed, to_host
 from ..core.init import random_model
 from ..core.losses import LossWeights
 from ..core.pipelining import prefetch
+from ..core.routes import get_route, model_config
 from ..data import prepare, steps_per_epoch, train_dataset
 from ..data.custom import dataset_name
 from ..data.embedding_cache import CacheSpec, EmbeddingCache
@@ -52,7 +53,7 @@ from .logging import Logger
 from .optim import Trainee, adamw
 from .step import (data_mesh, init_state, learning_rate, make_embed_fn, make_train_step,
                    set_learning_rate, shard_batch)
-from .validation import calibrate_presence, validate
+from .validation import ValidationSplit, calibrate_presence, validate
 
 PREFETCH = 2  # batches whose host→device copies run ahead of the step
 
@@ -144,20 +145,27 @@ def check_weights(cfg: TrainConfig) -> None:
 
 def build_model(cfg: TrainConfig, num_classes: int) -> AutoMedSAM:
     """``cfg.model.weights``: a converted backbone directory, ``pretrained`` (LiteMedSAM via pip) or
-    ``random``; the class prompt encoder is new (PyTorch's default init)."""
-    sam = SamConfig.preset(cfg.model.backbone)
-    class_prompt = cfg.model.class_prompt
-    if class_prompt.class_embedding == "learned":
-        class_prompt = dataclasses.replace(class_prompt, num_classes=num_classes)
-    localiser = (dataclasses.replace(cfg.model.localiser, num_classes=num_classes)
-                 if cfg.model.prompt == "map" else None)
+    ``random``; the parts of the prompt route ``cfg.model.prompt`` are new
+    (:meth:`AutoMedSAM.from_sam`), sized for ``num_classes``."""
     check_weights(cfg)
+    sam = SamConfig.preset(cfg.model.backbone).with_spacing(cfg.model.input_spacing or None)
+    model_cfg = model_config(sam, cfg.model.prompt, *sized_parts(cfg.model, num_classes))
     if cfg.model.weights == "random":
-        return random_model(AutoMedSamConfig(sam, class_prompt, localiser), cfg.run.seed)
+        return random_model(model_cfg, cfg.run.seed)
     weights = cfg.model.weights
     if weights == "pretrained":
         weights = pretrained_litemedsam()
-    return pretrained_automedsam(weights, class_prompt, cfg.run.seed, localiser)
+    return pretrained_automedsam(weights, model_cfg.class_prompt, cfg.run.seed,
+                                 model_cfg.localiser, model_cfg.prompt,
+                                 cfg.model.input_spacing or None)
+
+
+def sized_parts(model_cfg, num_classes: int):
+    """The class prompt encoder's and localiser's configs with the dataset's K filled in."""
+    class_prompt = model_cfg.class_prompt
+    if class_prompt.class_embedding == "learned":
+        class_prompt = dataclasses.replace(class_prompt, num_classes=num_classes)
+    return class_prompt, dataclasses.replace(model_cfg.localiser, num_classes=num_classes)
 
 
 # -- state ------------------------------------------------------------------------------------
@@ -268,7 +276,8 @@ def train_pipeline(cfg: TrainConfig, data: RunData, model_cfg: AutoMedSamConfig)
                          seed=cfg.run.seed, num_epochs=cfg.optim.epochs,
                          images=not cfg.cache.cache_embeddings,
                          num_classes=len(data.class_names),
-                         grid=sam.embedding_size if model_cfg.localiser else 0)
+                         grid=sam.embedding_size if get_route(model_cfg.prompt).grid_labels
+                         else 0)
 
 
 def build_cache(cfg: TrainConfig, data: RunData, trainer: Trainer, model: AutoMedSAM,
@@ -408,20 +417,19 @@ def export(model: AutoMedSAM, workdir: Path, name: str, cfg: TrainConfig,
 
 
 # -- validation -------------------------------------------------------------------------------
-def select_on_validation(cfg: TrainConfig, model: AutoMedSAM, data: RunData, log: Logger,
-                         step: int):
+def select_on_validation(cfg: TrainConfig, model: AutoMedSAM, data: RunData,
+                         split: ValidationSplit, log: Logger, step: int):
     """A validation point of the curve: the presence rule calibrated for ``model`` now
     (``cfg.run.presence``), then validation DSC under it (None without a validation split)."""
     min_area = 0.0
     if cfg.run.presence:
-        presence = calibrate_presence(model, data.builder, len(data.class_names), log,
-                                      f"step {step}")
+        presence = calibrate_presence(model, split, len(data.class_names), log, f"step {step}")
         min_area = presence["min_area"] if presence else 0.0
-    return validate(model, data.builder, data.class_names, log, step, min_area)
+    return validate(model, split, data.class_names, log, step, min_area)
 
 
-def finish(cfg: TrainConfig, workdir: Path, data: RunData, final_model: AutoMedSAM,
-           log: Logger, step: int) -> dict:
+def finish(cfg: TrainConfig, workdir: Path, data: RunData, split: ValidationSplit,
+           final_model: AutoMedSAM, log: Logger, step: int) -> dict:
     """After the last step: calibrate each export's presence rule (``cfg.run.presence``) and store
     it with the export, validate the final model under its rule; → the summary's entries."""
     summary = {}
@@ -430,13 +438,12 @@ def finish(cfg: TrainConfig, workdir: Path, data: RunData, final_model: AutoMedS
             directory = rundir.export_dir(workdir, name)
             if directory.exists():
                 model = final_model if name == rundir.FINAL else load_model(directory)
-                presence = calibrate_presence(model, data.builder, len(data.class_names), log,
-                                              name)
+                presence = calibrate_presence(model, split, len(data.class_names), log, name)
                 if presence is not None:
                     update_meta(directory, {rundir.PRESENCE: presence})
                     summary[f"presence_{name}"] = presence
     min_area = summary.get(f"presence_{rundir.FINAL}", {}).get("min_area", 0.0)
-    ev = validate(final_model, data.builder, data.class_names, log, step, min_area)
+    ev = validate(final_model, split, data.class_names, log, step, min_area)
     if ev is not None:
         metrics = ev.metrics
         summary["validation"] = {"mean_dsc": metrics.dsc, "mean_nsd": metrics.nsd, "per_class": {
@@ -476,21 +483,23 @@ def _run(cfg: TrainConfig, workdir: Path, data: RunData, model: AutoMedSAM) -> d
         it.set_state(progress.data)
     start = progress.step
     log = Logger(str(workdir / rundir.TENSORBOARD_DIR), data.total_steps, start, cfg.run.progress)
-    cp = cfg.model.class_prompt
+    mc = model.config
+    parts = "; ".join(f"{name} {dataclasses.asdict(getattr(mc, name))}"
+                      for name in ("class_prompt", "localiser") if getattr(mc, name))
     log.info(f"{dataset_name(cfg.data.dataset)}: {len(data.train)} training slices, "
              f"{data.steps_per_epoch} steps/epoch, {cfg.optim.epochs} epochs, global batch "
              f"{cfg.optim.batch_size} on {jax.device_count()} device(s); backbone "
              f"{cfg.model.backbone}, lr {cfg.optim.lr:g}, flips {cfg.pipeline.flips}; recipe "
              f"{cfg.recipe}: {cfg.pipeline.classes_per_step} class(es) per slice, negatives "
              f"{cfg.pipeline.negatives}, {cfg.pipeline.augment.variants} augmented variant(s), "
-             f"presence {cfg.run.presence}, prompt {cfg.model.prompt}"
-             + (f" (localiser width {cfg.model.localiser.width})" if cfg.model.prompt == "map"
-                else f" (widths {cp.widths}, class embedding {cp.class_embedding}, decoder "
-                     f"{'trained' if cfg.model.train_decoder else 'frozen'})")
+             f"presence {cfg.run.presence}, prompt {mc.prompt} ({parts}); "
+             f"{sum(x.size for x in jax.tree.leaves(trainer.state['params'])):,} trained "
+             "parameters"
              + (f"; resuming at step {start}" if start else ""))
     cache = build_cache(cfg, data, trainer, model, log.info) if cfg.cache.cache_embeddings else None
 
-    selects = bool(cfg.run.eval_every) and len(data.builder.as_data_source("validation")) > 0
+    split = ValidationSplit(data.builder, model.config.sam.frame)
+    selects = bool(cfg.run.eval_every) and len(split) > 0
 
     def on_best():  # without validation during training, best/ = lowest epoch loss
         if not selects:
@@ -500,7 +509,7 @@ def _run(cfg: TrainConfig, workdir: Path, data: RunData, model: AutoMedSAM) -> d
         if not selects:
             return
         current = trainer.model()
-        ev = select_on_validation(cfg, current, data, log, step)
+        ev = select_on_validation(cfg, current, data, split, log, step)
         if ev is not None:
             progress.validation_curve.append([step, ev.metrics.dsc])
             if ev.metrics.dsc > progress.best_validation:
@@ -518,7 +527,7 @@ def _run(cfg: TrainConfig, workdir: Path, data: RunData, model: AutoMedSAM) -> d
     export(final_model, workdir, rundir.FINAL, cfg, data.class_names, progress.step)
     summary = {"steps": progress.step, "epoch_losses": progress.epoch_losses,
                "validation_curve": progress.validation_curve,
-               **finish(cfg, workdir, data, final_model, log, progress.step)}
+               **finish(cfg, workdir, data, split, final_model, log, progress.step)}
     if jax.process_index() == 0:
         (workdir / rundir.SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     log.close()

@@ -1,12 +1,12 @@
 """What AutoMedSAM trains (docs/method.md#trained-and-frozen-parts) and how: the trainable
 filter and AdamW (docs/method.md#paper-recipe).
 
-Trained: the class prompt encoder, the mask decoder (unless ``train_decoder=False``: the
-pretrained decoder draws, beyond the paper) and the loss σ's — or, for a model with a localiser,
-the localiser alone (it prompts the frozen backbone). Frozen: the image encoder and SAM's prompt
-encoder (and every non-``Param`` variable: BatchNorm statistics, the Gaussian PE buffer). σ is
-excluded from weight decay. The trainer splits a :class:`Trainee` by :func:`trainable` and
-applies :func:`adamw` (raw optax) to the trained part (:mod:`automedsam_jax.train.step`):
+What trains is the model's prompt route's choice (:meth:`automedsam_jax.core.routes.Route.
+trainable`): the paper's class prompt encoder, mask decoder and loss σ's; a localiser alone; ….
+Frozen, always: the image encoder and SAM's prompt encoder (and every non-``Param`` variable:
+BatchNorm statistics, the Gaussian PE buffer). σ is excluded from weight decay. The trainer
+splits a :class:`Trainee` by :func:`trainable` and applies :func:`adamw` (raw optax) to the
+trained part (:mod:`automedsam_jax.train.step`):
 
     trainee = Trainee(model, LossWeights(loss_cfg))
     state, frozen, graphdef = init_state(trainee, adamw(), data_mesh())
@@ -20,20 +20,13 @@ import optax
 from flax import nnx
 
 from ..core.automedsam import AutoMedSAM
-from ..core.losses import LossScale, LossWeights
-
-TRAINABLE = nnx.All(nnx.Param, nnx.Any(nnx.PathContains("class_prompt_encoder"),
-                                       nnx.PathContains("mask_decoder"), LossScale))
-"""nnx filter of the paper's trained variables (``nnx.split(trainee, TRAINABLE, ...)``)."""
-FROZEN_DECODER = nnx.All(nnx.Param, nnx.Any(nnx.PathContains("class_prompt_encoder"), LossScale))
-"""The class prompt side and σ only: the pretrained mask decoder stays as it is."""
-LOCALISER = nnx.All(nnx.Param, nnx.PathContains("localiser"))
-"""A model with a localiser trains that head alone."""
+from ..core.losses import LossWeights
+from ..core.routes import route_of
 
 
 class Trainee(nnx.Module):
     """The model and the loss σ's in one tree, so one optimizer updates both; ``train_decoder``
-    False keeps the mask decoder frozen."""
+    False keeps the mask decoder frozen (on the routes that can train it)."""
 
     def __init__(self, model: AutoMedSAM, loss_weights: LossWeights, train_decoder: bool = True):
         self.model = model
@@ -42,10 +35,8 @@ class Trainee(nnx.Module):
 
 
 def trainable(trainee: Trainee):
-    """The nnx filter of ``trainee``'s trained variables (see the module docstring)."""
-    if trainee.model.localiser is not None:
-        return LOCALISER
-    return TRAINABLE if trainee.train_decoder else FROZEN_DECODER
+    """The nnx filter of ``trainee``'s trained variables: its model's route's."""
+    return route_of(trainee.model).trainable(trainee.train_decoder)
 
 
 def _decay_mask(params):

@@ -9,6 +9,7 @@ Only the trainable variables (:func:`~automedsam_jax.train.optim.trainable`) are
 the frozen image encoder runs inside the step under ``stop_gradient``, or is skipped when the batch
 carries cached ``embedding``\\ s.
 
+What the loss is, is the model's prompt route's (:meth:`automedsam_jax.core.routes.Route.loss`).
 Two batch layouts: one class per slice (the paper: ``class_id`` ``(B,)``, targets ``(B, L, L)``)
 or every class of each slice (``class_id`` ``(B, K)``, targets ``(B, K, L, L)``, ``present``
 ``(B, K)``): the slice's one embedding is decoded for all K classes in the same step — the
@@ -41,8 +42,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ..core.automedsam import AutoMedSamOutput, embed_images, with_dtype
-from ..core.losses import joint_loss, localiser_loss
+from ..core.automedsam import AutoMedSamOutput, embed_images
+from ..core.routes import class_prompt, route_of
 from .optim import Trainee, trainable
 
 STEP_KEYS = ("class_id", "mask", "box", "dist")
@@ -102,47 +103,27 @@ def forward(model, images: jax.Array | None, class_ids: jax.Array, *,
             embeddings: jax.Array | None = None, key: jax.Array | None = None,
             noise: jax.Array | None = None, encoder_dtype=jnp.float32,
             compute_dtype=jnp.float32) -> AutoMedSamOutput:
-    """AutoMedSAM's forward with the frozen encoder in ``encoder_dtype`` (skipped when
-    ``embeddings`` are given) and the class prompt encoder and decoder in ``compute_dtype``;
-    outputs float32. ``class_ids`` ``(B, K)`` decodes every class of each slice against its
-    one embedding (:meth:`AutoMedSAM.decode`): outputs have B·K rows, slice-major."""
+    """The class route's forward (the paper) with the frozen encoder in ``encoder_dtype``
+    (skipped when ``embeddings`` are given) and the class prompt encoder and decoder in
+    ``compute_dtype``; outputs float32. ``class_ids`` ``(B, K)`` decodes every class of each
+    slice against its one embedding (:meth:`AutoMedSAM.decode`): outputs have B·K rows,
+    slice-major."""
     emb = frozen_embeddings(model, images, embeddings, encoder_dtype)
-    cast = with_dtype(model, compute_dtype) if jnp.dtype(compute_dtype) != jnp.float32 else model
-    if noise is not None:
-        noise = noise.astype(compute_dtype)
-    out = cast.decode(emb.astype(compute_dtype), class_ids, key=key, noise=noise)
-    return AutoMedSamOutput(*(None if x is None else x.astype(jnp.float32) for x in out))
-
-
-def flatten_pairs(batch: dict) -> dict:
-    """The all-classes layout's per-(slice, class) entries ``(B, K, ...)`` → ``(B·K, ...)``
-    (slice-major, as :meth:`AutoMedSAM.decode` orders the pairs); other layouts unchanged."""
-    if batch["class_id"].ndim != 2:
-        return batch
-    return {k: (v.reshape(-1, *v.shape[2:]) if k in STEP_KEYS + ("present",) else v)
-            for k, v in batch.items()}
+    return class_prompt.decode(model, emb, class_ids, key=key, noise=noise,
+                               compute_dtype=compute_dtype)
 
 
 def loss_and_terms(trainee: Trainee, batch: dict, key: jax.Array, cached: bool,
                    encoder_dtype=jnp.float32, compute_dtype=jnp.float32,
                    negatives: bool = False):
-    """Joint loss of one batch: (total, terms). ``key`` draws the diffusion noise unless the
-    batch carries it as ``noise`` ``(B, g, g, C)`` (``(B, K, g, g, C)`` for all classes). A
-    model with a localiser: its cross-entropy against the batch's ``grid_label`` alone."""
+    """The loss of one batch, (total, terms): the frozen embeddings (the batch's cached
+    ``embedding`` or the encoder on its ``image``), then the model's prompt route's loss
+    (:meth:`automedsam_jax.core.routes.Route.loss`; ``key`` draws its noise)."""
     model = trainee.model
-    if model.localiser is not None:
-        emb = frozen_embeddings(model, batch.get("image"), batch.get("embedding") if cached
-                                else None, encoder_dtype)
-        head = with_dtype(model.localiser, compute_dtype)
-        ce = localiser_loss(head(emb.astype(compute_dtype)), batch["grid_label"])
-        return ce, {"localiser_ce": ce}
-    noise = batch.get("noise")
-    out = forward(model, None if cached else batch["image"], batch["class_id"],
-                  embeddings=batch["embedding"] if cached else None,
-                  key=None if noise is not None else key, noise=noise,
-                  encoder_dtype=encoder_dtype, compute_dtype=compute_dtype)
-    pairs = flatten_pairs(batch)
-    return joint_loss(out, pairs, model.teacher(pairs["box"]), trainee.loss_weights, negatives)
+    emb = frozen_embeddings(model, batch.get("image"), batch.get("embedding") if cached
+                            else None, encoder_dtype)
+    return route_of(model).loss(trainee, emb, batch, key, compute_dtype=compute_dtype,
+                                negatives=negatives)
 
 
 def _step(graphdef, tx, cached, encoder_dtype, compute_dtype, negatives, state, frozen, batch,

@@ -1,25 +1,63 @@
 """Validation during and after training: the batched evaluator of
 :mod:`automedsam_jax.evaluation` on the validation split (every class of every slice, volumes
 rebuilt per case, DSC and NSD per class), logged with the evaluator's own table, and the
-presence rule calibrated on the same split."""
+presence rule calibrated on the same split.
+
+The image encoder is frozen, so a split's embeddings are the same at every validation point:
+:class:`ValidationSplit` computes them once (up to :data:`MAX_EMBEDDED` slices; a larger split is
+embedded again at each point) and every later pass runs only the prompt route and decoder.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from ..core.automedsam import AutoMedSAM
+from ..core.routes import route_of
 from ..data import eval_dataset
-from ..evaluation import (ClassSegmenter, Evaluation, calibrate, evaluate_records, paper_table,
+from ..evaluation import (Evaluation, Segmenter, calibrate, evaluate_records, paper_table,
                           presence_scores)
 
+MAX_EMBEDDED = 256
+"""Validation slices whose embeddings are kept in memory (4 MiB each at 64 × 64 × 256)."""
 
-def validate(model: AutoMedSAM, builder, class_names, log, step: int, min_area: float = 0.0,
-             batch_size: int = 4) -> Evaluation | None:
-    """DSC/NSD and presence of ``model`` on ``builder``'s validation split under the presence
-    rule ``min_area``, written to TensorBoard and the log (None without a validation split)."""
-    src = builder.as_data_source("validation")
-    if len(src) == 0:
+
+class ValidationSplit:
+    """A dataset's validation split as evaluation records, with their embeddings attached once
+    the first model has embedded them (small splits, :data:`MAX_EMBEDDED`)."""
+
+    def __init__(self, builder, frame, batch_size: int = 4):
+        self.source = builder.as_data_source("validation")
+        self.frame, self.batch_size = frame, batch_size
+        self._embedded: list[dict] | None = None
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def records(self, model: AutoMedSAM) -> Iterable[dict]:
+        """Every validation record, with ``embedding`` when the split is small enough."""
+        if len(self.source) > MAX_EMBEDDED:
+            return eval_dataset(self.source, self.frame)
+        if self._embedded is None:
+            segmenter = Segmenter(model, [1], self.batch_size)
+            records = [dict(r) for r in eval_dataset(self.source, self.frame)]
+            for i in range(0, len(records), self.batch_size):
+                batch = records[i:i + self.batch_size]
+                for r, emb in zip(batch, segmenter.embed(batch)):
+                    r["embedding"] = emb
+                    del r["image"]
+            self._embedded = records
+        return self._embedded
+
+
+def validate(model: AutoMedSAM, split: ValidationSplit, class_names: Sequence[str], log,
+             step: int, min_area: float = 0.0) -> Evaluation | None:
+    """DSC/NSD and presence of ``model`` on the validation split under the presence rule
+    ``min_area``, written to TensorBoard and the log (None without a validation split)."""
+    if len(split) == 0:
         return None
-    segmenter = ClassSegmenter(model, range(1, len(class_names) + 1), batch_size, min_area)
-    ev = evaluate_records(segmenter, eval_dataset(src, model.config.sam.frame), class_names)
+    segmenter = Segmenter(model, range(1, len(class_names) + 1), split.batch_size, min_area)
+    ev = evaluate_records(segmenter, split.records(model), class_names)
     metrics = ev.metrics
     log.scalars(step, {"dsc": metrics.dsc, "nsd": metrics.nsd,
                        "presence/precision": ev.presence.precision,
@@ -29,20 +67,18 @@ def validate(model: AutoMedSAM, builder, class_names, log, step: int, min_area: 
     return ev
 
 
-def calibrate_presence(model: AutoMedSAM, builder, num_classes: int, log, name: str,
-                       batch_size: int = 4) -> dict | None:
-    """The presence rule of ``model`` calibrated on ``builder``'s validation split, as stored in
-    a model's ``config.json``: ``min_area``, the validation ``accuracy`` and ``pairs`` (None
+def calibrate_presence(model: AutoMedSAM, split: ValidationSplit, num_classes: int, log,
+                       name: str) -> dict | None:
+    """The presence rule of ``model`` calibrated on the validation split, as stored in a
+    model's ``config.json``: ``min_area``, the validation ``accuracy`` and ``pairs`` (None
     without a validation split: every class is drawn)."""
-    src = builder.as_data_source("validation")
-    if len(src) == 0:
+    if len(split) == 0:
         log.info("presence: no validation split to calibrate on; every class is drawn")
         return None
-    segmenter = ClassSegmenter(model, range(1, num_classes + 1), batch_size)
-    areas, truth = presence_scores(segmenter, eval_dataset(src, model.config.sam.frame))
+    segmenter = Segmenter(model, range(1, num_classes + 1), split.batch_size)
+    areas, truth = presence_scores(segmenter, split.records(model))
     min_area, accuracy = calibrate(areas, truth)
-    what = ("largest component on the localiser's map" if model.config.localiser
-            else "mask (p > 0.5)")
+    what = route_of(model).presence_score
     log.info(f"presence ({name}): a class counts on a slice when its {what} covers ≥ "
              f"{min_area:.2e} of the image; {100 * accuracy:.1f} % of {truth.size} validation "
              "(slice, class) pairs right")

@@ -85,11 +85,13 @@ def pool_halves(x: jax.Array) -> jax.Array:
 
 
 class ClassPromptUNet(nnx.Module):
-    """The encoder (enc1, enc2, middle) and the dense/sparse decoders with skip connections."""
+    """The encoder (enc1, enc2, middle) and the dense/sparse decoders with skip connections;
+    ``extra`` more input channels for the refiner's box map (0: the paper)."""
 
-    def __init__(self, cfg: ClassPromptConfig, embed_dim: int, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ClassPromptConfig, embed_dim: int, *, rngs: nnx.Rngs,
+                 extra: int = 0):
         w1, w2, w3 = cfg.widths
-        self.enc1 = _double_conv(embed_dim + 1, w1, w1, rngs=rngs)
+        self.enc1 = _double_conv(embed_dim + 1 + extra, w1, w1, rngs=rngs)
         self.enc2 = _double_conv(w1, w2, w2, rngs=rngs)
         self.middle = _double_conv(w2, w3, w2, rngs=rngs)
         if cfg.has_dense:
@@ -130,10 +132,12 @@ class ClassPromptEncoder(nnx.Module):
 
     A disabled branch (``cfg.branches``) returns None;
     :class:`~automedsam_jax.core.automedsam.AutoMedSAM`
-    replaces it with MedSAM's no-prompt output.
+    replaces it with MedSAM's no-prompt output. ``extra`` input maps ``(B, g, g, extra)`` join
+    z (the refiner's box map, :class:`~.prompt_refiner.PromptRefiner`; 0: the paper).
     """
 
-    def __init__(self, cfg: ClassPromptConfig, embed_dim: int, grid: int, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: ClassPromptConfig, embed_dim: int, grid: int, *, rngs: nnx.Rngs,
+                 extra: int = 0):
         cfg.check()
         self.config = cfg
         self.grid = grid
@@ -146,7 +150,7 @@ class ClassPromptEncoder(nnx.Module):
             self.class_value = nnx.Param(jnp.arange(cfg.num_classes + 1, dtype=jnp.float32))
         else:
             self.fc_label = linear(1, grid * grid, rngs=rngs)
-        self.unet = ClassPromptUNet(cfg, embed_dim, rngs=rngs)
+        self.unet = ClassPromptUNet(cfg, embed_dim, rngs=rngs, extra=extra)
 
     def class_map(self, class_id: jax.Array) -> jax.Array:
         """P(c): ``(B,)`` class ids → ``(B, g, g, 1)``, through ``Linear(1 → g²)`` (scalar) or
@@ -171,14 +175,16 @@ class ClassPromptEncoder(nnx.Module):
                                 class_map.shape)
 
     def __call__(self, embedding: jax.Array, class_id: jax.Array, *,
-                 key: jax.Array | None = None, noise: jax.Array | None = None
+                 key: jax.Array | None = None, noise: jax.Array | None = None,
+                 extra: jax.Array | None = None
                  ) -> tuple[jax.Array | None, jax.Array | None]:
         """Prompt embeddings for ``class_id`` ``(B,)`` (ints 1..K) on ``embedding`` ``(B, g, g, C)``.
 
         Noise of the forward diffusion: ``noise`` (standard normal ``(B, g, g, C)``) if given, else
         drawn from ``key``; with neither, the noise-free mean x_T = F + T·P(c) (deterministic
         evaluation; pass a fixed key instead to see the training distribution). Ignored when
-        ``cfg.diffusion`` is False (x_T = F).
+        ``cfg.diffusion`` is False (x_T = F). ``extra``: the ``(B, g, g, extra)`` maps of an
+        encoder built with ``extra`` channels.
         """
         cfg = self.config
         x = embedding
@@ -186,14 +192,16 @@ class ClassPromptEncoder(nnx.Module):
             if noise is None and key is not None:
                 noise = jax.random.normal(key, embedding.shape, embedding.dtype)
             x = diffuse(embedding, self.class_map(class_id), cfg.timesteps, noise)
-        return self.reverse(x, class_id)
+        return self.reverse(x, class_id, extra)
 
-    def reverse(self, x_t: jax.Array, class_id: jax.Array
+    def reverse(self, x_t: jax.Array, class_id: jax.Array, extra: jax.Array | None = None
                 ) -> tuple[jax.Array | None, jax.Array | None]:
         """The two-branch reverse part (paper §3.2.2) on the diffused ``x_t`` ``(B, g, g, C)``:
-        z = [x_T; P(c)] through the UNet, sparse tokens pooled from the sparse branch."""
+        z = [x_T; P(c)] (and the ``extra`` maps) through the UNet, sparse tokens pooled from the
+        sparse branch."""
         p = self.class_map(class_id).astype(x_t.dtype)
-        z = jnp.concatenate([x_t, p], axis=-1)
+        z = jnp.concatenate([x_t, p] + ([] if extra is None else [extra.astype(x_t.dtype)]),
+                            axis=-1)
         dense, sparse_map = self.unet(z, self.class_channel(class_id, p))
         sparse = None if sparse_map is None else pool_halves(sparse_map)
         return sparse, dense
@@ -218,10 +226,11 @@ def _torch_default_init(module: nnx.Module, seed: int) -> None:
 
 
 def init_class_prompt_encoder(cfg: ClassPromptConfig, embed_dim: int, grid: int,
-                              seed: int = 0) -> ClassPromptEncoder:
+                              seed: int = 0, extra: int = 0) -> ClassPromptEncoder:
     """A fresh :class:`ClassPromptEncoder` with PyTorch's default init (:func:`_torch_default_init`);
     a learned class channel starts at the ids."""
-    module = nnx.eval_shape(lambda: ClassPromptEncoder(cfg, embed_dim, grid, rngs=nnx.Rngs(0)))
+    module = nnx.eval_shape(lambda: ClassPromptEncoder(cfg, embed_dim, grid, rngs=nnx.Rngs(0),
+                                                       extra=extra))
     _torch_default_init(module, seed)
     if cfg.class_embedding == "learned":
         module.class_value.set_value(jnp.arange(cfg.num_classes + 1, dtype=jnp.float32))

@@ -28,25 +28,61 @@ def grid_extent(extent: tuple[int, int], input_size: int, grid: int) -> tuple[in
 
 
 class Localiser(nnx.Module):
-    """``conv1`` 3×3 C→w, GELU, ``conv2`` 3×3 w→w, GELU, ``classifier`` 1×1 w→K+1 (``width``
-    0: the classifier alone on the embedding, a linear probe). Zero padding at the borders."""
+    """``head="conv"``: ``conv1`` 3×3 C→w, GELU, ``conv2`` 3×3 w→w, GELU, ``classifier`` 1×1
+    w→K+1 (``width`` 0: the classifier alone on the embedding, a linear probe).
+    ``head="multiscale"``: ``reduce`` 1×1 C→w, GELU; ``fine`` 3×3 at the grid; ``mid1``,
+    ``mid2`` 3×3 on its 2×2 average pool; ``coarse1``, ``coarse2`` 3×3 on a further 2×2 pool;
+    the three upsampled (nearest) and summed, ``mix`` 3×3, ``classifier`` 1×1 — GELU after every
+    convolution but the classifier. Zero padding at the borders. ``normalise``: the embedding
+    is first standardised per image and channel over the grid (:func:`standardise`)."""
 
     def __init__(self, cfg: LocaliserConfig, embed_dim: int, *, rngs: nnx.Rngs):
         cfg.check()
         self.config = cfg
         w = cfg.width
-        if w:
+        if cfg.head == "multiscale":
+            self.reduce = conv2d(embed_dim, w, 1, rngs=rngs)
+            for name in ("fine", "mid1", "mid2", "coarse1", "coarse2", "mix"):
+                setattr(self, name, conv2d(w, w, 3, padding=1, rngs=rngs))
+        elif w:
             self.conv1 = conv2d(embed_dim, w, 3, padding=1, rngs=rngs)
             self.conv2 = conv2d(w, w, 3, padding=1, rngs=rngs)
+        if w:
             self.act = GELU()
         self.classifier = conv2d(w or embed_dim, cfg.num_classes + 1, 1, rngs=rngs)
 
     def __call__(self, embeddings: jax.Array) -> jax.Array:
         """``(B, g, g, C)`` embeddings → ``(B, g, g, K + 1)`` logits (0 = background)."""
-        x = embeddings
-        if self.config.width:
-            x = self.act(self.conv2(self.act(self.conv1(x))))
+        x, act = embeddings, getattr(self, "act", None)
+        if self.config.normalise:
+            x = standardise(x)
+        if self.config.head == "multiscale":
+            x = act(self.reduce(x))
+            mid = _pool(x)
+            coarse = _pool(mid)
+            mid = act(self.mid2(act(self.mid1(mid))))
+            coarse = act(self.coarse2(act(self.coarse1(coarse))))
+            x = act(self.fine(x)) + _upsample(mid, x.shape) + _upsample(coarse, x.shape)
+            x = act(self.mix(x))
+        elif self.config.width:
+            x = act(self.conv2(act(self.conv1(x))))
         return self.classifier(x)
+
+
+def standardise(x: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """``(B, H, W, C)`` → each (image, channel) at zero mean and unit variance over H × W."""
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    return (x - mean) / (x.std(axis=(1, 2), keepdims=True) + eps)
+
+
+def _pool(x: jax.Array) -> jax.Array:
+    """2×2 average pooling of ``(B, H, W, C)`` (an odd side keeps its last row/column)."""
+    return nnx.avg_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+
+
+def _upsample(x: jax.Array, shape) -> jax.Array:
+    """Nearest-neighbour upsampling of ``(B, h, w, C)`` to ``shape``'s grid."""
+    return jax.image.resize(x, (*x.shape[:1], *shape[1:3], x.shape[-1]), "nearest")
 
 
 def map_boxes(logits: np.ndarray, class_ids: np.ndarray, extent: tuple[int, int],
