@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from flax import nnx
 
-from ..automedsam import with_dtype
+from ..automedsam import box_masks, with_dtype
 from ..losses import localiser_loss
 from ..modeling.localiser import Localiser, map_boxes
 from . import Route, register
@@ -67,4 +67,4 @@ class MapRoute(Route):
         return boxes_from_map(model, proposal, record, class_ids, input_size)
 
     def masks(self, model, embeddings, prompts, class_ids):
-        return model.box_masks(embeddings, prompts)[0]
+        return box_masks(model, embeddings, prompts)[0]
