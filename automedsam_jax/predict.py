@@ -2,6 +2,8 @@
 
     python -m automedsam_jax.predict scan.nii.gz --checkpoint runs/demo --overlays
     python -m automedsam_jax.predict slice.png --classes liver,spleen --out liver_spleen.png
+    python -m automedsam_jax.predict BraTS2021_00000/ --checkpoint runs/brats --out submission/
+    python -m automedsam_jax.predict ValidationData/ --checkpoint runs/brats --out submission/
 
 INPUT is a PNG/JPEG, a challenge-style npz or a NIfTI volume (read and written by
 :mod:`automedsam_jax.io.scans`: axial slices in the orientation training used, CT windowed at
@@ -16,6 +18,14 @@ the label map in the input's format (NIfTI: the input's voxel grid, affine and h
 component, :mod:`automedsam_jax.evaluation.postprocess`), a sidecar
 JSON naming every label value, and with ``--overlays`` PNGs of the slices that hold a prediction
 (every slice of a 2D input) with a legend of class names, in ``<out name>_overlays/``.
+
+A folder INPUT is a BraTS case (its sequence files, named as the 2020/2021/2023/2024 releases
+name them, ``.nii`` or ``.nii.gz``) or a folder of many (a validation release): a model trained
+on a ``brats`` dataset reads the sequences it was trained on from each case
+(:func:`automedsam_jax.data.originals.read_brats_sequences`) and writes ``OUT/<case id>.nii.gz``
+— uint8, the case's voxel grid, affine and header, the release's label values
+(:func:`automedsam_jax.data.originals.brats_release_labels`) — the files a team uploads; one
+progress bar, a bad case named and skipped.
 """
 
 from __future__ import annotations
@@ -28,15 +38,19 @@ from typing import Literal
 
 import numpy as np
 import simple_parsing as sp
+from tqdm import tqdm
 
 from .core.preprocess import model_input
+from .data.builder import dataset_spec
+from .data.originals import brats_case_folders, brats_release_labels, read_brats_sequences
+from .data.presets import DatasetConfig, get_preset
 from .evaluation import Segmenter, segment_slices
 from .evaluation.postprocess import postprocess_case
 from .io.checkpoint import read_meta
-from .io.cli import ArgumentParser
+from .io.cli import ArgumentParser, configure_logging
 from .io.errors import BadInputError, UsageError
-from .io.rundir import CLASS_NAMES, DEFAULT_WORKDIR, load_automedsam, model_dir
-from .io.scans import Scan, output_path, read_scan, sidecar_path, write_labels
+from .io.rundir import CLASS_NAMES, DEFAULT_WORKDIR, TrainedModel, load_automedsam, model_dir
+from .io.scans import Scan, output_path, read_scan, sidecar_path, write_labels, write_nifti_labels
 from .overlay import render_overlay
 
 
@@ -87,13 +101,15 @@ class PredictConfig:
     """What to segment, with which model, and what to write."""
 
     input: Path = sp.field(positional=True, metavar="INPUT")
-    """a .png/.jpg image, a challenge .npz or a .nii/.nii.gz volume"""
+    """a .png/.jpg image, a challenge .npz, a .nii/.nii.gz volume, or a BraTS case folder or
+    release (folder of cases: writes OUT/<case id>.nii.gz)"""
     checkpoint: str = DEFAULT_WORKDIR
     """training work directory or AutoMedSAM model directory"""
     classes: str | None = None
     """comma-separated class names (or ids) the model knows, e.g. liver,spleen (default: all)"""
     out: Path | None = None
-    """label map file, or a directory for <input>_seg.<ext> (default runs/predict/)"""
+    """label map file, or a directory for <input>_seg.<ext> (default runs/predict/); a folder
+    INPUT: the directory of <case id>.nii.gz (default runs/predict/<INPUT name>)"""
     overlays: bool = False
     """also write overlay PNGs with a class legend"""
     intensity: Literal["auto", "ct", "mr", "none"] = "auto"
@@ -129,6 +145,7 @@ def parse_args(argv: list[str] | None = None) -> PredictConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_logging()
     try:
         args = parse_args(argv)
         # The cheap checks first: the checkpoint, the class names it records, the input file;
@@ -136,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         names = read_meta(model_dir(args.checkpoint)).get(CLASS_NAMES)
         if names:
             class_ids(args.classes, names)
+        if args.input.is_dir():
+            return predict_cases(args)
         out = output_path(args.input, args.out)
         scan = read_scan(args.input, args.intensity)
         trained = load_automedsam(args.checkpoint)
@@ -166,6 +185,57 @@ def main(argv: list[str] | None = None) -> int:
         print(f"overlays: {len(shown)} PNG(s) in {directory}" if shown else
               "overlays: no slice holds a prediction, none written")
     return 0
+
+
+def brats_dataset(trained: TrainedModel) -> DatasetConfig:
+    """The BraTS dataset a model was trained on (its sequences, classes and regions);
+    :class:`UsageError` for a model of another dataset."""
+    name = trained.data("dataset") or ""
+    spec = dataset_spec(name) if name.startswith("brats") else None
+    if isinstance(spec, str):
+        spec = get_preset(spec)
+    if not isinstance(spec, DatasetConfig) or spec.layout != "brats":
+        raise UsageError(f"a folder input is a BraTS case or release: {trained.directory} was "
+                         f"trained on {name or 'an unrecorded dataset'!r}, not a brats dataset; "
+                         "give one image or volume file instead")
+    return spec
+
+
+def predict_cases(args: PredictConfig) -> int:
+    """A BraTS case folder or release → ``OUT/<case id>.nii.gz`` each (module docstring); 0
+    when every case was written, 2 when none could be (each bad case is named)."""
+    if args.overlays:
+        raise UsageError("--overlays takes one image or volume file, not a folder of cases")
+    cases = brats_case_folders(args.input)
+    if not cases:
+        raise BadInputError(args.input, "holds no BraTS case (files named as a release names "
+                                        "them, e.g. BraTS2021_00000_flair.nii.gz or "
+                                        "BraTS-GLI-00000-000-t2f.nii.gz)")
+    trained = load_automedsam(args.checkpoint)
+    dataset = brats_dataset(trained)
+    ids = class_ids(args.classes, trained.class_names)
+    segmenter = Segmenter(trained.model, ids, args.batch_size, trained.min_area)
+    out = args.out or Path("runs/predict") / args.input.resolve().name
+    written, bad = [], []
+    for case_id, folder in tqdm(cases.items(), unit="case", file=sys.stderr):
+        try:
+            nifti, channels, spacing = read_brats_sequences(folder, case_id, dataset)
+        except BadInputError as e:
+            tqdm.write(f"skipping case {case_id}: {e}", file=sys.stderr)
+            bad.append(case_id)
+            continue
+        scan = Scan(folder, "nifti", channels if channels.shape[-1] == 3 else channels[..., 0],
+                    True, tuple(float(s) for s in spacing), "mr", nifti)
+        labels = segment_scan(segmenter, scan)
+        if args.postprocess == "3d":
+            labels = postprocess_case(labels, ids)
+        path = out / f"{case_id}.nii.gz"
+        write_nifti_labels(brats_release_labels(labels, dataset, case_id), nifti, path)
+        written.append(path)
+    print(f"{args.input}: {len(written)} of {len(cases)} case(s) written to {out} "
+          f"({dataset.name}: {' + '.join(dataset.sequences)}; {trained.model.config.sam.name} "
+          f"AutoMedSAM from {trained.directory})" + (f"; skipped: {', '.join(bad)}" if bad else ""))
+    return 0 if written else 2
 
 
 if __name__ == "__main__":

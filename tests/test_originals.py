@@ -5,6 +5,7 @@ mapped in NumPy by hand."""
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -142,8 +143,8 @@ def test_brats_options_and_bad_cases_are_named(tmp_path):
     assert ("case BraTS2021_00002: label shape (5, 18, 20) does not match the image's "
             "(6, 18, 20) (BraTS2021_00002_flair.nii.gz)") in problems["BraTS2021_00002"].problem
     assert problems["BraTS2021_00003"].problem == (
-        "case BraTS2021_00003: unexpected label values [3] for BraTS 2021 (expected 0 and "
-        "[1, 2, 4])")
+        "case BraTS2021_00003: unexpected label values [3] for the BraTS 2020/2021 naming "
+        "(expected 0 and [1, 2, 4])")
     # None usable: refused before tfds writes anything, every case named.
     with pytest.raises(BadInputError, match=r"no usable file for dataset 'brats' \(3 file\(s\)"):
         prepare("brats", tmp_path / "data", manual_dir=root)
@@ -289,6 +290,49 @@ def test_brats_sample_trains_and_evaluates(tmp_path, capsys):
                        "--backbone", "litemedsam", "--weights", "pretrained",
                        "--cache-embeddings", "true", "--epochs", "1", "--batch-size", "4",
                        "--noprogress"]) == 0
-    assert evaluate_main(["--checkpoint", str(run)]) == 0
+    assert evaluate_main(["--checkpoint", str(run), "--lesion-wise"]) == 0
     out = capsys.readouterr().out
     assert "brats, test split: 1 case, 23 slices" in out and "| DSC (%) |" in out
+    assert "| region | cases | Dice (%) mean ± std |" in out
+
+    # WT (the one class) against surface-distance on the case as predict reads it from its
+    # files: the prediction of the test case's FLAIR, the GT of its seg file, the file's zooms.
+    import json
+    from automedsam_jax.predict import main as predict_main
+    metrics = json.loads((run / "eval" / "brats_test" / "metrics.json").read_text())
+    wt = metrics["regions"]["WT"]
+    assert wt["classes"] == [1] and wt["cases"] == 1
+    assert set(wt) >= {"dsc", "hd95", "sensitivity", "specificity", "nsd", "lesion_dsc",
+                       "lesion_hd95", "median", "std"}
+    (case,) = [c["case_id"] for c in metrics["per_case"]]
+    flair_path = data / case / f"{case}_flair.nii.gz"
+    assert predict_main([str(flair_path), "--checkpoint", str(run),
+                         "--out", str(tmp_path / "pred.nii.gz")]) == 0
+    pred = np.asanyarray(nib.load(tmp_path / "pred.nii.gz").dataobj) > 0
+    seg = nib.load(data / case / f"{case}_seg.nii.gz")
+    gt = np.asanyarray(seg.dataobj) > 0
+    want_dsc = 2 * (gt & pred).sum() / (gt.sum() + pred.sum())
+    assert wt["dsc"] == pytest.approx(want_dsc, abs=0.01)
+    added = [name for name in ("NaN", "Inf") if not hasattr(np, name)]  # surface-distance 0.1
+    for name in added:                                                   # on NumPy 2
+        setattr(np, name, getattr(np, name.lower()))
+    try:
+        import surface_distance
+        distances = surface_distance.compute_surface_distances(gt, pred, seg.header.get_zooms())
+        want_hd = surface_distance.compute_robust_hausdorff(distances, 95)
+    finally:
+        for name in added:
+            delattr(np, name)
+    want_hd = 373.13 if math.isinf(want_hd) else want_hd  # one of them empty
+    assert wt["hd95"] == pytest.approx(want_hd, abs=float(max(seg.header.get_zooms())))
+    assert metrics["per_case"][0]["regions"]["WT"]["dsc"] == wt["dsc"]
+
+    # The release folder → the submission files: one per case, the FLAIR's grid, WT as label 2.
+    assert predict_main([str(data), "--checkpoint", str(run), "--out",
+                         str(tmp_path / "submission")]) == 0
+    for folder in folders:
+        written = nib.load(tmp_path / "submission" / f"{folder.name}.nii.gz")
+        flair = nib.load(folder / f"{folder.name}_flair.nii.gz")
+        assert written.shape == flair.shape and written.get_data_dtype() == np.uint8
+        np.testing.assert_allclose(written.affine, flair.affine)
+        assert set(np.unique(np.asanyarray(written.dataobj)).tolist()) <= {0, 2}

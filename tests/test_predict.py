@@ -253,3 +253,73 @@ def test_overlay_colours_and_legend():
     legend = im[30:].reshape(-1, 3)
     for c in (2, 5):
         assert (legend == class_colour(c)).all(axis=1).any()
+
+
+@pytest.fixture(scope="module")
+def brats_model(tmp_path_factory):
+    """A random tiny AutoMedSAM recorded as trained on ``brats:classes=subregions``."""
+    from automedsam_jax.data.presets import BRATS_SUBREGIONS
+
+    cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
+    return save_model(random_model(cfg, seed=2), tmp_path_factory.mktemp("b") / "model",
+                      extra={"class_names": list(BRATS_SUBREGIONS),
+                             "train_config": {"data": {"dataset": "brats:classes=subregions"}}})
+
+
+@pytest.mark.parametrize("release", [2021, 2023])
+def test_predict_a_brats_release_writes_submission_files(brats_model, tmp_path, capsys,
+                                                         release):
+    """A folder of cases (one stored as .nii, one without its FLAIR) → ``<case id>.nii.gz`` for
+    each good case: uint8 on the FLAIR's grid (shape, affine), the release's label values, and
+    the same labels as predicting the FLAIR file alone (class ids, checked against an
+    independent path above) mapped 1 → 1, 2 → 2, 3 → 4 (2021) / 3 (2023)."""
+    from test_originals import write_brats_case
+    from test_release_layouts import _as_nii
+
+    release_dir = tmp_path / "ValidationData"
+    names = ([f"BraTS2021_{i:05d}" for i in range(3)] if release == 2021
+             else [f"BraTS-GLI-{i:05d}-000" for i in range(3)])
+    flair = "flair" if release == 2021 else "t2f"
+    sep = "_" if release == 2021 else "-"
+    for i, case in enumerate(names):
+        write_brats_case(release_dir, case, release, i, shape=(24, 20, 4))
+        (release_dir / case / f"{case}{sep}seg.nii.gz").unlink()  # a validation release
+    _as_nii(release_dir / names[1])
+    (release_dir / names[2] / f"{names[2]}{sep}{flair}.nii.gz").unlink()
+    out = tmp_path / "submission"
+    assert main([str(release_dir), "--checkpoint", str(brats_model), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert f"skipping case {names[2]}: " in captured.err and "flair sequence is missing" in \
+        captured.err
+    assert f"2 of 3 case(s) written to {out}" in captured.out
+    assert sorted(p.name for p in out.iterdir()) == [f"{c}.nii.gz" for c in names[:2]]
+    lut = np.array([0, 1, 2, 4 if release == 2021 else 3])
+    seen = set()
+    for case in names[:2]:
+        source = next((release_dir / case).glob(f"{case}{sep}{flair}.nii*"))
+        written = nib.load(out / f"{case}.nii.gz")
+        assert written.get_data_dtype() == np.uint8
+        assert written.shape == nib.load(source).shape
+        np.testing.assert_allclose(written.affine, nib.load(source).affine)
+        single = tmp_path / f"{case}_single.nii.gz"
+        assert main([str(source), "--checkpoint", str(brats_model), "--out", str(single)]) == 0
+        classes = np.asanyarray(nib.load(single).dataobj)
+        np.testing.assert_array_equal(np.asanyarray(written.dataobj), lut[classes])
+        seen |= set(np.unique(classes).tolist())
+    assert len(seen - {0}) >= 2  # the mapping was exercised on more than one class
+    # One case folder on its own, its id from its files.
+    one = tmp_path / "one"
+    assert main([str(release_dir / names[0]), "--checkpoint", str(brats_model),
+                 "--out", str(one)]) == 0
+    assert [p.name for p in one.iterdir()] == [f"{names[0]}.nii.gz"]
+
+
+def test_predict_a_folder_needs_a_brats_model(model_dir, tmp_path, capsys):
+    from test_originals import write_brats_case
+
+    write_brats_case(tmp_path / "cases", "BraTS2021_00000", 2021, 0)
+    assert main([str(tmp_path / "cases"), "--checkpoint", str(model_dir)]) == 2
+    assert "not a brats dataset" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "--checkpoint", str(model_dir)]) == 2
+    assert "holds no BraTS case" in capsys.readouterr().err

@@ -16,7 +16,10 @@ frames; the frame-specific preprocessing happens in the grain pipeline):
 ``spacing``     ``(3,)`` float32 (z, y, x) in mm; (1, 1, 1) for 2D images
 
 The ``train`` split holds only slices with foreground (unless the dataset keeps organ-free
-training slices, ``DatasetConfig.train_empty_slices``, recorded in the metadata); ``validation``
+training slices, ``DatasetConfig.train_empty_slices``, recorded in the metadata); a preset's
+training labels lose the small objects MedSAM's preprocessing removes
+(:func:`.labels.remove_small_objects`), while ``validation`` and ``test`` keep the labels as
+released, so scores compare with the challenges' (BraTS's WT / TC / ET); ``validation``
 and ``test`` hold every slice, in case order and z order (``disable_shuffling``), so evaluation can rebuild volumes. The case
 lists of each split, the class names and every skipped file (with its problem) are stored in the
 dataset's metadata (``builder.info.metadata``). Only Tensor/Text/Scalar features are used, so
@@ -28,6 +31,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -37,6 +42,7 @@ import tensorflow_datasets as tfds
 from ..io.errors import BadInputError, UsageError
 from .custom import dataset_config, matching_files, parse_dataset_json, read_dataset_file
 from .demo import demo_cases
+from .labels import remove_small_objects
 from .npz import read_npz
 from .originals import LAYOUT_HELP, Reader, find_layout
 from .presets import PRESETS, DatasetConfig, brats, demo, get_preset
@@ -77,14 +83,17 @@ def slices_config(dataset: str | DatasetConfig | SyntheticConfig) -> SlicesConfi
 class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
     """2D slices with class-id labels for AutoMedSAM training and evaluation (see module doc)."""
 
-    VERSION = tfds.core.Version("2.2.0")
+    VERSION = tfds.core.Version("2.3.0")
     RELEASE_NOTES = {"1.0.0": "First release.",
                      "2.0.0": "demo: the whole example_ct (112 slices) with held-out blocks "
                               "without organs; optional organ-free training slices.",
                      "2.1.0": "the presets read their datasets' original layouts too; brats and "
                               "abdomenct1k keep their organ-free training slices.",
                      "2.2.0": "demo: the held-out blocks also as another scanner shows them "
-                              "(data/shifts.py); demo:shift=... options."}
+                              "(data/shifts.py); demo:shift=... options.",
+                     "2.3.0": "the presets' training labels without MedSAM's small objects; "
+                              "BraTS 2020 and 2024, .nii, Montgomery masks, masks in another "
+                              "tree."}
     BUILDER_CONFIGS = [slices_config(name) for name in PRESETS]
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
 
@@ -168,9 +177,12 @@ class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
     # -- volumes → slice records ---------------------------------------------------------------
     def _generate_examples(self, volumes: Iterator[Volume], split: str, skipped: dict[str, str]):
         num_slices = num_cases = 0
+        earlier = set(skipped)  # the splits are generated one after the other
         for volume in volumes:
             num_cases += 1
             depth = volume.image.shape[0]
+            if split == "train" and self.dataset.layout:  # as the challenge files were made
+                volume = dataclasses.replace(volume, label=remove_small_objects(volume.label))
             for z in range(depth):
                 if split == "train" and not (volume.label[z].any()
                                              or self.dataset.train_empty_slices):
@@ -184,8 +196,9 @@ class AutomedsamSlices(tfds.core.GeneratorBasedBuilder):
                  split, num_slices, num_cases, len(skipped),
                  "".join(f"\n  {path}: {problem}" for path, problem in skipped.items()))
         if num_slices == 0:
-            raise ValueError(f"{self.dataset.name}/{split}: no usable slices (skipped files: "
-                             f"{skipped or 'none'})")
+            mine = {path: problem for path, problem in skipped.items() if path not in earlier}
+            where = os.path.commonpath(list(mine)) if mine else self.data_dir
+            raise no_usable_files(self.dataset, mine, where, split)
 
 
 def dataset_spec(name: str) -> str | DatasetConfig | SyntheticConfig:
@@ -328,9 +341,19 @@ def prepare(dataset: str | DatasetConfig | SyntheticConfig, data_dir: str | Path
         # Up front, before tfds starts (and logs): where the files go, and that one is usable.
         where, cases = find_cases(ds, data_roots(data_dir, manual_dir))
         check_usable(ds, cases, where)
+    # The folders this build creates (the shallowest that does not exist yet): a build that
+    # fails on bad input removes them, so nothing is left behind (tfds removes its own partial
+    # split files).
+    chain = (data_dir / AutomedsamSlices.name, data_dir, *data_dir.parents)
+    created = next((p for p in reversed(chain) if not p.exists()), None)
     builder = AutomedsamSlices(config=config, data_dir=str(data_dir), strict=strict, cases=cases)
     download = tfds.download.DownloadConfig(manual_dir=str(manual_dir) if manual_dir else None)
-    builder.download_and_prepare(download_config=download)
+    try:
+        builder.download_and_prepare(download_config=download)
+    except BadInputError:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     skipped = builder.info.metadata.get("skipped_files", {})
     if skipped:
         log.warning("%s: %d bad input files were skipped:%s", builder.dataset.name, len(skipped),

@@ -7,6 +7,7 @@ All functions work on label arrays of any spatial shape (original frame, 2D ``(H
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from ..io.npz import npz_labels
 from .presets import DatasetConfig
@@ -76,3 +77,37 @@ def present_classes(label: np.ndarray) -> np.ndarray:
     """Sorted class ids (> 0) present in a label array, int32."""
     counts = np.bincount(label.ravel())
     return (np.flatnonzero(counts[1:]) + 1).astype(np.int32)
+
+
+MIN_OBJECT_3D = 100
+"""Voxels: a class's 26-connected 3-D component smaller than this is removed (MedSAM's
+``pre_CT_MR.py``, ``cc3d.dust(gt, threshold=100, connectivity=26)``)."""
+MIN_OBJECT_2D = 10
+"""Pixels: then a class's 8-connected component of one slice smaller than this is removed
+(``cc3d.dust(gt[z], threshold=10, connectivity=8)``; MedSAM's 2-D preprocessing the same)."""
+
+
+def _dust(mask: np.ndarray, threshold: int) -> np.ndarray:
+    """``mask`` without its fully connected components of fewer than ``threshold`` pixels."""
+    components, n = ndimage.label(mask, np.ones((3,) * mask.ndim, bool))
+    if n == 0:
+        return mask
+    small = np.bincount(components.ravel(), minlength=n + 1) < threshold
+    small[0] = False
+    return mask & ~small[components]
+
+
+def remove_small_objects(label: np.ndarray) -> np.ndarray:
+    """Class ids ``(D, H, W)`` without the small objects MedSAM's preprocessing removes (its
+    challenge files were made so): per class, 3-D components under :data:`MIN_OBJECT_3D` voxels
+    (a volume, D > 1), then per slice 2-D components under :data:`MIN_OBJECT_2D` pixels."""
+    out = label.copy()
+    for c in np.unique(label):
+        if c == 0:
+            continue
+        mask = label == c
+        if label.shape[0] > 1:
+            mask = _dust(mask, MIN_OBJECT_3D)
+        mask = np.stack([_dust(m, MIN_OBJECT_2D) for m in mask])
+        out[(label == c) & ~mask] = 0
+    return out

@@ -48,6 +48,8 @@ class DatasetConfig:
     train_empty_slices: keep the training slices without foreground (negatives for presence
                  training; the paper's one-class recipe skips them). False: the train split
                  stores only slices with foreground.
+    regions:     named unions of class ids scored beside the classes by ``evaluate.py`` (BraTS:
+                 ``WT``, ``TC``, ``ET``; :mod:`automedsam_jax.core.regions`); empty: none.
     shifts:      how the validation and test cases are presented (the ``demo``'s blocks:
                  :mod:`.shifts`; ``none``: as they are); training cases never change.
     shift_seed:  for ``demo``: the seed of the shifts' draws.
@@ -67,6 +69,7 @@ class DatasetConfig:
     kidney_class: int = 0
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     train_empty_slices: bool = False
+    regions: tuple[tuple[str, tuple[int, ...]], ...] = ()
     shifts: tuple[str, ...] = ("none",)
     shift_seed: int = 0
 
@@ -78,10 +81,16 @@ class DatasetConfig:
 BRATS = DatasetConfig(
     name="brats", class_names=("tumour",), modality="MR", ndim=3,
     file_glob="MR_BraTS_FLAIR_*.npz", layout="brats", sequences=("flair",), label_map=None,
-    train_empty_slices=True)
+    train_empty_slices=True, regions=(("WT", (1,)),))
+"""The paper's BraTS: FLAIR, one class (the whole tumour), scored as BraTS's WT region too."""
 
 BRATS_SUBREGIONS = ("necrotic_core", "oedema", "enhancing_tumour")
 """The classes of ``brats:classes=subregions``: BraTS labels 1, 2 and 4 (2021) / 3 (2023)."""
+BRATS_CAVITY = "resection_cavity"
+"""The fourth class of ``brats:classes=subregions+cavity``: BraTS 2024 GLI label 4."""
+BRATS_REGIONS = (("WT", (1, 2, 3)), ("TC", (1, 3)), ("ET", (3,)))
+"""BraTS's nested regions of the subregion classes: whole tumour, tumour core, enhancing."""
+BRATS_CLASSES = ("whole", "subregions", "subregions+cavity")
 
 ABDOMENCT1K = DatasetConfig(
     name="abdomenct1k", class_names=("liver", "kidney", "spleen", "pancreas"), modality="CT",
@@ -123,10 +132,11 @@ def brats(sequences: str = "flair", classes: str = "whole") -> DatasetConfig:
     sequences: the MR sequence fed to the encoder (``flair``, the paper) or three sequences, one
                per input channel, joined by ``+``; 2021 or 2023 names (``t2f`` = ``flair``,
                ``t1n`` = ``t1``, ``t1c`` = ``t1ce``, ``t2w`` = ``t2``).
-    classes:   ``whole`` (one class, the whole tumour: every labelled voxel, the paper) or
+    classes:   ``whole`` (one class, the whole tumour: every labelled voxel, the paper),
                ``subregions`` (:data:`BRATS_SUBREGIONS`, three disjoint classes; the BraTS
                regions are their unions: tumour core = necrotic core + enhancing, whole tumour =
-               all three).
+               all three) or ``subregions+cavity`` (BraTS 2024 GLI: the three and its label 4,
+               the resection cavity, scored as region ``RC`` and part of no other region).
 
     Anything but the paper's choice reads the original layout only (the challenge files hold
     FLAIR and the whole tumour) and builds apart, under ``brats-<sequences>-<classes>``.
@@ -138,14 +148,19 @@ def brats(sequences: str = "flair", classes: str = "whole") -> DatasetConfig:
         raise ValueError(f"brats: sequences={sequences!r}: name one MR sequence or three distinct "
                          f"ones joined by '+', each of {', '.join(BRATS_SEQUENCES)} (or the 2023 "
                          f"names {', '.join(names)})")
-    if classes not in ("whole", "subregions"):
-        raise ValueError(f"brats: classes={classes!r}: choose whole or subregions")
+    if classes not in BRATS_CLASSES:
+        raise ValueError(f"brats: classes={classes!r}: choose {', '.join(BRATS_CLASSES)}")
     if seqs == BRATS.sequences and classes == "whole":
         return BRATS
+    name = "-".join(("brats", *seqs, *classes.split("+")))
+    if classes == "whole":
+        return dataclasses.replace(BRATS, name=name, file_glob="", sequences=seqs)
+    cavity = classes == "subregions+cavity"
+    names = BRATS_SUBREGIONS + ((BRATS_CAVITY,) if cavity else ())
     return dataclasses.replace(
-        BRATS, name="-".join(("brats", *seqs, classes)), file_glob="", sequences=seqs,
-        class_names=BRATS_SUBREGIONS if classes == "subregions" else BRATS.class_names,
-        label_map=((1, 1), (2, 2), (3, 3)) if classes == "subregions" else None)
+        BRATS, name=name, file_glob="", sequences=seqs, class_names=names,
+        label_map=tuple((i, i) for i in range(1, len(names) + 1)),
+        regions=BRATS_REGIONS + ((("RC", (4,)),) if cavity else ()))
 
 
 def demo(shift: str = "none+all", seed: str | int = 0) -> DatasetConfig:

@@ -19,6 +19,10 @@ get no box and an empty prediction.
 On several hosts (``--distributed``) each process evaluates its share of the cases
 (:mod:`.hosts`) and process 0 writes the gathered scores.
 
+A dataset whose preset declares regions (the BraTS presets: WT, TC, ET) is also scored per region
+with Dice, HD95, sensitivity, specificity and NSD (``--lesion-wise``: BraTS 2023's lesion-wise
+Dice and HD95 too; :mod:`automedsam_jax.core.regions`); ``--hd95`` adds each class's HD95.
+
 Writes ``metrics.json``, ``metrics.csv`` and ``table.md`` (see :mod:`.report`) to ``--out``
 (default ``<workdir>/eval/<dataset>_<split>``, or ``runs/box_baseline/<dataset>_<split>_<offset>``)
 and prints the table.
@@ -44,7 +48,7 @@ from ..data import DEFAULT_DATA_DIR, eval_dataset, prepare
 from ..data.builder import dataset_spec
 from ..data.custom import UserDataset
 from ..data.presets import DEMO
-from ..io.cli import ArgumentParser
+from ..io.cli import ArgumentParser, configure_logging
 from ..io.errors import BadInputError, UsageError
 from ..io.rundir import DEFAULT_WORKDIR, EXPORTS, load_automedsam, load_sam
 from .evaluator import Evaluation, evaluate_records
@@ -110,6 +114,13 @@ class EvalConfig:
     presence: bool = True
     """class prompts: apply the presence rule calibrated with the model (a class's mask only
     on the slices where it is found); --nopresence keeps every class's mask on every slice"""
+    hd95: bool = False
+    """also each class's HD95 (mm for volumes, px for 2D images; a class in only one of the GT
+    and the prediction scores the volume's diagonal). A dataset with regions (BraTS WT / TC /
+    ET) always has their HD95"""
+    lesion_wise: bool = False
+    """also the regions' lesion-wise Dice and HD95 as BraTS 2023 defines them (3-D datasets
+    with regions)"""
 
     def __post_init__(self):
         if self.box_offset is not None:
@@ -144,6 +155,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[EvalConfig, UserDataset]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_logging()
     try:
         cfg, user = parse_args(argv)
         maybe_initialize_distributed(cfg.distributed)
@@ -211,8 +223,13 @@ def run(args: EvalConfig) -> tuple[Evaluation, dict[str, Path], str]:
     share, case_order = process_share(builder.as_data_source(args.split))
     records = eval_dataset(share, segmenter.frame).to_iter_dataset(
         grain.ReadOptions(num_threads=1, prefetch_buffer_size=2 * args.batch_size))
+    regions = builder.dataset.regions
+    if args.lesion_wise and not (regions and builder.dataset.ndim == 3):
+        raise UsageError(f"--lesion-wise scores the regions of a 3-D dataset (BraTS); dataset "
+                         f"{name!r} has {'no regions' if not regions else '2-D images'}")
     ev = gather(evaluate_records(segmenter, records, class_names, args.tolerance,
-                                 args.challenge_nsd, args.postprocess == "3d"), case_order)
+                                 args.challenge_nsd, args.postprocess == "3d", hd95=args.hd95,
+                                 regions=regions, lesions=args.lesion_wise), case_order)
     title = (f"{method} · {name}, {args.split} split: {_count(len(ev.cases), 'case')}, "
              f"{_count(ev.num_slices, 'slice')} · NSD τ = {args.tolerance:g} {nsd_units(ev)}"
              + (" (challenge rule)" if args.challenge_nsd else "")
@@ -221,7 +238,7 @@ def run(args: EvalConfig) -> tuple[Evaluation, dict[str, Path], str]:
             "backbone": backbone,
             "checkpoint": str(directory), "dataset": name, "split": args.split,
             "box_offset": offset, "batch_size": args.batch_size, "min_area": segmenter.min_area,
-            "postprocess": args.postprocess}
+            "postprocess": args.postprocess, "hd95": args.hd95, "lesion_wise": args.lesion_wise}
     paths = write_reports(ev, out, name, title, meta) if jax.process_index() == 0 else {}
     return ev, paths, paper_table(ev, title)
 

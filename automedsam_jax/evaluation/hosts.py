@@ -17,6 +17,7 @@ import jax
 
 from ..core.distributed import allgather_json
 from ..core.metrics import ClassMetrics, aggregate
+from ..core.regions import RegionMetrics, summarise
 from ..data.pipeline import SliceSubset, as_text
 from .evaluator import CaseResult, Evaluation
 from .presence import PresenceCounts
@@ -61,16 +62,20 @@ def gather(ev: Evaluation, case_order: list[str]) -> Evaluation:
         return ev
     parts = allgather_json({
         "cases": [[c.case_id, c.num_slices, c.spacing, c.complete,
-                   {str(k): [m.dsc, m.nsd] for k, m in c.scores.items()}] for c in ev.cases],
+                   {str(k): dataclasses.asdict(m) for k, m in c.scores.items()},
+                   {k: dataclasses.asdict(m) for k, m in c.regions.items()}] for c in ev.cases],
         "presence": dataclasses.asdict(ev.presence), "slices": ev.num_slices,
         "seconds": ev.seconds})
     rank = {case: i for i, case in enumerate(case_order)}
     cases = sorted((CaseResult(case, n, tuple(sp) if sp else None, complete,
-                               {int(k): ClassMetrics(*m) for k, m in scores.items()})
-                    for part in parts for case, n, sp, complete, scores in part["cases"]),
+                               {int(k): ClassMetrics(**m) for k, m in scores.items()},
+                               {k: RegionMetrics(**m) for k, m in regions.items()})
+                    for part in parts
+                    for case, n, sp, complete, scores, regions in part["cases"]),
                    key=lambda c: rank[c.case_id])
     presence = sum((PresenceCounts(**p["presence"]) for p in parts), PresenceCounts())
     return dataclasses.replace(ev, cases=tuple(cases),
                                metrics=aggregate(c.scores for c in cases),
+                               regions=summarise([c.regions for c in cases]),
                                num_slices=sum(p["slices"] for p in parts),
                                seconds=max(p["seconds"] for p in parts), presence=presence)

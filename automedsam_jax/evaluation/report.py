@@ -4,12 +4,21 @@
   over classes), ``per_class`` (by name, with its id and the number of cases it was scored on)
   and ``per_case`` (slices, spacing, per class), and the time taken. Scores are fractions in
   [0, 1]; ``null`` where a class was never evaluated; ``presence``: the (slice, class) counts,
-  precision, recall and accuracy of the presence decisions and the ``min_area`` used.
+  precision, recall and accuracy of the presence decisions and the ``min_area`` used. With
+  HD95 (``--hd95``) each class and case also has ``hd95`` (mm / px). A dataset with regions
+  (BraTS) adds ``regions``: per region (``WT``, ``TC``, ``ET``) its class ids, ``cases``, the
+  means ``dsc``, ``hd95`` (mm), ``sensitivity``, ``specificity``, ``nsd`` (and ``lesion_dsc``,
+  ``lesion_hd95`` with ``--lesion-wise``) and the same keys under ``median`` and ``std``; each
+  ``per_case`` entry has its ``regions``.
 * ``metrics.csv`` — one row per case and evaluated class: ``case_id, class_id, class_name, dsc,
-  nsd`` (fractions).
+  nsd, hd95`` (fractions; hd95 empty unless scored), then one row per case and region with the
+  region's name as ``class_name``, ``class_id`` empty and its ``sensitivity, specificity,
+  lesion_dsc, lesion_hd95`` in the last columns.
 * ``table.md`` — the paper's layout (Tables 2 and 3): one column per class plus the mean, rows
-  DSC (%) and NSD (%), three decimals; ``–`` for a class no case contained or predicted; then
-  one line with the presence precision/recall over (slice, class) pairs.
+  DSC (%) and NSD (%) (and HD95), three decimals; ``–`` for a class no case contained or
+  predicted; then one line with the presence precision/recall over (slice, class) pairs; then,
+  for a dataset with regions, BraTS's table: one row per region, Dice (%) and HD95 (mm) as
+  mean ± std and median, sensitivity, specificity and NSD (%) means.
 """
 
 from __future__ import annotations
@@ -19,7 +28,12 @@ import json
 import math
 from pathlib import Path
 
+from ..core.regions import LESION_METRICS
 from .evaluator import Evaluation
+
+
+CSV_SCORES = ("dsc", "nsd", "hd95", "sensitivity", "specificity", *LESION_METRICS)
+"""The score columns of ``metrics.csv``, after ``case_id, class_id, class_name``."""
 
 
 def _number(x: float) -> float | None:
@@ -39,6 +53,15 @@ def to_json(ev: Evaluation, dataset: str, meta: dict) -> dict:
         s = ev.metrics.per_class.get(c)
         per_class[name] = {"id": c, "dsc": s.dsc if s else None, "nsd": s.nsd if s else None,
                            "cases": s.cases if s else 0}
+        if s and s.hd95 is not None:
+            per_class[name]["hd95"] = s.hd95
+    ids = dict(ev.region_classes)
+    regions = {name: {"classes": list(ids.get(name, ())), "cases": r.cases, **r.mean,
+                      "median": r.median, "std": r.std} for name, r in ev.regions.items()}
+
+    def class_scores(m) -> dict:
+        return {"dsc": m.dsc, "nsd": m.nsd, **({"hd95": m.hd95} if m.hd95 is not None else {})}
+
     return {
         "run": meta,
         "tolerance": ev.tolerance, "nsd_units": nsd_units(ev), "challenge_nsd": ev.challenge_nsd,
@@ -48,13 +71,41 @@ def to_json(ev: Evaluation, dataset: str, meta: dict) -> dict:
         "per_class": per_class,
         "per_case": [{"case_id": r.case_id, "slices": r.num_slices,
                       "spacing": list(r.spacing) if r.spacing else None, "complete": r.complete,
-                      "classes": {names[c - 1]: {"dsc": m.dsc, "nsd": m.nsd}
-                                  for c, m in sorted(r.scores.items())}}
+                      "classes": {names[c - 1]: class_scores(m)
+                                  for c, m in sorted(r.scores.items())},
+                      **({"regions": {k: _present(m) for k, m in r.regions.items()}}
+                         if r.regions else {})}
                      for r in ev.cases],
+        **({"regions": regions} if regions else {}),
         "presence": {**ev.presence.to_dict(), "min_area": ev.min_area},
         "seconds": ev.seconds,
         "slices_per_second": ev.num_slices / ev.seconds if ev.seconds > 0 else None,
     }
+
+
+def _present(m) -> dict:
+    """A dataclass's fields that hold a value."""
+    return {k: v for k, v in vars(m).items() if v is not None}
+
+
+def region_table(ev: Evaluation) -> list[str]:
+    """BraTS's table of the regions (module docstring); no lines when there are none."""
+    if not ev.regions:
+        return []
+    lesion = any("lesion_dsc" in r.mean for r in ev.regions.values())
+    head = ["region", "cases", "Dice (%) mean ± std", "Dice median", "HD95 (mm) mean ± std",
+            "HD95 median", "sensitivity (%)", "specificity (%)", "NSD (%)"]
+    head += ["lesion-wise Dice (%)", "lesion-wise HD95 (mm)"] if lesion else []
+    lines = ["", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for name, r in ev.regions.items():
+        m, md, sd = r.mean, r.median, r.std
+        cells = [name, str(r.cases), f"{100 * m['dsc']:.2f} ± {100 * sd['dsc']:.2f}",
+                 f"{100 * md['dsc']:.2f}", f"{m['hd95']:.2f} ± {sd['hd95']:.2f}",
+                 f"{md['hd95']:.2f}", f"{100 * m['sensitivity']:.2f}",
+                 f"{100 * m['specificity']:.2f}", f"{100 * m['nsd']:.2f}"]
+        cells += [f"{100 * m['lesion_dsc']:.2f}", f"{m['lesion_hd95']:.2f}"] if lesion else []
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def paper_table(ev: Evaluation, title: str) -> str:
@@ -69,12 +120,22 @@ def paper_table(ev: Evaluation, title: str) -> str:
     for row, attr in (("DSC (%)", "dsc"), ("NSD (%)", "nsd")):
         cells = [pct(getattr(s, attr) if s else None) for s in per]
         lines.append(f"| {row} | " + " | ".join(cells) + f" | {pct(getattr(ev.metrics, attr))} |")
+    if any(s is not None and s.hd95 is not None for s in per):
+        cells = ["–" if s is None or s.hd95 is None else f"{s.hd95:.3f}" for s in per]
+        scored = [s.hd95 for s in per if s is not None and s.hd95 is not None]
+        lines.append(f"| HD95 ({nsd_units(ev)}) | " + " | ".join(cells)
+                     + f" | {sum(scored) / len(scored):.3f} |")
     p = ev.presence
     lines += ["", f"Presence over {p.pairs} (slice, class) pairs: precision {pct(p.precision)} %, "
               f"recall {pct(p.recall)} %, accuracy {pct(p.accuracy)} % "
               f"(TP {p.tp}, FP {p.fp}, FN {p.fn}, TN {p.tn}; min area {ev.min_area:.2e} of the "
               "image)."]
+    lines += region_table(ev)
     return "\n".join(lines) + "\n"
+
+
+def _cell(x: float | None) -> str:
+    return "" if x is None else f"{x:.6f}"
 
 
 def write_reports(ev: Evaluation, out_dir: str | Path, dataset: str, title: str,
@@ -86,10 +147,13 @@ def write_reports(ev: Evaluation, out_dir: str | Path, dataset: str, title: str,
     paths["json"].write_text(json.dumps(to_json(ev, dataset, meta), indent=2) + "\n")
     with paths["csv"].open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["case_id", "class_id", "class_name", "dsc", "nsd"])
+        writer.writerow(["case_id", "class_id", "class_name", *CSV_SCORES])
         for r in ev.cases:
             for c, m in sorted(r.scores.items()):
-                writer.writerow([r.case_id, c, ev.class_names[c - 1], f"{m.dsc:.6f}",
-                                 f"{m.nsd:.6f}"])
+                writer.writerow([r.case_id, c, ev.class_names[c - 1],
+                                 *(_cell(getattr(m, k, None)) for k in CSV_SCORES)])
+        for r in ev.cases:
+            for name, m in r.regions.items():
+                writer.writerow([r.case_id, "", name, *(_cell(getattr(m, k)) for k in CSV_SCORES)])
     paths["table"].write_text(paper_table(ev, title))
     return paths

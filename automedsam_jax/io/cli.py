@@ -10,6 +10,9 @@ print without a traceback (exit 2): argparse's, and the ``ValueError`` of a conf
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import simple_parsing as sp
 
 from .errors import UsageError
@@ -37,3 +40,32 @@ class ArgumentParser(sp.ArgumentParser):
             raise
         except ValueError as e:  # a config's check (its __post_init__)
             raise UsageError(str(e)) from None
+
+
+def configure_logging() -> None:
+    """Let the project's own log lines through on stderr (INFO and up: the readers' counts of
+    unlabelled cases, the builder's per-split counts, skipped files), which the apps call first.
+    They go to the root logger's stream handler when one is installed (Orbax installs one at
+    import), else to a plain one of the ``automedsam_jax`` logger; other libraries' loggers are
+    left as they are."""
+    logger = logging.getLogger("automedsam_jax")
+    logger.setLevel(logging.INFO)
+    shown = any(type(h) is logging.StreamHandler for h in logging.getLogger().handlers)
+    if not shown and not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+
+
+class _StderrHandler(logging.StreamHandler):
+    """A message-only handler on whatever ``sys.stderr`` is when a record comes."""
+
+    def __init__(self):
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass

@@ -223,6 +223,22 @@ def sidecar_path(out: Path) -> Path:
     return out.with_name(out.name[:-len(suffix(out))] + ".json")
 
 
+def write_nifti_labels(labels: np.ndarray, like: nib.Nifti1Image, out: Path,
+                       description: str = "") -> Path:
+    """``labels`` (``(D, H, W)`` uint8, radiological) as the NIfTI ``out`` on the voxel grid of
+    ``like``: its voxel order, affine and header, uint8 with no scaling, intent ``label``,
+    ``description`` in ``descrip`` (80 bytes at most)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = from_radiological(np.asarray(labels, np.uint8), like)
+    img = nib.Nifti1Image(data, like.affine, like.header.copy())
+    img.set_data_dtype(np.uint8)
+    img.header.set_slope_inter(1, 0)
+    img.header.set_intent("label", name="AutoMedSAM")
+    img.header["descrip"] = description[:79]
+    nib.save(img, out)
+    return out
+
+
 def write_labels(scan: Scan, labels: np.ndarray, out: Path, class_names: Sequence[str],
                  info: dict | None = None) -> list[Path]:
     """Write ``labels`` (``(D, H, W)`` uint8 class ids, radiological for NIfTI) as ``out`` in the
@@ -232,13 +248,8 @@ def write_labels(scan: Scan, labels: np.ndarray, out: Path, class_names: Sequenc
     labels = np.asarray(labels, np.uint8)
     names = ["background", *class_names]
     if scan.kind == "nifti":
-        data = from_radiological(labels, scan.nifti)
-        img = nib.Nifti1Image(data, scan.nifti.affine, scan.nifti.header.copy())
-        img.set_data_dtype(np.uint8)
-        img.header.set_slope_inter(1, 0)
-        img.header.set_intent("label", name="AutoMedSAM")
-        img.header["descrip"] = " ".join(f"{i}={n}" for i, n in enumerate(names) if i)[:79]
-        nib.save(img, out)
+        write_nifti_labels(labels, scan.nifti, out,
+                           " ".join(f"{i}={n}" for i, n in enumerate(names) if i))
     elif scan.kind == "npz":
         np.savez_compressed(out, segs=labels if scan.volume else labels[0],
                             class_names=np.array(names))

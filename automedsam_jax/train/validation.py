@@ -77,6 +77,13 @@ def calibrate_presence(model: AutoMedSAM, split: ValidationSplit, num_classes: i
         return None
     segmenter = Segmenter(model, range(1, num_classes + 1), split.batch_size)
     areas, truth = presence_scores(segmenter, split.records(model))
+    present = int(truth.sum())
+    if present in (0, truth.size):
+        log.info(f"presence: the {truth.size} validation (slice, class) pairs are all "
+                 f"{'absent' if present == 0 else 'present'}, too few kinds to calibrate a rule "
+                 "on; every class is drawn where its mask is not empty (validate on more cases "
+                 "to calibrate)")
+        return None
     min_area, accuracy = calibrate(areas, truth)
     what = route_of(model).presence_score
     log.info(f"presence ({name}): a class counts on a slice when its {what} covers ≥ "
