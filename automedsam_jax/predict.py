@@ -34,16 +34,13 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import simple_parsing as sp
 from tqdm import tqdm
 
 from .core.preprocess import model_input
-from .data.builder import dataset_spec
-from .data.originals import brats_case_folders, brats_release_labels, read_brats_sequences
-from .data.presets import DatasetConfig, get_preset
 from .evaluation import Segmenter, segment_slices
 from .evaluation.postprocess import postprocess_case
 from .io.checkpoint import read_meta
@@ -52,6 +49,9 @@ from .io.errors import BadInputError, UsageError
 from .io.rundir import CLASS_NAMES, DEFAULT_WORKDIR, TrainedModel, load_automedsam, model_dir
 from .io.scans import Scan, output_path, read_scan, sidecar_path, write_labels, write_nifti_labels
 from .overlay import render_overlay
+
+if TYPE_CHECKING:
+    from .data.presets import DatasetConfig
 
 
 def class_ids(text: str | None, class_names: Sequence[str]) -> list[int]:
@@ -187,23 +187,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def brats_dataset(trained: TrainedModel) -> DatasetConfig:
+def brats_dataset(trained: TrainedModel) -> "DatasetConfig":
     """The BraTS dataset a model was trained on (its sequences, classes and regions);
     :class:`UsageError` for a model of another dataset."""
+    from .data.presets import brats, preset_options
+
     name = trained.data("dataset") or ""
-    spec = dataset_spec(name) if name.startswith("brats") else None
-    if isinstance(spec, str):
-        spec = get_preset(spec)
-    if not isinstance(spec, DatasetConfig) or spec.layout != "brats":
+    base, options = preset_options(name)
+    if base != "brats":
         raise UsageError(f"a folder input is a BraTS case or release: {trained.directory} was "
                          f"trained on {name or 'an unrecorded dataset'!r}, not a brats dataset; "
                          "give one image or volume file instead")
-    return spec
+    return brats(**options)
 
 
 def predict_cases(args: PredictConfig) -> int:
     """A BraTS case folder or release → ``OUT/<case id>.nii.gz`` each (module docstring); 0
-    when every case was written, 2 when none could be (each bad case is named)."""
+    when every case was written, 2 when none could be (each bad case is named). The data layer
+    (and with it tensorflow-datasets and grain) is imported here only: a file input never
+    loads it."""
+    from .data.originals import brats_case_folders, brats_release_labels, read_brats_sequences
+
     if args.overlays:
         raise UsageError("--overlays takes one image or volume file, not a folder of cases")
     cases = brats_case_folders(args.input)

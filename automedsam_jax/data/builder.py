@@ -45,7 +45,7 @@ from .demo import demo_cases
 from .labels import remove_small_objects
 from .npz import read_npz
 from .originals import LAYOUT_HELP, Reader, find_layout
-from .presets import PRESETS, DatasetConfig, brats, demo, get_preset
+from .presets import PRESETS, DatasetConfig, brats, demo, get_preset, preset_options
 from .splits import SPLITS, split_cases
 from .synthetic import SyntheticConfig, synthetic_case
 from .volume import Volume
@@ -208,10 +208,7 @@ def dataset_spec(name: str) -> str | DatasetConfig | SyntheticConfig:
     ``.json`` dataset file or an inline JSON dataset (:mod:`.custom`) → its
     :class:`DatasetConfig`."""
     if name.startswith(("synthetic", "brats:", "demo:")):
-        kwargs = {}
-        for item in filter(None, name.partition(":")[2].split(",")):
-            k, _, v = item.partition("=")
-            kwargs[k.strip()] = v.strip()
+        kwargs = preset_options(name)[1]
         try:
             if name.startswith("brats:"):
                 return brats(**kwargs)

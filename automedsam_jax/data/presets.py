@@ -190,6 +190,16 @@ def demo(shift: str = "none+all", seed: str | int = 0) -> DatasetConfig:
                                shifts=names, shift_seed=seed)
 
 
+def preset_options(spec: str) -> tuple[str, dict[str, str]]:
+    """A ``--dataset`` spelling with options, ``name:k=v,...``, as ``(name, {k: v})``."""
+    name, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split(",")):
+        k, _, v = item.partition("=")
+        options[k.strip()] = v.strip()
+    return name, options
+
+
 def get_preset(name: str) -> DatasetConfig:
     """The preset called ``name`` (synthetic datasets come from :class:`synthetic.SyntheticConfig`)."""
     if name not in PRESETS:
