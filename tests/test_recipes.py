@@ -316,6 +316,18 @@ def test_calibrate_picks_the_middle_of_the_best_threshold_interval():
     assert acc == 0.5
 
 
+def test_presence_is_not_calibrated_on_pairs_of_one_kind():
+    """One validation pair (issue 33: "area ≥ 0", "100.0 % of 1 validation pairs right" while the
+    table showed a miss), or pairs all of one kind, calibrate nothing: training says so and
+    stores no rule (every non-empty mask drawn)."""
+    from automedsam_jax.evaluation import too_few_kinds
+    assert too_few_kinds(np.array([True])) == (
+        "the 1 validation (slice, class) pair(s) are all present, too few kinds to calibrate "
+        "a rule on")
+    assert "all absent" in too_few_kinds(np.zeros((3, 2), bool))
+    assert too_few_kinds(np.array([[True, False]])) is None
+
+
 def test_training_calibrates_and_stores_the_presence_rule(tmp_path):
     """train.py's improved recipe (with the class prompt encoder) writes a presence rule into
     both exported models; reloaded,

@@ -8,10 +8,10 @@ and model directories are found by :mod:`automedsam_jax.io.rundir`.
 """
 
 from .evaluator import CaseResult, Evaluation, evaluate_records
-from .presence import PresenceCounts, calibrate, presence_scores
+from .presence import PresenceCounts, calibrate, presence_scores, too_few_kinds
 from .report import paper_table, write_reports
 from .segmenter import Segmenter, segment_slices
 
 __all__ = ["CaseResult", "Evaluation", "PresenceCounts", "Segmenter", "calibrate",
            "evaluate_records", "paper_table", "presence_scores", "segment_slices",
-           "write_reports"]
+           "too_few_kinds", "write_reports"]

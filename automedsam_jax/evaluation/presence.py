@@ -87,6 +87,18 @@ def presence_scores(segmenter: Segmenter, records: Iterable[Record]
     return np.asarray(areas, np.float64), np.asarray(truth, bool)
 
 
+def too_few_kinds(truth: np.ndarray) -> str | None:
+    """Why presence cannot be calibrated on these (slice, class) pairs — every pair of one kind
+    (all present or all absent: any threshold is "right" on them, and "100 % of 1 pair right"
+    says nothing) — or None when it can."""
+    truth = np.asarray(truth, bool)
+    present = int(truth.sum())
+    if present not in (0, truth.size):
+        return None
+    return (f"the {truth.size} validation (slice, class) pair(s) are all "
+            f"{'absent' if present == 0 else 'present'}, too few kinds to calibrate a rule on")
+
+
 def calibrate(areas: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """``(min_area, accuracy)``: the threshold t with the most pairs right under "present iff
     area ≥ t" — an area of 0 (nothing drawn, nothing found on the map) is never present, as in

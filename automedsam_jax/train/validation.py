@@ -16,7 +16,7 @@ from ..core.automedsam import AutoMedSAM
 from ..core.routes import route_of
 from ..data import eval_dataset
 from ..evaluation import (Evaluation, Segmenter, calibrate, evaluate_records, paper_table,
-                          presence_scores)
+                          presence_scores, too_few_kinds)
 
 MAX_EMBEDDED = 256
 """Validation slices whose embeddings are kept in memory (4 MiB each at 64 × 64 × 256)."""
@@ -77,12 +77,9 @@ def calibrate_presence(model: AutoMedSAM, split: ValidationSplit, num_classes: i
         return None
     segmenter = Segmenter(model, range(1, num_classes + 1), split.batch_size)
     areas, truth = presence_scores(segmenter, split.records(model))
-    present = int(truth.sum())
-    if present in (0, truth.size):
-        log.info(f"presence: the {truth.size} validation (slice, class) pairs are all "
-                 f"{'absent' if present == 0 else 'present'}, too few kinds to calibrate a rule "
-                 "on; every class is drawn where its mask is not empty (validate on more cases "
-                 "to calibrate)")
+    if problem := too_few_kinds(truth):
+        log.info(f"presence: {problem}; every class is drawn where its mask is not empty "
+                 "(validate on more cases to calibrate)")
         return None
     min_area, accuracy = calibrate(areas, truth)
     what = route_of(model).presence_score
