@@ -50,3 +50,21 @@ def skip_if_offline_allowed(reason: str):
         pytest.skip(f"{reason} ({OFFLINE_VARIABLE}=1)")
     pytest.fail(f"{reason}\nReal-data tests need the download; set {OFFLINE_VARIABLE}=1 to skip "
                 "them in an intentionally offline run.", pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def sd():
+    """DeepMind's ``surface-distance`` 0.1, the metrics' oracle (a ``[test]`` dependency): it
+    still uses ``np.NaN``/``np.Inf`` (gone in NumPy 2), restored for the module's tests and
+    removed after them."""
+    import numpy as np
+
+    added = [name for name in ("NaN", "Inf") if not hasattr(np, name)]
+    for name in added:
+        setattr(np, name, getattr(np, name.lower()))
+    try:
+        import surface_distance
+        yield surface_distance
+    finally:  # leave numpy as other test modules expect it
+        for name in added:
+            delattr(np, name)

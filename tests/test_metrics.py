@@ -23,20 +23,6 @@ from conftest import skip_if_offline_allowed
 TAUS = (0.0, 1.0, 2.0, 3.5)
 
 
-@pytest.fixture(scope="module")
-def sd():
-    """The oracle; surface-distance 0.1 still uses ``np.NaN``/``np.Inf`` (gone in NumPy 2)."""
-    added = [name for name in ("NaN", "Inf") if not hasattr(np, name)]
-    for name in added:
-        setattr(np, name, getattr(np, name.lower()))
-    try:
-        import surface_distance
-        yield surface_distance
-    finally:  # leave numpy as other test modules expect it
-        for name in added:
-            delattr(np, name)
-
-
 @contextlib.contextmanager
 def _quiet():
     """Silences surface-distance's scipy-namespace deprecation warnings."""

@@ -20,20 +20,6 @@ from automedsam_jax.data.presets import BRATS, BRATS_REGIONS, brats
 SPACINGS = [(1.0, 1.0, 1.0), (2.5, 0.7, 0.9), (0.8, 1.6, 1.1)]
 
 
-@pytest.fixture(scope="module")
-def sd():
-    """surface-distance 0.1 (a [test] dependency) still uses ``np.NaN``/``np.Inf``."""
-    added = [name for name in ("NaN", "Inf") if not hasattr(np, name)]
-    for name in added:
-        setattr(np, name, getattr(np, name.lower()))
-    try:
-        import surface_distance
-        yield surface_distance
-    finally:
-        for name in added:
-            delattr(np, name)
-
-
 def _blobs(seed: int, shape=(18, 40, 36)) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
 
