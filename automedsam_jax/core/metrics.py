@@ -63,7 +63,7 @@ from scipy import ndimage
 
 __all__ = ["ClassMetrics", "ClassSummary", "DatasetMetrics", "SurfaceDistances", "aggregate",
            "case_metrics", "dice", "hausdorff", "nsd", "spacing_from_xyz", "surface_distances",
-           "volume_diagonal"]
+           "surface_scores", "volume_diagonal"]
 
 DEFAULT_TOLERANCE = 2.0
 CHALLENGE_DSC_THRESHOLD = 0.2
@@ -205,41 +205,22 @@ def _check_spacing(ndim: int, spacing: Sequence[float] | None) -> tuple[float, .
     return spacing
 
 
-def nsd(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float] | None = None,
-        tolerance: float = DEFAULT_TOLERANCE, *, challenge: bool = False) -> float:
-    """Normalised surface Dice of two 2D/3D binary masks at ``tolerance`` (units of ``spacing``).
-
-    ``spacing`` is in array axis order ``(z, y, x)``; it defaults to ``(1, 1)`` for 2D (τ in
-    pixels) and is required for 3D (τ in mm). Both empty → 1; one empty → 0. With
-    ``challenge=True`` the result is 0 whenever DSC ≤ 0.2."""
+def surface_scores(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float] | None = None,
+                   tolerance: float = DEFAULT_TOLERANCE, percentile: float = 95.0
+                   ) -> tuple[float, float]:
+    """``(NSD at tolerance, percentile Hausdorff distance)`` of two 2D/3D binary masks from one
+    computation of their surface distances (:func:`nsd`, :func:`hausdorff`; their empty-mask
+    conventions: both empty → (1, 0), one empty → (0, inf))."""
     gt, pred = _as_bool_pair(gt, pred)
     spacing = _check_spacing(gt.ndim, spacing)
     has_gt, has_pred = bool(gt.any()), bool(pred.any())
     if not (has_gt or has_pred):
-        return 1.0
+        return 1.0, 0.0
     if not (has_gt and has_pred):
-        return 0.0
-    if challenge and dice(gt, pred) <= CHALLENGE_DSC_THRESHOLD:
-        return 0.0
+        return 0.0, math.inf
     sd = surface_distances(gt, pred, spacing)
     close = (sd.areas_gt[sd.distances_gt_to_pred <= tolerance].sum()
              + sd.areas_pred[sd.distances_pred_to_gt <= tolerance].sum())
-    return float(close / (sd.areas_gt.sum() + sd.areas_pred.sum()))
-
-
-def hausdorff(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float] | None = None,
-              percentile: float = 95.0) -> float:
-    """The ``percentile`` Hausdorff distance of two 2D/3D binary masks (default HD95), in the
-    units of ``spacing`` (array axis order; as :func:`nsd`). Both empty → 0; one empty → ``inf``.
-    See the module docstring for the definition (surface-distance's)."""
-    gt, pred = _as_bool_pair(gt, pred)
-    spacing = _check_spacing(gt.ndim, spacing)
-    has_gt, has_pred = bool(gt.any()), bool(pred.any())
-    if not (has_gt or has_pred):
-        return 0.0
-    if not (has_gt and has_pred):
-        return math.inf
-    sd = surface_distances(gt, pred, spacing)
     worst = 0.0
     for distances, areas in ((sd.distances_gt_to_pred, sd.areas_gt),
                              (sd.distances_pred_to_gt, sd.areas_pred)):
@@ -248,7 +229,27 @@ def hausdorff(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float] | None 
         cumulative = np.cumsum(areas) / np.sum(areas)
         index = min(int(np.searchsorted(cumulative, percentile / 100.0)), len(distances) - 1)
         worst = max(worst, float(distances[index]))
-    return worst
+    return float(close / (sd.areas_gt.sum() + sd.areas_pred.sum())), worst
+
+
+def nsd(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float] | None = None,
+        tolerance: float = DEFAULT_TOLERANCE, *, challenge: bool = False) -> float:
+    """Normalised surface Dice of two 2D/3D binary masks at ``tolerance`` (units of ``spacing``).
+
+    ``spacing`` is in array axis order ``(z, y, x)``; it defaults to ``(1, 1)`` for 2D (τ in
+    pixels) and is required for 3D (τ in mm). Both empty → 1; one empty → 0. With
+    ``challenge=True`` the result is 0 whenever DSC ≤ 0.2."""
+    if challenge and dice(gt, pred) <= CHALLENGE_DSC_THRESHOLD:
+        return 0.0
+    return surface_scores(gt, pred, spacing, tolerance)[0]
+
+
+def hausdorff(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float] | None = None,
+              percentile: float = 95.0) -> float:
+    """The ``percentile`` Hausdorff distance of two 2D/3D binary masks (default HD95), in the
+    units of ``spacing`` (array axis order; as :func:`nsd`). Both empty → 0; one empty → ``inf``.
+    See the module docstring for the definition (surface-distance's)."""
+    return surface_scores(gt, pred, spacing, percentile=percentile)[1]
 
 
 def volume_diagonal(shape: Sequence[int], spacing: Sequence[float] | None = None) -> float:
@@ -301,13 +302,13 @@ def case_metrics(gt_labels: np.ndarray, pred_labels: np.ndarray,
         box = tuple(slice(min(b[a].start for b in found), max(b[a].stop for b in found))
                     for a in range(gt_labels.ndim))
         gt, pred = gt_labels[box] == c, pred_labels[box] == c
-        distance = None
-        if hd95:
-            distance = hausdorff(gt, pred, spacing)
-            if math.isinf(distance):
-                distance = volume_diagonal(gt_labels.shape, spacing)
-        result[c] = ClassMetrics(dice(gt, pred), nsd(gt, pred, spacing, tolerance,
-                                                     challenge=challenge), distance)
+        dsc = dice(gt, pred)
+        surface, distance = surface_scores(gt, pred, spacing, tolerance)
+        if challenge and dsc <= CHALLENGE_DSC_THRESHOLD:
+            surface = 0.0
+        if math.isinf(distance):
+            distance = volume_diagonal(gt_labels.shape, spacing)
+        result[c] = ClassMetrics(dsc, surface, distance if hd95 else None)
     return result
 
 

@@ -45,7 +45,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .metrics import DEFAULT_TOLERANCE, dice, hausdorff, nsd
+from .metrics import DEFAULT_TOLERANCE, dice, hausdorff, surface_scores
 
 __all__ = ["EMPTY_HD95", "LESION_DILATION", "LESION_MIN_VOLUME", "LESION_MISS_HD95",
            "LesionScores", "RegionMetrics", "RegionSummary", "Regions", "lesion_wise",
@@ -154,15 +154,14 @@ def region_metrics(gt_labels: np.ndarray, pred_labels: np.ndarray,
     out = {}
     for name, ids in regions:
         gt, pred = np.isin(gt_labels, ids), np.isin(pred_labels, ids)
-        distance = hausdorff(gt, pred, spacing)
+        surface, distance = surface_scores(gt, pred, spacing, tolerance)
         sensitivity, specificity = sensitivity_specificity(gt, pred)
         extra = {}
         if lesions:
             scores = lesion_wise(gt, pred, spacing)
             extra = {"lesion_dsc": scores.dsc, "lesion_hd95": scores.hd95}
         out[name] = RegionMetrics(dice(gt, pred), EMPTY_HD95 if math.isinf(distance) else distance,
-                                  sensitivity, specificity, nsd(gt, pred, spacing, tolerance),
-                                  **extra)
+                                  sensitivity, specificity, surface, **extra)
     return out
 
 
