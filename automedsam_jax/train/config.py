@@ -1,21 +1,26 @@
 """The training configuration, declared once: nested frozen dataclasses whose fields carry their
 default, type and help (the attribute docstring under each field), the command line generated
-from them (simple-parsing), and the dataset presets and recipes as named overrides of them.
+from them (simple-parsing), and the named configurations as overrides of them.
 
-``TrainConfig()`` is the paper's recipe (docs/method.md#recipes) on the demo data. A run's config
-is built in three layers, each a plain dict of dotted field paths:
+``TrainConfig()`` holds the fields' own defaults: the paper's recipe (docs/method.md#recipes) on
+the demo data. A run's config is :func:`compose`\ d from one table, :data:`NAMED`, of named
+overrides (plain dicts of dotted field paths), applied in this order:
 
-1. the dataset's preset (:data:`TRAINING_PRESETS`: the demo sized for a CPU or an accelerator,
-   the challenge datasets on MedSAM ViT-B; any other dataset gets ``runs/<name>``),
-2. the recipe (:data:`RECIPES`: ``paper`` changes nothing; ``improved``, the command line's
-   default, prompts the frozen backbone with boxes read off a localisation head's class map and
-   adds negatives and a presence rule) and that recipe's settings for the preset
-   (:data:`RECIPE_PRESETS`),
-3. the options given on the command line.
+1. the dataset's preset (``demo``; the challenge datasets on MedSAM ViT-B; any other dataset
+   gets ``runs/<name>``),
+2. the recipe (``--recipe``: ``paper`` changes nothing; ``improved``, the default, prompts the
+   frozen backbone with boxes read off a localisation head's class map and adds negatives and a
+   presence rule),
+3. the hardware profile (``--profile cpu|accelerator``; ``auto``, the default, is JAX's backend),
+4. each combination ``a+b`` of the names above that has its own values (``demo+cpu``: the demo
+   sized for a CPU; ``demo+improved``),
+5. the options given on the command line.
 
-Every option is a field; ``python train.py --help`` lists them with the defaults of the chosen
-``--dataset`` and ``--recipe``. ``train_config.json`` is :func:`to_json` of the config and
-:func:`from_json` reloads an equal object.
+The run records the names it composed (``TrainConfig.composed``). Every option is a field;
+``python train.py --help`` lists them with the defaults of the chosen ``--dataset``,
+``--recipe`` and ``--profile``, and the table. ``train_config.json`` is :func:`to_json` of the
+config and :func:`from_json` reloads an equal object (one written before ``profile`` and
+``composed`` existed too: they take their defaults).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import dataclasses
 import json
 from typing import Any, Literal
 
+import simple_parsing as sp
 from simple_parsing.helpers.serialization import from_dict, to_dict
 
 from ..core.config import PRESETS as SAM_PRESETS
@@ -186,12 +192,22 @@ class RunConfig:
                              f"{self.checkpoint_every}, {self.eval_every}")
 
 
+RECIPES = ("paper", "improved")
+"""The recipes (their settings: :data:`NAMED`)."""
+PROFILES = ("cpu", "accelerator")
+"""The hardware profiles (``--profile auto`` is the one of JAX's backend)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything one training run needs; the defaults are the paper's recipe."""
+    """Everything one training run needs. ``TrainConfig()`` holds the fields' own defaults (the
+    paper's values, nothing of :data:`NAMED` applied); :func:`compose` builds a run's."""
 
-    recipe: Literal["paper", "improved"] = "paper"
-    """the recipe the run's defaults come from (the settings of each are listed above)"""
+    recipe: Literal["paper", "improved"] = "improved"
+    """the recipe the run's defaults come from (what each sets is listed above)"""
+    profile: Literal["auto", "cpu", "accelerator"] = "auto"
+    """the hardware profile the run's defaults come from (auto: cpu when JAX runs on a CPU,
+    else accelerator; recorded resolved where a named combination depends on it)"""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
@@ -199,31 +215,17 @@ class TrainConfig:
     cache: CacheConfig = CacheConfig()
     optim: OptimConfig = OptimConfig()
     run: RunConfig = RunConfig()
+    composed: tuple[str, ...] = sp.field(default=(), cmd=False)
+    """the names of :data:`NAMED` the run's defaults were composed of, in order (written to
+    train_config.json; not an option)"""
 
 
-# -- presets and recipes ------------------------------------------------------------------------
+# -- the named configurations -------------------------------------------------------------------
 Overrides = dict[str, Any]
 """Field values by dotted path, e.g. ``{"optim.lr": 1e-3, "model.prompt": "map"}``."""
 
 _CHALLENGE: Overrides = {"model.backbone": "medsam_vit_b", "model.weights": "",
                          "run.eval_every": 5}
-
-TRAINING_PRESETS: dict[str, Overrides] = {
-    # The offline demo on a GPU/TPU: the paper's settings on the demo CT with the real LiteMedSAM
-    # weights. Frozen encoder ⇒ embeddings cached once per flip variant (the same losses as
-    # running the encoder in the step, see tests/test_train_step.py).
-    "demo": {"cache.cache_embeddings": True},
-    # The same demo on a CPU, sized for ≤ 15 min on 2 cores (README "Training"): a narrower
-    # class prompt encoder (≈ 4× fewer FLOPs), no flips (17 cached embeddings instead of 68, and
-    # the organs keep their side of the body), batch 2 (8 updates per epoch), lr 5e-4 decayed to
-    # 0 over 60 epochs.
-    "demo_cpu": {"cache.cache_embeddings": True, "optim.epochs": 60, "optim.batch_size": 2,
-                 "optim.lr": 5e-4, "optim.lr_schedule": "cosine",
-                 "model.class_prompt.widths": (32, 64, 128), "pipeline.flips": False},
-    **{name: {**_CHALLENGE, "data.dataset": name, "run.workdir": f"runs/{name}"}
-       for name in ("brats", "abdomenct1k", "abdomenct1k_split_kidney", "kvasir", "chestxml")},
-}
-"""Per dataset preset: what differs from ``TrainConfig()``."""
 
 # What generalises to another patient's scan (README "The demo"; benchmarks/ablation.py): the
 # embedding standardised per image before a multi-scale head, and augmented variants of every
@@ -236,29 +238,42 @@ _GENERALISE: Overrides = {
     "pipeline.augment.blur": (0.3, 1.0), "pipeline.augment.sharpen": (0.3, 1.0),
     "pipeline.augment.noise": 0.03}
 
-RECIPES: dict[str, Overrides] = {
+NAMED: dict[str, Overrides] = {
+    # Dataset presets. The demo: the paper's settings on the demo CT with the real LiteMedSAM
+    # weights; frozen encoder ⇒ embeddings cached once per flip variant (the same losses as
+    # running the encoder in the step, see tests/test_train_step.py).
+    "demo": {"cache.cache_embeddings": True},
+    **{name: {**_CHALLENGE, "run.workdir": f"runs/{name}"}
+       for name in ("brats", "abdomenct1k", "abdomenct1k_split_kidney", "kvasir", "chestxml")},
+    # Recipes: paper = the fields' defaults; improved prompts the frozen backbone with boxes read
+    # off a localisation head's class map and adds negatives and a presence rule.
     "paper": {},
     "improved": {"model.prompt": "map", "model.class_prompt.class_embedding": "learned",
                  "pipeline.negatives": True, "pipeline.flips": False, "run.presence": True,
                  **_GENERALISE},
+    # Hardware profiles: nothing of their own; the combinations below name them.
+    "cpu": {},
+    "accelerator": {},
+    # Combinations, applied in this order when all their names are composed. The demo on a CPU,
+    # sized for <= 15 min on 2 cores (README "Training"): a narrower class prompt encoder (≈ 4x
+    # fewer FLOPs), no flips (17 cached embeddings instead of 68, and the organs keep their side
+    # of the body), batch 2 (8 updates per epoch), lr 5e-4 decayed to 0 over 60 epochs.
+    "demo+cpu": {"optim.epochs": 60, "optim.batch_size": 2, "optim.lr": 5e-4,
+                 "optim.lr_schedule": "cosine", "model.class_prompt.widths": (32, 64, 128),
+                 "pipeline.flips": False},
+    # The demo under the improved recipe trains the localiser alone on cached embeddings (34
+    # training slices, the organ-free ones included, 9 variants each): batch 8, AdamW 1e-3
+    # decayed to 0 over 100 epochs (400 steps); validation every 20 epochs picks best/ on the
+    # plain and the shifted validation blocks; every slice fed at 1.5 mm per pixel (a 384 mm
+    # field of view).
+    "demo+improved": {"optim.epochs": 100, "optim.batch_size": 8, "optim.lr": 1e-3,
+                      "optim.lr_schedule": "cosine", "run.eval_every": 20,
+                      "model.input_spacing": 1.5},
 }
-"""Per recipe: what it sets over the dataset preset (``paper``: the dataclass defaults)."""
-
-DEFAULT_RECIPE = "improved"
-"""The command line's recipe when ``--recipe`` is not given."""
-
-# The demo under the improved recipe trains the localiser alone on cached embeddings (34
-# training slices, the organ-free ones included, 9 variants each): batch 8, AdamW 1e-3 decayed
-# to 0 over 100 epochs (400 steps); validation every 20 epochs picks best/ on the plain and the
-# shifted validation blocks; every slice fed at 1.5 mm per pixel (a 384 mm field of view).
-_DEMO_MAP: Overrides = {"optim.epochs": 100, "optim.batch_size": 8, "optim.lr": 1e-3,
-                        "optim.lr_schedule": "cosine", "run.eval_every": 20,
-                        "model.input_spacing": 1.5}
-RECIPE_PRESETS: dict[tuple[str, str], Overrides] = {
-    ("demo_cpu", "improved"): _DEMO_MAP,
-    ("demo", "improved"): _DEMO_MAP,
-}
-"""Per (dataset preset, recipe): what differs from the preset under that recipe."""
+"""Every named configuration, as what it sets over ``TrainConfig()``: the dataset presets (by a
+``--dataset``'s name before any ``:options``), the recipes (``--recipe``), the hardware profiles
+(``--profile``) and the combinations (``a+b``) that need their own values. :func:`compose`
+applies them in that order."""
 
 
 def override(cfg, values: Overrides):
@@ -277,22 +292,42 @@ def override(cfg, values: Overrides):
     return dataclasses.replace(cfg, **top)
 
 
-def preset(dataset: str, backend: str | None = None, recipe: str = "paper") -> TrainConfig:
-    """The dataset's preset under ``recipe``; ``demo`` on a CPU ``backend`` (default: JAX's,
-    which initialises JAX — multi-host jobs name their dataset) is ``demo_cpu``."""
-    if recipe not in RECIPES:
-        raise UsageError(f"unknown recipe {recipe!r}; choose one of {sorted(RECIPES)}")
-    name = dataset
-    if dataset == "demo":
-        if backend is None:
-            import jax
-            backend = jax.default_backend()
-        name = "demo_cpu" if backend == "cpu" else "demo"
-    base = TRAINING_PRESETS.get(name.split(":")[0])  # brats:k=v,... is brats with options
-    base = {**base, "data.dataset": dataset} if base else {
-        "data.dataset": dataset, "run.workdir": f"runs/{dataset_name(dataset)}"}
-    return override(TrainConfig(recipe=recipe), {**base, **RECIPES[recipe],
-                                                 **RECIPE_PRESETS.get((name, recipe), {})})
+def compose(dataset: str = DataConfig.dataset, recipe: str = TrainConfig.recipe,
+            profile: str = TrainConfig.profile) -> TrainConfig:
+    """The run's defaults: ``TrainConfig()`` with, in order, the dataset's preset (any other
+    dataset: its workdir ``runs/<name>``), the recipe, the profile and every combination of
+    :data:`NAMED` whose names are all among those. ``profile="auto"`` is resolved from JAX's
+    backend only where a combination depends on it (resolving initialises JAX, which a
+    multi-host job does after ``jax.distributed.initialize``); otherwise it stays ``auto``."""
+    if recipe not in RECIPES or profile not in ("auto", *PROFILES):
+        raise UsageError(f"unknown recipe {recipe!r} or profile {profile!r}; choose from "
+                         f"{RECIPES} and auto, {', '.join(PROFILES)}")
+    key = dataset.split(":")[0]  # brats:k=v,... is brats with options
+    values: Overrides = {"data.dataset": dataset}
+    names = [key] if key in dataset_presets() else []
+    if not names:
+        values["run.workdir"] = f"runs/{dataset_name(dataset)}"
+    names.append(recipe)
+    if profile == "auto" and any(_matches(combo, [*names, p]) for combo in NAMED
+                                 for p in PROFILES if p in combo.split("+")):
+        import jax
+        profile = "cpu" if jax.default_backend() == "cpu" else "accelerator"
+    names += [profile] if profile in NAMED else []
+    names += [combo for combo in NAMED if _matches(combo, names)]
+    for name in names:
+        values.update(NAMED[name])
+    return override(TrainConfig(), {**values, "recipe": recipe, "profile": profile,
+                                    "composed": tuple(names)})
+
+
+def dataset_presets() -> list[str]:
+    """The names of :data:`NAMED` that are dataset presets."""
+    return [n for n in NAMED if "+" not in n and n not in (*RECIPES, *PROFILES)]
+
+
+def _matches(combo: str, names) -> bool:
+    """Whether ``combo`` is a combination (``a+b``) of only ``names``."""
+    return "+" in combo and set(combo.split("+")) <= set(names)
 
 
 # -- serialisation ------------------------------------------------------------------------------
@@ -306,15 +341,12 @@ def from_json(text: str) -> TrainConfig:
 
 
 # -- the command line ---------------------------------------------------------------------------
-def recipes_text() -> str:
-    """What each recipe sets, read off :data:`RECIPES` and :data:`RECIPE_PRESETS`."""
+def named_text() -> str:
+    """What each name of :data:`NAMED` sets, as options (the ``--help`` table)."""
     def fmt(values: Overrides) -> str:
         return ", ".join(f"--{k.rsplit('.', 1)[-1].replace('_', '-')} {v}"
                          for k, v in values.items()) or "the defaults"
-    lines = [f"  {name}: {fmt(values)}" for name, values in RECIPES.items()]
-    lines += [f"  {recipe} on {name}: also {fmt(values)}"
-              for (name, recipe), values in RECIPE_PRESETS.items()]
-    return "\n".join(lines)
+    return "\n".join(f"  {name}: {fmt(values)}" for name, values in NAMED.items())
 
 
 def parser(default: TrainConfig | None = None, add_help: bool = True) -> ArgumentParser:
@@ -324,20 +356,23 @@ def parser(default: TrainConfig | None = None, add_help: bool = True) -> Argumen
         "train.py", add_help=add_help,
         description="Train AutoMedSAM (a prompt for the mask decoder on a frozen MedSAM/LiteMedSAM "
         "encoder). With no arguments: the offline demo (real CT, real LiteMedSAM weights, "
-        "embeddings cached; sized for a CPU when JAX runs on one). Options left out take the "
+        "embeddings cached; sized for a CPU under --profile cpu, which --profile auto picks "
+        "when JAX runs on one). Options left out take the "
         "value of the --dataset preset under the --recipe (shown as each default). Re-running "
-        "the same command resumes from the latest checkpoint in --workdir.\n\nrecipes:\n"
-        + recipes_text())
-    p.add_arguments(TrainConfig, dest="cfg",
-                    default=default or TrainConfig(recipe=DEFAULT_RECIPE))
+        "the same command resumes from the latest checkpoint in --workdir.\n\nnamed "
+        "configurations, composed in this order: the --dataset's preset, the --recipe, the "
+        "--profile, then each combination a+b of those, then the options given:\n"
+        + named_text())
+    p.add_arguments(TrainConfig, dest="cfg", default=default or TrainConfig())
     p.add_arguments(UserDataset, dest="user")
     return p
 
 
 def from_args(argv=None) -> TrainConfig:
-    """The run's config: the preset of ``--dataset`` under ``--recipe``, then every option
-    given. Raises :class:`UsageError` for an unusable option and ``BadInputError`` for a
-    dataset that cannot be defined."""
+    """The run's config: :func:`compose` of ``--dataset``, ``--recipe`` and ``--profile``,
+    then every option given (``profile`` and ``composed``: as composed). Raises
+    :class:`UsageError` for an unusable option and ``BadInputError`` for a dataset that cannot be
+    defined."""
     try:
         first, _ = parser(add_help=False).parse_known_args(argv)
         user: UserDataset = first.user
@@ -346,8 +381,9 @@ def from_args(argv=None) -> TrainConfig:
             dataset = None  # --files without --dataset: named after the folder
         dataset = user.resolve(dataset) or DataConfig.dataset
         dataset_spec(dataset)  # an unknown dataset or option: refused before anything is written
-        default = preset(dataset, recipe=first.cfg.recipe)
+        default = compose(dataset, first.cfg.recipe, first.cfg.profile)
         cfg = parser(default).parse_args(argv).cfg
     except ValueError as e:  # a field's check (__post_init__)
         raise UsageError(str(e)) from None
-    return override(cfg, {"data.dataset": dataset})
+    return override(cfg, {"data.dataset": dataset, "profile": default.profile,
+                          "composed": default.composed})
