@@ -120,6 +120,6 @@ def test_no_room_is_refused_before_embedding(setup, tmp_path):
     with pytest.raises(UsageError, match=r"the embedding cache needs .* GiB in .* but the disk "
                                          r"has .* GiB free: pass --cache-dir on a larger disk, "
                                          r"--cache-dtype bfloat16 \(half the size\), or train "
-                                         "with --nocache-embeddings"):
+                                         "with --no-cache-embeddings"):
         _build(tmp_path, spec, src, counting)
     assert counting.images == 0 and not any(tmp_path.iterdir())

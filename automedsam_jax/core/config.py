@@ -318,7 +318,7 @@ class LocaliserConfig:
             raise ValueError(f"localiser width and margin must be >= 0, got {self.width}, "
                              f"{self.margin}")
         if self.head == "multiscale" and self.width < 1:
-            raise ValueError("the multiscale localiser needs --width >= 1")
+            raise ValueError("the multiscale localiser needs --localiser-width >= 1")
 
     def check(self) -> None:
         """Raise if the config cannot build a head (no classes)."""

@@ -196,7 +196,7 @@ def _check_room(directory: Path, needed: int, spec: CacheSpec) -> None:
         raise UsageError(
             f"the embedding cache needs {needed / 2**30:.2f} GiB in {directory} but the disk has "
             f"{free / 2**30:.2f} GiB free: pass --cache-dir on a larger disk{other}, or train "
-            "with --nocache-embeddings (the encoder runs in every step)")
+            "with --no-cache-embeddings (the encoder runs in every step)")
 
 
 def _build_shard(path: Path, spec: CacheSpec, source: Sequence[dict], slices: range,

@@ -113,7 +113,7 @@ class EvalConfig:
     case (automedsam_jax/evaluation/postprocess.py)"""
     presence: bool = True
     """class prompts: apply the presence rule calibrated with the model (a class's mask only
-    on the slices where it is found); --nopresence keeps every class's mask on every slice"""
+    on the slices where it is found); --no-presence keeps every class's mask on every slice"""
     hd95: bool = False
     """also each class's HD95 (mm for volumes, px for 2D images; a class in only one of the GT
     and the prediction scores the volume's diagonal). A dataset with regions (BraTS WT / TC /

@@ -3,8 +3,8 @@ default, type and help (the attribute docstring under each field), the command l
 from them (simple-parsing), and the named configurations as overrides of them.
 
 ``TrainConfig()`` holds the fields' own defaults: the paper's recipe (docs/method.md#recipes) on
-the demo data. A run's config is :func:`compose`\ d from one table, :data:`NAMED`, of named
-overrides (plain dicts of dotted field paths), applied in this order:
+the demo data. A run's config is composed (:func:`compose`) from one table, :data:`NAMED`, of
+named overrides (plain dicts of dotted field paths), applied in this order:
 
 1. the dataset's preset (``demo``; the challenge datasets on MedSAM ViT-B; any other dataset
    gets ``runs/<name>``),
@@ -38,7 +38,7 @@ from ..data.builder import dataset_spec
 from ..data.custom import UserDataset, dataset_name
 from ..data.pipeline import PipelineConfig
 from ..data.presets import DEFAULT_DATA_DIR
-from ..io.cli import ArgumentParser
+from ..io.cli import DEPRECATED, ArgumentParser
 from ..io.errors import UsageError
 from ..io.rundir import DEFAULT_WORKDIR
 
@@ -177,7 +177,7 @@ class RunConfig:
     coordinator, Slurm/Open MPI tasks or several TPU hosts; on = always"""
     cpu_rewrites: bool = True
     """on a CPU, compute the layers XLA:CPU runs slowly in their faster equal forms (automedsam_jax/
-    core/backend.py; GPUs and TPUs always keep the native ops); --nocpu-rewrites: the native
+    core/backend.py; GPUs and TPUs always keep the native ops); --no-cpu-rewrites: the native
     ops everywhere, the computation as written (equal up to float rounding)"""
     attention: Literal["auto", "xla"] = "auto"
     """auto: cuDNN's fused attention on CUDA GPUs for bf16 inputs it accepts, else XLA's; xla:
@@ -343,10 +343,16 @@ def from_json(text: str) -> TrainConfig:
 # -- the command line ---------------------------------------------------------------------------
 def named_text() -> str:
     """What each name of :data:`NAMED` sets, as options (the ``--help`` table)."""
-    def fmt(values: Overrides) -> str:
-        return ", ".join(f"--{k.rsplit('.', 1)[-1].replace('_', '-')} {v}"
-                         for k, v in values.items()) or "the defaults"
-    return "\n".join(f"  {name}: {fmt(values)}" for name, values in NAMED.items())
+    def option(path: str, value) -> str:
+        flag = "--" + path.rsplit(".", 1)[-1].replace("_", "-")
+        flag = DEPRECATED.get(flag, flag)
+        if isinstance(value, bool):
+            return flag if value else "--no-" + flag[2:]
+        if isinstance(value, tuple):
+            return f"{flag} {' '.join(map(str, value))}"
+        return f"{flag} {value if value != '' else repr(value)}"
+    return "\n".join(f"  {name}: {', '.join(option(*kv) for kv in values.items()) or 'nothing'}"
+                     for name, values in NAMED.items())
 
 
 def parser(default: TrainConfig | None = None, add_help: bool = True) -> ArgumentParser:
@@ -357,11 +363,10 @@ def parser(default: TrainConfig | None = None, add_help: bool = True) -> Argumen
         description="Train AutoMedSAM (a prompt for the mask decoder on a frozen MedSAM/LiteMedSAM "
         "encoder). With no arguments: the offline demo (real CT, real LiteMedSAM weights, "
         "embeddings cached; sized for a CPU under --profile cpu, which --profile auto picks "
-        "when JAX runs on one). Options left out take the "
-        "value of the --dataset preset under the --recipe (shown as each default). Re-running "
-        "the same command resumes from the latest checkpoint in --workdir.\n\nnamed "
-        "configurations, composed in this order: the --dataset's preset, the --recipe, the "
-        "--profile, then each combination a+b of those, then the options given:\n"
+        "when JAX runs on one). Options left out take the value composed from the named "
+        "configurations below (shown as each default). Re-running the same command resumes "
+        "from the latest checkpoint in --workdir.\n\nnamed configurations, composed in this "
+        "order: the --dataset's preset, the --recipe, the --profile, then each combination a+b of those, then the options given:\n"
         + named_text())
     p.add_arguments(TrainConfig, dest="cfg", default=default or TrainConfig())
     p.add_arguments(UserDataset, dest="user")
