@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from .core.preprocess import model_input
 from .evaluation import Segmenter, segment_slices
+from .evaluation.options import InferenceConfig
 from .evaluation.postprocess import postprocess_case
 from .io.checkpoint import read_meta
 from .io.cli import ArgumentParser, configure_logging
@@ -115,15 +116,9 @@ class PredictConfig:
     intensity: Literal["auto", "ct", "mr", "none"] = "auto"
     """intensity step before the model (auto: CT window for NIfTI in HU, MR percentiles for
     other NIfTI, none for PNG/JPEG/npz)"""
-    batch_size: int = 4
-    """slices per model call"""
-    postprocess: Literal["none", "3d"] = "none"
-    """3d: per class, presence smoothed along z and the largest 3-D connected component (a
-    volume; a 2D image keeps its largest component)"""
+    inference: InferenceConfig = InferenceConfig()
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.classes is not None and not any(s.strip() for s in self.classes.split(",")):
             raise ValueError(f"--classes {self.classes!r} names no class: give class names "
                              "separated by commas (e.g. liver,spleen), or leave --classes out "
@@ -163,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     names = trained.class_names
-    segmenter = Segmenter(trained.model, ids, args.batch_size, trained.min_area)
+    segmenter = Segmenter(trained.model, ids, args.inference.batch_size, trained.min_area)
     labels = segment_scan(segmenter, scan)
-    if args.postprocess == "3d":
+    if args.inference.postprocess == "3d":
         labels = postprocess_case(labels if scan.volume else labels[0], ids)
         labels = labels if scan.volume else labels[None]
     written = write_labels(scan, labels, out, names, {
@@ -218,7 +213,7 @@ def predict_cases(args: PredictConfig) -> int:
     trained = load_automedsam(args.checkpoint)
     dataset = brats_dataset(trained)
     ids = class_ids(args.classes, trained.class_names)
-    segmenter = Segmenter(trained.model, ids, args.batch_size, trained.min_area)
+    segmenter = Segmenter(trained.model, ids, args.inference.batch_size, trained.min_area)
     out = args.out or Path("runs/predict") / args.input.resolve().name
     written, bad = [], []
     for case_id, folder in tqdm(cases.items(), unit="case", file=sys.stderr):
@@ -231,7 +226,7 @@ def predict_cases(args: PredictConfig) -> int:
         scan = Scan(folder, "nifti", channels if channels.shape[-1] == 3 else channels[..., 0],
                     True, tuple(float(s) for s in spacing), "mr", nifti)
         labels = segment_scan(segmenter, scan)
-        if args.postprocess == "3d":
+        if args.inference.postprocess == "3d":
             labels = postprocess_case(labels, ids)
         path = out / f"{case_id}.nii.gz"
         write_nifti_labels(brats_release_labels(labels, dataset, case_id), nifti, path)

@@ -3,12 +3,26 @@ arrays back on any of them, and gathering small results from all of them."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from typing import Literal
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DistributedConfig:
+    """The ``--distributed`` option of every command that runs on several hosts: train's
+    ``RunConfig`` derives from it (keyword-only: after the deriving class's own fields),
+    evaluate's config nests it."""
+
+    distributed: Literal["auto", "on", "off"] = "auto"
+    """multi-host: call jax.distributed.initialize() and share the work over the processes
+    (auto: when the environment names a coordinator, Slurm/Open MPI tasks or several TPU hosts;
+    on: always)"""
 
 
 def multi_process_env() -> bool:

@@ -41,7 +41,7 @@ import grain
 import jax
 import simple_parsing as sp
 
-from ..core.distributed import maybe_initialize_distributed
+from ..core.distributed import DistributedConfig, maybe_initialize_distributed
 from ..core.routes import get_route
 from ..core.metrics import DEFAULT_TOLERANCE
 from ..data import DEFAULT_DATA_DIR, eval_dataset, prepare
@@ -53,6 +53,7 @@ from ..io.errors import BadInputError, UsageError
 from ..io.rundir import DEFAULT_WORKDIR, EXPORTS, load_automedsam, load_sam
 from .evaluator import Evaluation, evaluate_records
 from .hosts import gather, process_share
+from .options import InferenceConfig
 from .report import nsd_units, paper_table, write_reports
 from .segmenter import Segmenter
 
@@ -73,7 +74,8 @@ def box_offset(text: str) -> int | str:
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-    """What one evaluation scores, on which data, and where it writes."""
+    """What one evaluation scores, on which data, and where it writes (with several hosts, each
+    process evaluates its share of the cases and process 0 writes the gathered scores)."""
 
     checkpoint: str | None = None
     """class prompts: a training work directory or model directory (default: the demo run,
@@ -98,19 +100,12 @@ class EvalConfig:
     box_offset: int | str | None = sp.field(default=None, type=box_offset, metavar="PX|image")
     """box prompts: pixels added to each side of the GT box (original frame), or 'image' for
     the whole image (default 5)"""
-    batch_size: int = 4
-    """slices embedded per model call"""
+    inference: InferenceConfig = InferenceConfig()
+    hosts: DistributedConfig = DistributedConfig()
     tolerance: float = DEFAULT_TOLERANCE
     """NSD tolerance τ (mm for volumes, px for 2D images)"""
     challenge_nsd: bool = False
     """NSD = 0 where DSC <= 0.2 (challenge rule)"""
-    distributed: Literal["auto", "on", "off"] = "auto"
-    """split the cases over the processes of a multi-host job (jax.distributed; auto: when the
-    environment names a coordinator, Slurm/Open MPI tasks or several TPU hosts) and gather the
-    scores"""
-    postprocess: Literal["none", "3d"] = "none"
-    """3d: per class, presence smoothed along z and the largest 3-D connected component of each
-    case (automedsam_jax/evaluation/postprocess.py)"""
     presence: bool = True
     """class prompts: apply the presence rule calibrated with the model (a class's mask only
     on the slices where it is found); --no-presence keeps every class's mask on every slice"""
@@ -131,8 +126,6 @@ class EvalConfig:
                     isinstance(self.box_offset, int) and self.box_offset >= 0):
                 raise ValueError(f"--box-offset must be a number of pixels >= 0 or 'image', "
                                  f"got {self.box_offset!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not self.tolerance >= 0:
             raise ValueError(f"--tolerance must be >= 0 (mm for volumes, px for 2D images), "
                              f"got {self.tolerance}")
@@ -158,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         cfg, user = parse_args(argv)
-        maybe_initialize_distributed(cfg.distributed)
+        maybe_initialize_distributed(cfg.hosts.distributed)
         cfg = dataclasses.replace(cfg, dataset=user.resolve(cfg.dataset))
         if cfg.dataset is not None:
             dataset_spec(cfg.dataset)  # an unknown --dataset, refused before a model is loaded
@@ -207,13 +200,13 @@ def run(args: EvalConfig) -> tuple[Evaluation, dict[str, Path], str]:
     classes = range(1, len(class_names) + 1)
     if box:
         offset = 5 if args.box_offset is None else args.box_offset
-        segmenter = Segmenter(model, classes, args.batch_size,
+        segmenter = Segmenter(model, classes, args.inference.batch_size,
                               route=get_route("box").with_offset(offset))
         out = args.out or Path("runs/box_baseline") / f"{name}_{args.split}_offset{offset}"
         method = f"{backbone}, " + ("whole-image box" if offset == "image"
                                     else f"GT box + {offset} px")
     else:
-        segmenter = Segmenter(model, classes, args.batch_size,
+        segmenter = Segmenter(model, classes, args.inference.batch_size,
                               trained.min_area if args.presence else 0.0)
         workdir = directory.parent if directory.name in EXPORTS else directory
         out = args.out or workdir / "eval" / f"{name}_{args.split}"
@@ -222,23 +215,25 @@ def run(args: EvalConfig) -> tuple[Evaluation, dict[str, Path], str]:
 
     share, case_order = process_share(builder.as_data_source(args.split))
     records = eval_dataset(share, segmenter.frame).to_iter_dataset(
-        grain.ReadOptions(num_threads=1, prefetch_buffer_size=2 * args.batch_size))
+        grain.ReadOptions(num_threads=1, prefetch_buffer_size=2 * args.inference.batch_size))
     regions = builder.dataset.regions
     if args.lesion_wise and not (regions and builder.dataset.ndim == 3):
         raise UsageError(f"--lesion-wise scores the regions of a 3-D dataset (BraTS); dataset "
                          f"{name!r} has {'no regions' if not regions else '2-D images'}")
+    three_d = args.inference.postprocess == "3d"
     ev = gather(evaluate_records(segmenter, records, class_names, args.tolerance,
-                                 args.challenge_nsd, args.postprocess == "3d", hd95=args.hd95,
-                                 regions=regions, lesions=args.lesion_wise), case_order)
+                                 args.challenge_nsd, three_d, hd95=args.hd95, regions=regions,
+                                 lesions=args.lesion_wise), case_order)
     title = (f"{method} · {name}, {args.split} split: {_count(len(ev.cases), 'case')}, "
              f"{_count(ev.num_slices, 'slice')} · NSD τ = {args.tolerance:g} {nsd_units(ev)}"
              + (" (challenge rule)" if args.challenge_nsd else "")
-             + (" · 3-D post-processing" if args.postprocess == "3d" else ""))
+             + (" · 3-D post-processing" if three_d else ""))
     meta = {"method": "box" if box else "automedsam", "prompt": segmenter.route.name,
             "backbone": backbone,
             "checkpoint": str(directory), "dataset": name, "split": args.split,
-            "box_offset": offset, "batch_size": args.batch_size, "min_area": segmenter.min_area,
-            "postprocess": args.postprocess, "hd95": args.hd95, "lesion_wise": args.lesion_wise}
+            "box_offset": offset, "batch_size": args.inference.batch_size,
+            "min_area": segmenter.min_area, "postprocess": args.inference.postprocess,
+            "hd95": args.hd95, "lesion_wise": args.lesion_wise}
     paths = write_reports(ev, out, name, title, meta) if jax.process_index() == 0 else {}
     return ev, paths, paper_table(ev, title)
 

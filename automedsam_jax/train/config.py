@@ -34,6 +34,7 @@ from simple_parsing.helpers.serialization import from_dict, to_dict
 
 from ..core.config import PRESETS as SAM_PRESETS
 from ..core.config import ClassPromptConfig, LocaliserConfig, LossConfig
+from ..core.distributed import DistributedConfig
 from ..data.builder import dataset_spec
 from ..data.custom import UserDataset, dataset_name
 from ..data.pipeline import PipelineConfig
@@ -152,7 +153,7 @@ class OptimConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
+class RunConfig(DistributedConfig):
     """The run: where it writes, its seed, checkpoints, validation, processes and backend."""
 
     workdir: str = DEFAULT_WORKDIR
@@ -172,9 +173,6 @@ class RunConfig:
     slice"""
     progress: bool = True
     """a progress bar"""
-    distributed: Literal["auto", "on", "off"] = "auto"
-    """call jax.distributed.initialize() (multi-host): auto = when the environment names a
-    coordinator, Slurm/Open MPI tasks or several TPU hosts; on = always"""
     cpu_rewrites: bool = True
     """on a CPU, compute the layers XLA:CPU runs slowly in their faster equal forms (automedsam_jax/
     core/backend.py; GPUs and TPUs always keep the native ops); --no-cpu-rewrites: the native
@@ -366,7 +364,8 @@ def parser(default: TrainConfig | None = None, add_help: bool = True) -> Argumen
         "when JAX runs on one). Options left out take the value composed from the named "
         "configurations below (shown as each default). Re-running the same command resumes "
         "from the latest checkpoint in --workdir.\n\nnamed configurations, composed in this "
-        "order: the --dataset's preset, the --recipe, the --profile, then each combination a+b of those, then the options given:\n"
+        "order: the --dataset's preset, the --recipe, the --profile, then each combination "
+        "a+b of those, then the options given:\n"
         + named_text())
     p.add_arguments(TrainConfig, dest="cfg", default=default or TrainConfig())
     p.add_arguments(UserDataset, dest="user")
