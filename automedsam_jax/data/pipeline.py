@@ -77,52 +77,52 @@ class TrainTransform(grain.transforms.RandomMap):
     Output: ``image`` (S, S, 3) float32 input frame, ``class_id`` int32, ``mask`` (L, L) float32
     low-res frame, ``box`` (4,) float32 input frame, ``dist`` (L, L) float32 low-res frame, and the
     metadata ``case_id`` (str), ``slice_index`` int32, ``flips`` (2,) bool (horizontal, vertical),
-    ``variant`` int32 (the augmented variant, 0 without augmentation). ``images=False`` leaves
-    ``image`` out. ``classes="all"``: ``class_id`` (K,), ``mask``/``dist`` (K, L, L), ``box``
-    (K, 4) and ``present`` (K,) bool (:func:`sample.slice_sample`).
+    ``variant`` int32 (the augmented variant, 0 without augmentation). ``config``: what a
+    sample holds and how it is varied; ``images=False`` leaves ``image`` out; ``num_classes``,
+    ``seed`` and ``grid`` as :func:`train_dataset`'s. ``classes_per_step="all"``: ``class_id``
+    (K,), ``mask``/``dist`` (K, L, L), ``box`` (K, 4) and ``present`` (K,) bool
+    (:func:`sample.slice_sample`).
     """
 
-    def __init__(self, frame: FrameConfig, low_res: int, flips: bool, box_jitter: bool,
-                 images: bool = True, classes: str = "one", num_classes: int = 0,
-                 augment: AugmentConfig = AugmentConfig(), seed: int = 0,
-                 negatives: bool = False, negative_fraction: float = 0.25, grid: int = 0):
-        self.frame, self.low_res, self.flips, self.box_jitter = frame, low_res, flips, box_jitter
-        self.images, self.classes, self.num_classes = images, classes, num_classes
-        self.augment, self.seed = augment, seed
-        self.negatives, self.negative_fraction = negatives, negative_fraction
-        self.grid = grid
-        if (classes == "all" or negatives) and num_classes < 1:
+    def __init__(self, frame: FrameConfig, low_res: int,
+                 config: PipelineConfig = PipelineConfig(), *, images: bool = True,
+                 num_classes: int = 0, seed: int = 0, grid: int = 0):
+        self.frame, self.low_res, self.config = frame, low_res, config
+        self.images, self.num_classes, self.seed, self.grid = images, num_classes, seed, grid
+        if (config.classes_per_step == "all" or config.negatives) and num_classes < 1:
             raise ValueError("all classes per slice and negatives need num_classes >= 1")
 
     def random_map(self, record: Record, rng: np.random.Generator) -> Record:
+        cfg = self.config
+        one = cfg.classes_per_step == "one"
         image, label = record["image"], record["label"]
         case, z = as_text(record["case_id"]), int(record["slice_index"])
         # Without the extensions the draws are the paper's (class, flips, jitter, in that
         # order), so such a run sees exactly the samples it always did.
-        if self.classes == "one":
+        if one:
             classes = present_classes(label)
             absent = np.setdiff1d(np.arange(1, self.num_classes + 1), classes)
-            if self.negatives and absent.size and (classes.size == 0
-                                                   or rng.random() < self.negative_fraction):
+            if cfg.negatives and absent.size and (classes.size == 0
+                                                  or rng.random() < cfg.negative_fraction):
                 class_id = int(rng.choice(absent))
             elif classes.size == 0:
                 raise ValueError(f"slice {z} of {case!r} has no foreground; one-class training "
                                  "without negatives uses only slices with foreground")
             else:
                 class_id = int(rng.choice(classes))
-        flips = rng.random(2) < 0.5 if self.flips else np.zeros(2, bool)
-        variant = int(rng.integers(0, self.augment.variants + 1)) if self.augment.variants else 0
+        flips = rng.random(2) < 0.5 if cfg.flips else np.zeros(2, bool)
+        variant = int(rng.integers(0, cfg.augment.variants + 1)) if cfg.augment.variants else 0
         # augment → flip → preprocess, as the embedding cache makes its images
         x, label, variant = training_view(
             image, label, self.frame, spacing=pixel_spacing(record), case_id=case,
             slice_index=z, variant=variant, flips=flips,
-            augment=self.augment, seed=self.seed,
-            keep_class=class_id if self.classes == "one" else None, preprocess=self.images)
-        jitter = rng if self.box_jitter else None
-        if self.classes == "one":
+            augment=cfg.augment, seed=self.seed,
+            keep_class=class_id if one else None, preprocess=self.images)
+        jitter = rng if cfg.box_jitter else None
+        if one:
             out = class_sample(None, label, class_id, self.frame, self.low_res, jitter)
             out["class_id"] = np.int32(class_id)
-            if self.negatives:
+            if cfg.negatives:
                 out["present"] = np.bool_(out["mask"].any())
         else:
             out = slice_sample(None, label, self.num_classes, self.frame, self.low_res, jitter)
@@ -159,11 +159,8 @@ def train_dataset(source: Sequence[Record], frame: FrameConfig, low_res: int = 2
     """
     shard = shard or grain.sharding.ShardByJaxProcess(drop_remainder=True)
     ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(num_epochs)
-    ds = ds.random_map(TrainTransform(frame, low_res, config.flips, config.box_jitter,
-                                      images, config.classes_per_step, num_classes,
-                                      config.augment, seed, config.negatives,
-                                      config.negative_fraction, grid),
-                       seed=seed)
+    ds = ds.random_map(TrainTransform(frame, low_res, config, images=images,
+                                      num_classes=num_classes, seed=seed, grid=grid), seed=seed)
     if shard.drop_remainder and num_epochs is not None:
         ds = ds[:len(ds) - len(ds) % shard.shard_count]
     ds = ds[shard.shard_index::shard.shard_count]

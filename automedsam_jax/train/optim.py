@@ -22,6 +22,7 @@ from flax import nnx
 from ..core.automedsam import AutoMedSAM
 from ..core.losses import LossWeights
 from ..core.routes import route_of
+from .config import OptimConfig
 
 
 class Trainee(nnx.Module):
@@ -45,8 +46,10 @@ def _decay_mask(params):
         lambda path, _: not any(getattr(k, "key", None) == "sigma" for k in path), params)
 
 
-def adamw(learning_rate: float | optax.Schedule = 1e-4, b1: float = 0.9, b2: float = 0.999,
-          eps: float = 1e-8, weight_decay: float = 0.01) -> optax.GradientTransformation:
-    """The paper's AdamW; weight decay on every trained parameter except σ."""
+def adamw(learning_rate: float | optax.Schedule = OptimConfig.lr, b1: float = OptimConfig.b1,
+          b2: float = OptimConfig.b2, eps: float = OptimConfig.eps,
+          weight_decay: float = OptimConfig.weight_decay) -> optax.GradientTransformation:
+    """AdamW (the defaults: :class:`~.config.OptimConfig`'s, the paper's); weight decay on every
+    trained parameter except σ."""
     return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                        mask=_decay_mask)
