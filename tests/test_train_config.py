@@ -14,8 +14,9 @@ import pytest
 
 from automedsam_jax.core.config import ClassPromptConfig, LocaliserConfig, LossConfig
 from automedsam_jax.data.pipeline import PipelineConfig
-from automedsam_jax.train.config import (RECIPE_PRESETS, RECIPES, TrainConfig, from_args,
-                                         from_json, parser, preset, to_json)
+from automedsam_jax.io.cli import ArgumentParser
+from automedsam_jax.train.config import (NAMED, TrainConfig, compose, from_args, from_json,
+                                         parser, to_json)
 
 ROOT = Path(__file__).parents[1]
 SYNTH = "synthetic:num_cases=6,num_classes=3,height=48,width=48"
@@ -45,16 +46,19 @@ def test_every_field_has_exactly_one_option_and_nothing_else_is_one():
     assert isinstance(cfg.loss, LossConfig) and isinstance(cfg.pipeline, PipelineConfig)
 
 
-def test_help_lists_each_recipes_real_settings(capsys):
+def test_help_lists_every_named_configuration_and_what_it_sets(capsys):
     with pytest.raises(SystemExit) as stop:
         from_args(["--help"])
     assert stop.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    for name, values in {**RECIPES, **{r: v for (_, r), v in RECIPE_PRESETS.items()}}.items():
-        for path, value in values.items():
-            assert f"--{path.rsplit('.', 1)[-1].replace('_', '-')} {value}" in text, (name, path)
+    for name in ("demo", "brats", "paper", "improved", "cpu", "accelerator", "demo+cpu",
+                 "demo+improved"):
+        assert f" {name}: " in text, name
+    assert "demo+cpu: --epochs 60, --batch-size 2, --lr 0.0005, --lr-schedule cosine, " \
+           "--class-prompt-widths 32 64 128, --no-flips" in text
+    assert "improved: --prompt map, --class-embedding learned, --negatives, --no-flips" in text
     # The defaults shown are the demo's under the default recipe (what `python train.py` runs).
-    demo = preset("demo", recipe="improved")
+    demo = compose("demo", "improved", "cpu")
     assert "(default: map)" in text and demo.model.prompt == "map"
     assert f"(default: {demo.optim.lr})" in text
 
@@ -62,7 +66,8 @@ def test_help_lists_each_recipes_real_settings(capsys):
 def test_paper_recipe_is_the_dataclass_defaults_and_the_papers():
     cfg = from_args(["--recipe", "paper", "--dataset", "brats"])
     assert cfg == dataclasses.replace(
-        TrainConfig(), data=dataclasses.replace(TrainConfig().data, dataset="brats"),
+        TrainConfig(), recipe="paper", composed=("brats", "paper"),
+        data=dataclasses.replace(TrainConfig().data, dataset="brats"),
         model=dataclasses.replace(TrainConfig().model, backbone="medsam_vit_b", weights=""),
         run=dataclasses.replace(TrainConfig().run, workdir="runs/brats", eval_every=5))
     o = cfg.optim
@@ -76,32 +81,101 @@ def test_paper_recipe_is_the_dataclass_defaults_and_the_papers():
     assert cfg.loss == LossConfig(("mse", "ce", "dice", "sd"), "uncertainty")
 
 
+def _flat(d, prefix=""):
+    for k, v in d.items():
+        yield from _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
+
+
 def test_improved_recipe_changes_only_its_fields():
-    paper = to_json(from_args(["--recipe", "paper", "--dataset", "brats"]))
-    improved = to_json(from_args(["--dataset", "brats"]))
-
-    def flat(d, prefix=""):
-        for k, v in d.items():
-            yield from flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(prefix + k, v)]
-    a, b = dict(flat(json.loads(paper))), dict(flat(json.loads(improved)))
-    assert {k for k in a if a[k] != b[k]} == {"recipe", *RECIPES["improved"]}
+    a = dict(_flat(json.loads(to_json(from_args(["--recipe", "paper", "--dataset", "brats"])))))
+    b = dict(_flat(json.loads(to_json(from_args(["--dataset", "brats"])))))
+    assert {k for k in a if a[k] != b[k]} == {"recipe", "composed", *NAMED["improved"]}
 
 
-def test_demo_preset_per_backend():
-    gpu, cpu = preset("demo", "gpu"), preset("demo", "cpu")
-    assert (gpu.optim.epochs, gpu.optim.batch_size, gpu.optim.lr,
-            gpu.model.class_prompt.widths, gpu.pipeline.flips) == (100, 16, 1e-4,
-                                                                   (64, 128, 256), True)
-    assert cpu.model.class_prompt.widths == (32, 64, 128) and not cpu.pipeline.flips
-    assert cpu.data.dataset == gpu.data.dataset == "demo" and cpu.model.weights == "pretrained"
-    assert cpu.cache.cache_embeddings and gpu.cache.cache_embeddings
+def test_one_recipe_default():
+    assert TrainConfig().recipe == "improved" and from_args([]).recipe == "improved"
+
+
+# The configs `python train.py` gave before the table (hand-written from the previous release's
+# presets, not read off NAMED): the demo on a CPU and on an accelerator, each recipe.
+_OLD_DEMO = {
+    ("cpu", "improved"): {"optim.epochs": 100, "optim.batch_size": 8, "optim.lr": 1e-3,
+                          "optim.lr_schedule": "cosine", "model.class_prompt.widths": [32, 64, 128],
+                          "pipeline.flips": False, "model.prompt": "map", "run.eval_every": 20,
+                          "model.input_spacing": 1.5, "cache.cache_embeddings": True},
+    ("accelerator", "improved"): {"optim.epochs": 100, "optim.batch_size": 8, "optim.lr": 1e-3,
+                                  "optim.lr_schedule": "cosine",
+                                  "model.class_prompt.widths": [64, 128, 256],
+                                  "pipeline.flips": False, "model.prompt": "map",
+                                  "run.eval_every": 20, "model.input_spacing": 1.5,
+                                  "cache.cache_embeddings": True},
+    ("cpu", "paper"): {"optim.epochs": 60, "optim.batch_size": 2, "optim.lr": 5e-4,
+                       "optim.lr_schedule": "cosine", "model.class_prompt.widths": [32, 64, 128],
+                       "pipeline.flips": False, "model.prompt": "class", "run.eval_every": 0,
+                       "model.input_spacing": 0.0, "cache.cache_embeddings": True},
+    ("accelerator", "paper"): {"optim.epochs": 100, "optim.batch_size": 16, "optim.lr": 1e-4,
+                               "optim.lr_schedule": "plateau",
+                               "model.class_prompt.widths": [64, 128, 256],
+                               "pipeline.flips": True, "model.prompt": "class",
+                               "run.eval_every": 0, "model.input_spacing": 0.0,
+                               "cache.cache_embeddings": True},
+}
+
+
+@pytest.mark.parametrize("profile,recipe", sorted(_OLD_DEMO))
+def test_demo_per_profile_is_the_previous_releases_config(profile, recipe, monkeypatch):
+    import jax
+    backend = "cpu" if profile == "cpu" else "gpu"
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    for argv in (["--recipe", recipe], ["--recipe", recipe, "--profile", profile]):
+        cfg = from_args(argv)
+        flat = dict(_flat(json.loads(to_json(cfg))))
+        assert {k: flat[k] for k in _OLD_DEMO[profile, recipe]} == _OLD_DEMO[profile, recipe]
+        assert cfg.profile == profile and cfg.data.dataset == "demo"
+        assert cfg.model.weights == "pretrained" and cfg.run.workdir == "runs/demo"
+
+
+def test_composition_order_and_the_names_recorded():
+    cfg = compose("demo", "improved", "cpu")
+    assert cfg.composed == ("demo", "improved", "cpu", "demo+cpu", "demo+improved")
+    # demo+improved comes after demo+cpu: its run length wins, demo+cpu's widths stay.
+    assert (cfg.optim.epochs, cfg.optim.lr, cfg.model.class_prompt.widths) == (100, 1e-3,
+                                                                              (32, 64, 128))
+    assert compose("demo", "paper", "accelerator").composed == ("demo", "paper", "accelerator")
+    # A dataset with options is its preset's name; a dataset no name matches: its own workdir;
+    # profile auto is left unresolved where no combination depends on it (JAX not initialised).
+    brats = compose("brats:classes=subregions", "paper")
+    assert brats.composed == ("brats", "paper") and brats.profile == "auto"
+    assert brats.run.workdir == "runs/brats" and brats.data.dataset == "brats:classes=subregions"
+    other = compose("synthetic:num_cases=4", "improved", "cpu")
+    assert other.composed == ("improved", "cpu") and other.run.workdir == "runs/synthetic"
+    # The options given come last.
+    cfg = from_args(["--profile", "cpu", "--lr", "0.25", "--class-prompt-widths", "8", "16", "32"])
+    assert (cfg.optim.lr, cfg.model.class_prompt.widths, cfg.optim.epochs) == (0.25, (8, 16, 32),
+                                                                               100)
+    assert cfg.composed == ("demo", "improved", "cpu", "demo+cpu", "demo+improved")
+
+
+def test_composed_names_are_written_and_old_configs_without_them_load(tmp_path):
+    cfg = from_args(["--profile", "accelerator", "--recipe", "paper"])
+    written = json.loads(to_json(cfg))
+    assert written["composed"] == ["demo", "paper", "accelerator"]
+    assert written["profile"] == "accelerator" and from_json(to_json(cfg)) == cfg
+    del written["composed"], written["profile"]  # a train_config.json of the previous release
+    old = from_json(json.dumps(written))
+    assert old.composed == () and old.profile == "auto" and old.optim == cfg.optim
+
+
+def test_composed_is_not_an_option():
+    with pytest.raises(Exception, match="unrecognized arguments: --composed"):
+        from_args(["--composed", "demo"])
 
 
 def test_nested_options_and_switches():
     cfg = from_args(["--dataset", "synthetic:num_cases=4", "--epochs", "3", "--lr", "0.5",
-                     "--widths", "8", "16", "32", "--noflips", "--nodiffusion",
-                     "--branches", "dense", "--terms", "ce", "dice", "--noprogress",
-                     "--variants", "2", "--head", "conv", "--width", "0",
+                     "--class-prompt-widths", "8", "16", "32", "--no-flips", "--no-diffusion",
+                     "--branches", "dense", "--terms", "ce", "dice", "--no-progress",
+                     "--variants", "2", "--head", "conv", "--localiser-width", "0",
                      "--classes-per-step", "all"])
     assert cfg.run.workdir == "runs/synthetic"  # a dataset's own workdir, not the demo's
     assert (cfg.optim.epochs, cfg.optim.lr, cfg.model.class_prompt.widths) == (3, 0.5,
@@ -112,9 +186,52 @@ def test_nested_options_and_switches():
     assert cfg.model.localiser.width == 0 and cfg.pipeline.classes_per_step == "all"
 
 
+OLD_SPELLINGS = [
+    (["--noflips"], "--no-flips", lambda c: not c.pipeline.flips),
+    (["--nonormalise"], "--no-normalise", lambda c: not c.model.localiser.normalise),
+    (["--width", "3"], "--localiser-width", lambda c: c.model.localiser.width == 3),
+    (["--widths", "8", "16", "32"], "--class-prompt-widths",
+     lambda c: c.model.class_prompt.widths == (8, 16, 32)),
+    (["--class-prompt-widths", "8,16,32"], "--class-prompt-widths 8 16 32",
+     lambda c: c.model.class_prompt.widths == (8, 16, 32)),
+    (["--class-prompt-widths=8,16,32"], "--class-prompt-widths 8 16 32",
+     lambda c: c.model.class_prompt.widths == (8, 16, 32)),
+    (["--widths", "8,16,32"], "--class-prompt-widths 8 16 32",
+     lambda c: c.model.class_prompt.widths == (8, 16, 32)),
+]
+
+
+@pytest.mark.parametrize("argv,new,check", OLD_SPELLINGS,
+                         ids=[" ".join(a) for a, _, _ in OLD_SPELLINGS])
+def test_old_spellings_work_and_warn_with_the_new_one(argv, new, check):
+    with pytest.warns(FutureWarning, match=new):
+        cfg = from_args(["--dataset", "synthetic:num_cases=4", *argv])
+    assert check(cfg)
+
+
+def test_new_spellings_do_not_warn_and_no_progress_is_canonical(recwarn):
+    cfg = from_args(["--no-progress", "--normalise", "--class-prompt-widths", "8", "16", "32",
+                     "--localiser-width", "3"])
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)]
+    assert not cfg.run.progress and cfg.model.localiser.normalise
+    assert cfg.model.localiser.width == 3
+
+
+def test_every_app_respells_and_help_shows_the_new_spellings():
+    p = ArgumentParser("app")
+    p.add_argument("--no-overlays", action="store_true")
+    with pytest.warns(FutureWarning, match="use --no-overlays"):
+        assert p.parse_args(["--nooverlays"]).no_overlays
+    p = parser()
+    p.parse_known_args([])
+    options = {o for a in p._actions for o in a.option_strings}
+    assert {"--no-progress", "--class-prompt-widths", "--localiser-width", "--profile"} <= options
+    assert not options & {"--noprogress", "--widths", "--width", "--composed"}
+
+
 def test_config_json_round_trip(tmp_path):
-    cfg = from_args(["--dataset", SYNTH, "--widths", "8", "16", "32", "--terms", "mse", "sd",
-                     "--scale", "0.8", "1.1", "--manual-dir", str(tmp_path)])
+    cfg = from_args(["--dataset", SYNTH, "--class-prompt-widths", "8", "16", "32", "--terms",
+                     "mse", "sd", "--scale", "0.8", "1.1", "--manual-dir", str(tmp_path)])
     text = to_json(cfg)
     assert json.loads(text)["model"]["class_prompt"]["widths"] == [8, 16, 32]
     back = from_json(text)
@@ -146,7 +263,7 @@ BAD_OPTIONS = [
     (["--negative-fraction", "1.5"], "--negative-fraction must be in [0, 1]"),
     (["--prompt", "box"], "invalid choice: 'box'"),
     (["--terms", "mse", "bce"], "'bce'"),
-    (["--widths", "8", "16"], "--widths"),
+    (["--class-prompt-widths", "8", "16"], "--class-prompt-widths"),
     (["--no-such-option"], "unrecognized arguments: --no-such-option"),
     (["--recipe", "fast"], "invalid choice: 'fast'"),
     (["--classes", "liver=1"], "add --files DIR"),
@@ -190,7 +307,7 @@ def test_run_refused_after_taking_the_workdir_leaves_no_workdir(tmp_path, capsys
     work = tmp_path / "runs" / "run"
     code = _train_main()(["--dataset", SYNTH, "--backbone", "tiny_vit_b", "--weights", "random",
                           "--batch-size", "64", "--workdir", str(work), "--data-dir",
-                          str(tmp_path / "data"), "--noprogress"])
+                          str(tmp_path / "data"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and err.strip().splitlines()[-1].startswith("error: "), err
     assert "training slices < batch size 64" in err and "Traceback" not in err
@@ -200,9 +317,9 @@ def test_run_refused_after_taking_the_workdir_leaves_no_workdir(tmp_path, capsys
 # -- one train.py per work directory ------------------------------------------------------------
 def _cmd(work, data, *extra):
     return [sys.executable, str(ROOT / "train.py"), "--recipe", "paper", "--dataset", SYNTH,
-            "--backbone", "tiny_vit_b", "--weights", "random", "--widths", "8", "16", "32",
-            "--epochs", "2", "--batch-size", "2", "--workdir", str(work), "--data-dir",
-            str(data), "--noprogress", *extra]
+            "--backbone", "tiny_vit_b", "--weights", "random", "--class-prompt-widths", "8", "16",
+            "32", "--epochs", "2", "--batch-size", "2", "--workdir", str(work), "--data-dir",
+            str(data), "--no-progress", *extra]
 
 
 def _written_config(work):
