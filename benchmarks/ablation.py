@@ -47,14 +47,15 @@ class Row:
 
 # The localiser as it was before the generalisation levers (README "The demo"): conv head on the
 # raw embedding, no augmentation, longest side to the frame.
-_MAP = ["--recipe", "improved", "--head", "conv", "--nonormalise", "--variants", "0",
+_MAP = ["--recipe", "improved", "--head", "conv", "--no-normalise", "--variants", "0",
         "--input-spacing", "0"]
 
 ROWS: dict[str, Row] = {
     "paper": Row("paper recipe (docs/method.md)", ("--recipe", "paper")),
     "class": Row("class prompt encoder + learned embedding, negatives, presence", tuple(_CLASS)),
-    "class_frozen": Row("the same, mask decoder frozen", tuple(_CLASS) + ("--notrain-decoder",)),
-    "probe": Row("linear probe map → box → frozen LiteMedSAM", tuple(_MAP) + ("--width", "0")),
+    "class_frozen": Row("the same, mask decoder frozen", tuple(_CLASS) + ("--no-train-decoder",)),
+    "probe": Row("linear probe map → box → frozen LiteMedSAM",
+                 tuple(_MAP) + ("--localiser-width", "0")),
     "map": Row("conv localiser map → box → frozen LiteMedSAM (the previous default)",
                tuple(_MAP)),
     "map_augment": Row("the same + 3 augmented variants per slice (zoom, shift, intensity)",
@@ -67,7 +68,7 @@ ROWS: dict[str, Row] = {
                          train_as="generalise"),
     "refine": Row("the same + the diffusion class prompt encoder refining the map's box prompt "
                   "(frozen decoder)", ("--recipe", "improved", "--prompt", "refine",
-                                       "--notrain-decoder")),
+                                       "--no-train-decoder")),
 }
 
 
@@ -99,7 +100,7 @@ def run_seed(row: Row, name: str, seed: int, out: Path, data_dir: str) -> dict:
                                     f"{row.train_as!r}: run that row first ({workdir})")
         t0 = time.perf_counter()
         subprocess.run([sys.executable, str(ROOT / "train.py"), *row.train, "--seed", str(seed),
-                        "--workdir", str(workdir), "--data-dir", data_dir, "--noprogress"],
+                        "--workdir", str(workdir), "--data-dir", data_dir, "--no-progress"],
                        check=True)
         timing.write_text(json.dumps(time.perf_counter() - t0))
     metrics = {}

@@ -32,15 +32,15 @@ def run(repo: Path, slices: int, cached: bool, out: Path) -> dict:
     data, work = out / "data", out / f"run_{slices}_{'cache' if cached else 'online'}"
     cmd = [sys.executable, str(repo / "train.py"), "--recipe", "paper", "--dataset",
            f"synthetic:num_cases={cases},num_classes=3,height=256,width=256",
-           "--backbone", "tiny_litemedsam", "--weights", "random", "--widths",
-           "8", "16", "32", "--batch-size", "2", "--epochs", "1", "--max-steps", "4", "--noflips",
-           "--data-dir", str(data), "--workdir", str(work), "--noprogress"]
+           "--backbone", "tiny_litemedsam", "--weights", "random", "--class-prompt-widths",
+           "8", "16", "32", "--batch-size", "2", "--epochs", "1", "--max-steps", "4", "--no-flips",
+           "--data-dir", str(data), "--workdir", str(work), "--no-progress"]
     if cached:
         cmd += ["--cache-embeddings"]
         if (repo / "automedsam_jax" / "data" / "embedding_cache.py").exists():
             cmd += ["--cache-dir", str(out / "embeddings")]
     else:
-        cmd += ["--nocache-embeddings"]
+        cmd += ["--no-cache-embeddings"]
     env = dict(os.environ, PYTHONPATH=str(repo), JAX_PLATFORMS="cpu")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

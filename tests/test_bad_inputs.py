@@ -112,7 +112,7 @@ def train(src: Path | None, tmp: Path, model: Path, *extra: str) -> list[str]:
     files = ["--files", str(src)] if src is not None else []
     return [*files, "--data-dir", str(tmp / "data"), "--workdir", str(tmp / "run"),
             "--backbone", "tiny_litemedsam", "--weights", "random", "--epochs", "1",
-            "--batch-size", "2", "--noprogress", *extra]
+            "--batch-size", "2", "--no-progress", *extra]
 
 
 MAINS = {predict: lambda: predict_cli.main, evaluate: lambda: evaluate_cli.main,

@@ -223,7 +223,7 @@ def test_commands_say_where_the_data_goes_without_a_traceback(tmp_path, capsys):
 
     data = tmp_path / "D"
     assert train_main(["--dataset", "brats", "--data-dir", str(data), "--workdir",
-                       str(tmp_path / "run"), "--noprogress", "--weights", "random"]) == 2
+                       str(tmp_path / "run"), "--no-progress", "--weights", "random"]) == 2
     cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
     model = save_model(random_model(cfg), tmp_path / "model", extra={"class_names": ["tumour"]})
     assert evaluate_main(["--checkpoint", str(model), "--dataset", "brats", "--data-dir",

@@ -228,7 +228,7 @@ def test_evaluate_applies_the_stored_presence_rule(trained, tmp_path):
                                                                              min_area)
     assert fp + tp < masks  # the rule dropped masks
     assert main(["--checkpoint", str(model_dir), "--out", str(tmp_path / "off"),
-                 "--nopresence"]) == 0
+                 "--no-presence"]) == 0
     off = json.loads((tmp_path / "off" / "metrics.json").read_text())["presence"]
     assert off["min_area"] == 0 and off["tp"] + off["fp"] == masks
 

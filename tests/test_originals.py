@@ -289,7 +289,7 @@ def test_brats_sample_trains_and_evaluates(tmp_path, capsys, sd):
     assert train_main(["--dataset", "brats", "--data-dir", str(data), "--workdir", str(run),
                        "--backbone", "litemedsam", "--weights", "pretrained",
                        "--cache-embeddings", "true", "--epochs", "1", "--batch-size", "4",
-                       "--noprogress"]) == 0
+                       "--no-progress"]) == 0
     assert evaluate_main(["--checkpoint", str(run), "--lesion-wise"]) == 0
     out = capsys.readouterr().out
     assert "brats, test split: 1 case, 23 slices" in out and "| DSC (%) |" in out

@@ -47,10 +47,11 @@ def test_paper_recipe_reproduces_the_code_before_the_extensions(tmp_path):
     ~100 % of its update, and one Adam step moves each element by ~lr = 1e-3."""
     cmd = [sys.executable, str(ROOT / "train.py"), "--recipe", "paper",
            "--dataset", "synthetic:num_cases=6,num_classes=3,height=48,width=48",
-           "--backbone", "tiny_vit_b", "--weights", "random", "--widths", "8", "16", "32",
+           "--backbone", "tiny_vit_b", "--weights", "random",
+           "--class-prompt-widths", "8", "16", "32",
            "--epochs", "2", "--batch-size", "2", "--max-steps", "4", "--lr", "1e-3",
            "--workdir", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"),
-           "--noprogress", "--nocpu-rewrites"]
+           "--no-progress", "--no-cpu-rewrites"]
     subprocess.run(cmd, check=True, capture_output=True, cwd=tmp_path)
     from automedsam_jax.io.checkpoint import load_model
     model = load_model(tmp_path / "run" / "final")
@@ -340,9 +341,9 @@ def test_training_calibrates_and_stores_the_presence_rule(tmp_path):
 
     spec = "synthetic:num_cases=8,num_classes=3,height=48,width=48,depth=4"
     cfg = from_args(["--dataset", spec, "--backbone", "tiny_vit_b", "--weights", "random",
-                     "--widths", "8", "16", "32", "--epochs", "2", "--batch-size", "2",
+                     "--class-prompt-widths", "8", "16", "32", "--epochs", "2", "--batch-size", "2",
                      "--workdir", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"),
-                     "--noprogress", "--variants", "1", "--prompt", "class"])
+                     "--no-progress", "--variants", "1", "--prompt", "class"])
     summary = run(cfg)
     for name in ("best", "final"):
         stored = read_meta(tmp_path / "run" / name)["presence"]

@@ -30,9 +30,9 @@ def test_train_py_on_challenge_npz_files(tmp_path):
     cmd = [sys.executable, str(ROOT / "train.py"), "--dataset", "abdomenct1k",
            "--manual-dir", str(manual), "--data-dir", str(tmp_path / "data"),
            "--workdir", str(workdir), "--backbone", "tiny_vit_b", "--weights", "random",
-           "--widths", "8", "16", "32", "--epochs", "1", "--batch-size", "4",
+           "--class-prompt-widths", "8", "16", "32", "--epochs", "1", "--batch-size", "4",
            "--prompt", "class",  # the route validation_reference recomputes
-           "--noprogress"]
+           "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # 8 training cases of 5 slices; slices without any organ are not training samples.

@@ -25,9 +25,9 @@ DATASET = "synthetic:num_cases=6,num_classes=3,height=48,width=48"
 
 def _cmd(workdir, data_dir):
     return [sys.executable, str(ROOT / "train.py"), "--dataset", DATASET, "--backbone",
-            "tiny_vit_b", "--weights", "random", "--widths", "8", "16", "32",
+            "tiny_vit_b", "--weights", "random", "--class-prompt-widths", "8", "16", "32",
             "--workdir", str(workdir), "--data-dir", str(data_dir), "--epochs", "2",
-            "--batch-size", "2", "--lr", "1e-3", "--noprogress"]
+            "--batch-size", "2", "--lr", "1e-3", "--no-progress"]
 
 
 def _params(workdir):

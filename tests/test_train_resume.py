@@ -20,10 +20,10 @@ DATASET = "synthetic:num_cases=10,num_classes=3,height=48,width=48"
 
 def _cmd(workdir, data_dir, *extra):
     return [sys.executable, str(ROOT / "train.py"), "--dataset", DATASET, "--backbone",
-            "tiny_vit_b", "--weights", "random", "--widths", "8", "16", "32",
+            "tiny_vit_b", "--weights", "random", "--class-prompt-widths", "8", "16", "32",
             "--workdir", str(workdir), "--data-dir", str(data_dir), "--epochs", "3",
             "--batch-size", "2", "--checkpoint-every", "1", "--keep-checkpoints", "2",
-            "--prompt", "class", "--noprogress", *extra]
+            "--prompt", "class", "--no-progress", *extra]
 
 
 def _env():

@@ -42,8 +42,8 @@ def test_train_evaluate_predict_on_a_user_dataset(tmp_path):
         [sys.executable, str(ROOT / "train.py"), "--dataset", "abdomen_mine", "--files",
          str(tmp_path / "my_scans"), "--classes", CLASSES, "--data-dir", str(data),
          "--workdir", str(work), "--backbone", "tiny_vit_b", "--weights", "random",
-         "--widths", "8", "16", "32", "--epochs", "1", "--batch-size", "4",
-         "--noprogress"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+         "--class-prompt-widths", "8", "16", "32", "--epochs", "1", "--batch-size", "4",
+         "--no-progress"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "abdomen_mine" in proc.stdout
     recorded = json.loads((work / "train_config.json").read_text())["data"]["dataset"]

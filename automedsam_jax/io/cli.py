@@ -82,17 +82,17 @@ class ArgumentParser(sp.ArgumentParser):
         self.register("action", BooleanOptionalAction, _BooleanAction)
 
     def _preprocessing(self, *args, **kwargs):
-        """simple-parsing's (it adds the options when first needed), then the options of
-        :data:`DEPRECATED` spelled the new way."""
+        """simple-parsing's (it adds the options when first needed), then the fields' options
+        of :data:`DEPRECATED` spelled the new way."""
         done = self._preprocessing_done
         super()._preprocessing(*args, **kwargs)
         if done:
             return
         for old, new in DEPRECATED.items():
-            action = self._option_string_actions.pop(old, None)
-            if action is not None:
+            action = self._option_string_actions.get(old)
+            if action is not None and "." in action.dest:  # a dataclass field's option
                 action.option_strings[action.option_strings.index(old)] = new
-                self._option_string_actions[new] = action
+                self._option_string_actions[new] = self._option_string_actions.pop(old)
 
     def error(self, message: str):
         raise UsageError(f"{message} ({self.prog} --help lists the options)")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import simple_parsing as sp
 from simple_parsing.helpers.serialization import from_dict, to_dict
@@ -190,10 +190,12 @@ class RunConfig(DistributedConfig):
                              f"{self.checkpoint_every}, {self.eval_every}")
 
 
-RECIPES = ("paper", "improved")
+Recipe = Literal["paper", "improved"]
+RECIPES = get_args(Recipe)
 """The recipes (their settings: :data:`NAMED`)."""
-PROFILES = ("cpu", "accelerator")
-"""The hardware profiles (``--profile auto`` is the one of JAX's backend)."""
+Profile = Literal["auto", "cpu", "accelerator"]
+PROFILES = get_args(Profile)[1:]
+"""The hardware profiles (``--profile auto``: the one of JAX's backend)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,9 +203,9 @@ class TrainConfig:
     """Everything one training run needs. ``TrainConfig()`` holds the fields' own defaults (the
     paper's values, nothing of :data:`NAMED` applied); :func:`compose` builds a run's."""
 
-    recipe: Literal["paper", "improved"] = "improved"
+    recipe: Recipe = "improved"
     """the recipe the run's defaults come from (what each sets is listed above)"""
-    profile: Literal["auto", "cpu", "accelerator"] = "auto"
+    profile: Profile = "auto"
     """the hardware profile the run's defaults come from (auto: cpu when JAX runs on a CPU,
     else accelerator; recorded resolved where a named combination depends on it)"""
     data: DataConfig = DataConfig()
