@@ -17,6 +17,7 @@ from ..core.routes import route_of
 from ..data import eval_dataset
 from ..evaluation import (Evaluation, Segmenter, calibrate, evaluate_records, paper_table,
                           presence_scores, too_few_kinds)
+from ..evaluation.options import InferenceConfig
 
 MAX_EMBEDDED = 256
 """Validation slices whose embeddings are kept in memory (4 MiB each at 64 × 64 × 256)."""
@@ -26,7 +27,7 @@ class ValidationSplit:
     """A dataset's validation split as evaluation records, with their embeddings attached once
     the first model has embedded them (small splits, :data:`MAX_EMBEDDED`)."""
 
-    def __init__(self, builder, frame, batch_size: int = 4):
+    def __init__(self, builder, frame, batch_size: int = InferenceConfig.batch_size):
         self.source = builder.as_data_source("validation")
         self.frame, self.batch_size = frame, batch_size
         self._embedded: list[dict] | None = None
