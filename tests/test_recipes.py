@@ -79,14 +79,15 @@ def test_recipe_switches_from_the_command_line():
             paper.pipeline.flips) == ("scalar", "one", False, 0, False, True)
     # The paper recipe is TrainConfig's defaults (docs/method.md#recipes).
     assert paper == override(TrainConfig(), {"data.dataset": "synthetic:num_cases=4",
-                                             "run.workdir": "runs/synthetic"})
+                                             "run.workdir": "runs/synthetic",
+                                             "recipe": "paper", "composed": ("paper",)})
     improved = from_args(["--dataset", "synthetic:num_cases=4"])
     assert (improved.recipe, improved.model.class_prompt.class_embedding,
             improved.pipeline.classes_per_step, improved.pipeline.negatives,
             improved.run.presence) == ("improved", "learned", "one", True, True)
     # Each extension has its own switch over the recipe.
     one = from_args(["--dataset", "synthetic:num_cases=4", "--class-embedding", "scalar",
-                     "--nonegatives", "--variants", "2", "--classes-per-step", "all"])
+                     "--no-negatives", "--variants", "2", "--classes-per-step", "all"])
     assert (one.model.class_prompt.class_embedding, one.pipeline.negatives,
             one.pipeline.augment.variants, one.pipeline.classes_per_step) == (
         "scalar", False, 2, "all")

@@ -486,11 +486,12 @@ def _run(cfg: TrainConfig, workdir: Path, data: RunData, model: AutoMedSAM) -> d
     mc = model.config
     parts = "; ".join(f"{name} {dataclasses.asdict(getattr(mc, name))}"
                       for name in ("class_prompt", "localiser") if getattr(mc, name))
+    composed = " + ".join(cfg.composed) or "the fields' defaults"
     log.info(f"{dataset_name(cfg.data.dataset)}: {len(data.train)} training slices, "
              f"{data.steps_per_epoch} steps/epoch, {cfg.optim.epochs} epochs, global batch "
              f"{cfg.optim.batch_size} on {jax.device_count()} device(s); backbone "
-             f"{cfg.model.backbone}, lr {cfg.optim.lr:g}, flips {cfg.pipeline.flips}; recipe "
-             f"{cfg.recipe}: {cfg.pipeline.classes_per_step} class(es) per slice, negatives "
+             f"{cfg.model.backbone}, lr {cfg.optim.lr:g}, flips {cfg.pipeline.flips}; "
+             f"{composed}: {cfg.pipeline.classes_per_step} class(es) per slice, negatives "
              f"{cfg.pipeline.negatives}, {cfg.pipeline.augment.variants} augmented variant(s), "
              f"presence {cfg.run.presence}, prompt {mc.prompt} ({parts}); "
              f"{sum(x.size for x in jax.tree.leaves(trainer.state['params'])):,} trained "
