@@ -292,8 +292,8 @@ def override(cfg, values: Overrides):
     return dataclasses.replace(cfg, **top)
 
 
-def compose(dataset: str = DataConfig.dataset, recipe: str = TrainConfig.recipe,
-            profile: str = TrainConfig.profile) -> TrainConfig:
+def compose(dataset: str = DataConfig.dataset, recipe: Recipe = TrainConfig.recipe,
+            profile: Profile = TrainConfig.profile) -> TrainConfig:
     """The run's defaults: ``TrainConfig()`` with, in order, the dataset's preset (any other
     dataset: its workdir ``runs/<name>``), the recipe, the profile and every combination of
     :data:`NAMED` whose names are all among those. ``profile="auto"`` is resolved from JAX's
@@ -308,8 +308,9 @@ def compose(dataset: str = DataConfig.dataset, recipe: str = TrainConfig.recipe,
     if not names:
         values["run.workdir"] = f"runs/{dataset_name(dataset)}"
     names.append(recipe)
-    if profile == "auto" and any(_matches(combo, [*names, p]) for combo in NAMED
-                                 for p in PROFILES if p in combo.split("+")):
+    with_profile = [*names, *PROFILES]
+    if profile == "auto" and any(_matches(c, with_profile) and not _matches(c, names)
+                                 for c in NAMED):  # a combination that names a profile applies
         import jax
         profile = "cpu" if jax.default_backend() == "cpu" else "accelerator"
     names += [profile] if profile in NAMED else []
