@@ -342,12 +342,8 @@ class AutoMedSamConfig:
     sam: SamConfig
     class_prompt: ClassPromptConfig | None = ClassPromptConfig()
     localiser: LocaliserConfig | None = None
-    prompt: PromptRoute | None = None
-    """the route; None: ``map`` when there is a localiser, else ``class``"""
-
-    def __post_init__(self):
-        if self.prompt is None:
-            object.__setattr__(self, "prompt", "class" if self.localiser is None else "map")
+    prompt: PromptRoute = "class"
+    """the route (which parts it needs: :func:`~automedsam_jax.core.routes.model_config`)"""
 
     def to_dict(self) -> dict:
         return {"sam": self.sam.to_dict(), "prompt": self.prompt,
@@ -364,7 +360,8 @@ class AutoMedSamConfig:
         loc, cp = d.get("localiser"), d.get("class_prompt")
         return cls(SamConfig.from_dict(d["sam"]),
                    None if cp is None else _from_dict(ClassPromptConfig, cp),
-                   None if loc is None else _from_dict(LocaliserConfig, loc), d.get("prompt"))
+                   None if loc is None else _from_dict(LocaliserConfig, loc),
+                   d.get("prompt") or ("class" if loc is None else "map"))
 
 
 LossTerm = Literal["mse", "ce", "dice", "sd"]
