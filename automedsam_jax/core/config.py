@@ -5,7 +5,7 @@ A :class:`SamConfig` says everything needed to rebuild a model and to feed it: t
 mask decoder sizes, and the image frame (:class:`FrameConfig`: how a raw image becomes the encoder
 input, and how low-res mask logits go back to the original image).
 
-Presets (``SamConfig.preset(name)`` or ``PRESETS[name]()``):
+Presets (``SamConfig.preset(name)`` or ``SAM_PRESETS[name]()``):
 
 ``medsam_vit_b``   SAM ViT-B at 1024 px, MedSAM preprocessing (stretch to 1024², bicubic, min-max).
 ``sam_vit_b/l/h``  SAM ViT-B/L/H at 1024 px, SAM preprocessing (longest side 1024, mean/std, pad).
@@ -147,9 +147,9 @@ class SamConfig:
 
     @classmethod
     def preset(cls, name: str) -> "SamConfig":
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return PRESETS[name]()
+        if name not in SAM_PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(SAM_PRESETS)}")
+        return SAM_PRESETS[name]()
 
     # -- (de)serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -245,10 +245,13 @@ def tiny_litemedsam() -> SamConfig:
     return SamConfig("tiny_litemedsam", enc, decoder=dec, frame=LITEMEDSAM_FRAME)
 
 
-PRESETS = {f.__name__: f for f in (sam_vit_b, sam_vit_l, sam_vit_h, medsam_vit_b, litemedsam,
-                                   tiny_vit_b, tiny_litemedsam)}
+SAM_PRESETS = {f.__name__: f for f in (sam_vit_b, sam_vit_l, sam_vit_h, medsam_vit_b, litemedsam,
+                                       tiny_vit_b, tiny_litemedsam)}
+"""The SAM-family backbones by name (``SamConfig.preset``); dataset presets are
+:data:`automedsam_jax.data.presets.PRESETS`."""
 
-__all__ = ["ViTConfig", "TinyViTConfig", "DecoderConfig", "FrameConfig", "SamConfig", "PRESETS"]
+__all__ = ["ViTConfig", "TinyViTConfig", "DecoderConfig", "FrameConfig", "SamConfig",
+           "SAM_PRESETS"]
 
 
 # -- AutoMedSAM ------------------------------------------------------------------------------------

@@ -1,0 +1,14 @@
+"""Names kept for one release under their old spelling: each still works and says what replaced
+it (a DeprecationWarning)."""
+
+import pytest
+
+
+def test_package_presets_is_sam_presets():
+    import automedsam_jax
+
+    with pytest.warns(DeprecationWarning, match="SAM_PRESETS"):
+        presets = automedsam_jax.PRESETS
+    assert presets is automedsam_jax.SAM_PRESETS
+    with pytest.raises(AttributeError):
+        automedsam_jax.NO_SUCH_NAME
