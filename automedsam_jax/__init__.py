@@ -1,9 +1,10 @@
 """automedsam-jax: AutoMedSAM and the SAM/MedSAM/LiteMedSAM family in JAX/Flax NNX.
 
 Layers, each importing only those below it (checked by ``lint-imports``, see pyproject.toml):
-apps (``train``, ``evaluation``, ``predict``, ``predictor``, ``boxdemo``) → ``data`` (tfds and
-grain) → ``io`` (files: model and run directories, scans, weights) → ``core`` (models, losses,
-metrics, preprocessing).
+apps (``train``, ``predict``, ``boxdemo``, ``convert``) → ``evaluation`` (scores against labels)
+→ ``inference`` (the model run on images and volumes: the segmenter, SAM's predictor, 3-D
+post-processing) → ``data`` (tfds and grain) → ``io`` (files: model and run directories, scans,
+weights) → ``core`` (models, losses, metrics, preprocessing).
 """
 
 import warnings

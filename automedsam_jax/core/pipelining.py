@@ -3,7 +3,7 @@
 JAX dispatches device work asynchronously, so a loop that starts item i + 1 (a host→device copy,
 a jitted model call) before it collects item i overlaps its host work with the device. Training
 (:mod:`automedsam_jax.train`: batches sharded ahead of the step), evaluation
-(:func:`automedsam_jax.evaluation.segmenter.segment_slices`: batch i + 1 dispatched before
+(:func:`automedsam_jax.inference.segmenter.segment_slices`: batch i + 1 dispatched before
 batch i is brought back to the original frame) and the embedding cache
 (:mod:`automedsam_jax.data.embedding_cache`: chunk k + 1 dispatched before chunk k is written)
 all use :func:`dispatch_ahead`.

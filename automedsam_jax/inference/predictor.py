@@ -20,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from .core.automedsam import embed_images
-from .core.modeling import Sam
-from .core.preprocess import (Resized, boxes_to_input_frame, points_to_input_frame,
+from ..core.automedsam import embed_images
+from ..core.modeling import Sam
+from ..core.preprocess import (Resized, boxes_to_input_frame, points_to_input_frame,
                               postprocess_masks, preprocess_image)
-from .io.checkpoint import load_model
+from ..io.checkpoint import load_model
 
 
 def _decode(graphdef, state, embeddings, points, boxes, multimask_output):
