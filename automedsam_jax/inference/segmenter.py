@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,9 +47,7 @@ from ..core.backend import image_by_image
 from ..core.config import FrameConfig
 from ..core.pipelining import dispatch_ahead
 from ..core.preprocess import Physical, Resized, from_physical, postprocess_masks
-from ..core.routes import Route, route_of
-
-Record = dict[str, Any]
+from ..core.routes import Record, Route, route_of
 
 
 def model_frame(model: nnx.Module) -> FrameConfig:
