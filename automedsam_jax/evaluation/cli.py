@@ -48,13 +48,13 @@ from ..data import DEFAULT_DATA_DIR, eval_dataset, prepare
 from ..data.builder import dataset_spec
 from ..data.custom import UserDataset
 from ..data.presets import DEMO
+from ..inference.segmenter import Segmenter
 from ..io.cli import ArgumentParser, configure_logging
 from ..io.errors import BadInputError, UsageError
 from ..io.rundir import DEFAULT_WORKDIR, EXPORTS, load_automedsam, load_sam
 from .evaluator import Evaluation, evaluate_records
 from .hosts import gather, process_share
 from .report import nsd_units, paper_table, write_reports
-from .segmenter import Segmenter
 
 
 def box_offset(text: str) -> int | str:
@@ -110,7 +110,7 @@ class EvalConfig:
     scores"""
     postprocess: Literal["none", "3d"] = "none"
     """3d: per class, presence smoothed along z and the largest 3-D connected component of each
-    case (automedsam_jax/evaluation/postprocess.py)"""
+    case (automedsam_jax/inference/postprocess_3d.py)"""
     presence: bool = True
     """class prompts: apply the presence rule calibrated with the model (a class's mask only
     on the slices where it is found); --nopresence keeps every class's mask on every slice"""

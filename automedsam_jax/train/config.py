@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from simple_parsing.helpers.serialization import from_dict, to_dict
 
-from ..core.config import PRESETS as SAM_PRESETS
+from ..core.config import SAM_PRESETS
 from ..core.config import ClassPromptConfig, LocaliserConfig, LossConfig
 from ..data.builder import dataset_spec
 from ..data.custom import UserDataset, dataset_name

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,11 +45,9 @@ from flax import nnx
 from ..core.automedsam import embed_images, label_map
 from ..core.backend import image_by_image
 from ..core.config import FrameConfig
-from ..core.pipelining import prefetch
+from ..core.pipelining import dispatch_ahead
 from ..core.preprocess import Physical, Resized, from_physical, postprocess_masks
-from ..core.routes import Route, route_of
-
-Record = dict[str, Any]
+from ..core.routes import Record, Route, route_of
 
 
 def model_frame(model: nnx.Module) -> FrameConfig:
@@ -195,8 +192,9 @@ def segment_slices(segmenter: Segmenter, records: Iterable[Record]
     in the original frame, areas ``(K,)`` the fraction of the image each decoded prompt's mask
     covers (see :meth:`Segmenter.to_labels`). Batch i + 1 is dispatched before batch i is
     brought back to the original frame, so host work overlaps the model on accelerators."""
-    for batch, outputs in prefetch(_batches(records, segmenter.batch_size),
-                                   lambda batch: (batch, segmenter.run_batch(batch)), size=1):
+    for batch, outputs in dispatch_ahead(_batches(records, segmenter.batch_size),
+                                         lambda batch: (batch, segmenter.run_batch(batch)),
+                                         size=1):
         yield from _finish(segmenter, batch, outputs)
 
 
