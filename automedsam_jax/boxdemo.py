@@ -19,7 +19,7 @@ from .data.demo import demo_volume
 from .data.presets import DEMO
 from .io.weights import pretrained_litemedsam
 from .overlay import render_overlay
-from .predictor import SamPredictor
+from .inference.predictor import SamPredictor
 
 
 def segment_volume(predictor: SamPredictor, image: np.ndarray, label: np.ndarray) -> np.ndarray:

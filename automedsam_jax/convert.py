@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .core.config import PRESETS
+from .core.config import SAM_PRESETS
 from .io.checkpoint import load_model, save_model
 from .io.conversion import CheckpointMismatch, sam_from_torch, to_torch_state, unwrap_state_dict
 from .io.torch_pickle import load_pth
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="SRC.pth (or, with --to-torch, a converted model directory)")
     p.add_argument("dst", type=Path,
                    help="OUT_DIR for the Flax model (or BACK.pth with --to-torch)")
-    p.add_argument("--model", choices=sorted(PRESETS), default=None,
+    p.add_argument("--model", choices=sorted(SAM_PRESETS), default=None,
                    help="preset to convert to; inferred from tensor shapes when omitted "
                         "(a ViT-B file whose name contains 'medsam' becomes medsam_vit_b)")
     p.add_argument("--to-torch", action="store_true",

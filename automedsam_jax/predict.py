@@ -9,13 +9,13 @@ INPUT is a PNG/JPEG, a challenge-style npz or a NIfTI volume (read and written b
 :mod:`automedsam_jax.io.scans`: axial slices in the orientation training used, CT windowed at
 40/400 HU). Every slice is embedded once and the requested classes (default: all the model
 knows) are decoded against that embedding, ``--batch-size`` slices per model call; a pixel gets
-the most probable class above 0.5 (:class:`automedsam_jax.evaluation.Segmenter`, through the route the model was trained with), and a
+the most probable class above 0.5 (:class:`automedsam_jax.inference.Segmenter`, through the route the model was trained with), and a
 class is drawn on a slice only where the model's calibrated presence rule finds it there
 (:mod:`automedsam_jax.evaluation.presence`; models trained with ``--recipe paper`` have none and
 draw every class everywhere). The summary says on how many slices each class was found. Writes
 the label map in the input's format (NIfTI: the input's voxel grid, affine and header;
 ``--postprocess 3d`` first keeps, per class, presence smoothed along z and the largest 3-D
-component, :mod:`automedsam_jax.evaluation.postprocess`), a sidecar
+component, :mod:`automedsam_jax.inference.postprocess_3d`), a sidecar
 JSON naming every label value, and with ``--overlays`` PNGs of the slices that hold a prediction
 (every slice of a 2D input) with a legend of class names, in ``<out name>_overlays/``.
 
@@ -41,9 +41,8 @@ import simple_parsing as sp
 from tqdm import tqdm
 
 from .core.preprocess import model_input
-from .evaluation import Segmenter, segment_slices
-from .evaluation.options import InferenceConfig
-from .evaluation.postprocess import postprocess_case
+from .inference import Segmenter, postprocess_case, segment_slices
+from .inference.options import InferenceConfig
 from .io.checkpoint import read_meta
 from .io.cli import ArgumentParser, configure_logging
 from .io.errors import BadInputError, UsageError

@@ -64,6 +64,14 @@ ROWS: dict[str, Row] = {
     "generalise": Row("+ 1.5 mm per pixel, standardised embedding, multi-scale head, 8 variants "
                       "of scanner and patient augmentation (= `python train.py`)",
                       ("--recipe", "improved")),
+    # What each lever buys: the default with one of its levers taken away (over seeds, as above).
+    "generalise_no_physical": Row("the default without the physical scale (longest side to the "
+                                  "frame)", ("--recipe", "improved", "--input-spacing", "0")),
+    "generalise_no_head": Row("the default with the conv head on the raw embedding (no "
+                              "standardisation, no multi-scale head)",
+                              ("--recipe", "improved", "--head", "conv", "--no-normalise")),
+    "generalise_no_augment": Row("the default without augmentation (no variants)",
+                                 ("--recipe", "improved", "--variants", "0")),
     "generalise_3d": Row("the same + 3-D post-processing", evaluate=("--postprocess", "3d"),
                          train_as="generalise"),
     "refine": Row("the same + the diffusion class prompt encoder refining the map's box prompt "

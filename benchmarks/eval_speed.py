@@ -34,7 +34,7 @@ from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, Cla
                                         SamConfig)
 from automedsam_jax.core.init import random_model
 from automedsam_jax.data.pipeline import model_input
-from automedsam_jax.evaluation import Segmenter, segment_slices
+from automedsam_jax.inference import Segmenter, segment_slices
 
 
 def _records(n: int, size: int, frame, seed: int = 0):

@@ -139,7 +139,7 @@ def original_logits(low: np.ndarray, original: tuple[int, int], extent: tuple[in
     """Low-res-frame logits ``(..., L, L)`` → original-frame logits ``(..., H, W)``, float64."""
     low = np.asarray(low, np.float64)
     h, w = extent
-    if frame.postprocess == "sam":
+    if frame.mask_resize == "sam":
         return bilinear(bilinear(low, (frame.size, frame.size))[..., :h, :w], original)
     n, size = low.shape[-1], frame.size
     hl, wl = (2 * h * n + size) // (2 * size), (2 * w * n + size) // (2 * size)  # round half up

@@ -198,7 +198,7 @@ def test_model_directory_round_trip(backbone, tmp_path):
     from flax import nnx
 
     from automedsam_jax.io.checkpoint import load_model, save_model
-    from automedsam_jax.predictor import SamPredictor
+    from automedsam_jax.inference import SamPredictor
     cfg = AutoMedSamConfig(SamConfig.preset(backbone), TINY_CLASS_PROMPT)
     jm = random_model(cfg, seed=5)
     save_model(jm, tmp_path / "m", extra={"class_names": ["a", "b"]})

@@ -41,7 +41,7 @@ from automedsam_jax.evaluation.cli import main
 from automedsam_jax.evaluation.evaluator import CaseResult, Evaluation
 from automedsam_jax.evaluation.volumes import VolumeAssembler
 from automedsam_jax.io.checkpoint import load_model, save_model
-from automedsam_jax.predictor import SamPredictor
+from automedsam_jax.inference import SamPredictor
 from automedsam_jax.train.config import TrainConfig, override
 from automedsam_jax.train.loop import run
 from frames_reference import (area_bounds, candidate_masks, class_logits, possible_labels,

@@ -1,5 +1,6 @@
-"""The package's layers import one way (apps → data → io → core; pyproject.toml's import-linter
-contracts), and the commands that need no dataset machinery do not load it."""
+"""The package's layers import one way (apps → evaluation → inference → data → io → core;
+pyproject.toml's import-linter contracts), and the commands that need no dataset machinery do
+not load it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def _lint(*args: str) -> subprocess.CompletedProcess:
 def test_import_contracts_are_kept():
     run = _lint("--no-cache")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "3 kept, 0 broken" in run.stdout
+    assert "4 kept, 0 broken" in run.stdout
 
 
 def test_the_layer_contract_sees_real_imports(tmp_path):
@@ -34,7 +35,7 @@ root_package = "automedsam_jax"
 name = "reversed"
 type = "layers"
 containers = ["automedsam_jax"]
-layers = ["core", "io", "data", "evaluation", "train"]
+layers = ["core", "io", "data", "inference", "evaluation", "train"]
 ''')
     run = _lint("--no-cache", str(config))
     assert run.returncode == 1, run.stdout + run.stderr

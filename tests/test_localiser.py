@@ -18,7 +18,7 @@ from automedsam_jax.core.losses import LossWeights, localiser_loss
 from automedsam_jax.core.modeling.localiser import map_boxes
 from automedsam_jax.data import PipelineConfig, SyntheticConfig, prepare, train_dataset
 from automedsam_jax.data.sample import grid_labels
-from automedsam_jax.evaluation import Segmenter, segment_slices
+from automedsam_jax.inference import Segmenter, segment_slices
 from automedsam_jax.core.preprocess import Resized, model_input, postprocess_masks
 from automedsam_jax.train.config import OptimConfig
 from automedsam_jax.train.loop import make_tx

@@ -16,7 +16,7 @@ from automedsam_jax.core.config import SamConfig
 from automedsam_jax.core.preprocess import preprocess_image
 from automedsam_jax.io.checkpoint import load_model
 from automedsam_jax.io.conversion import sam_from_torch
-from automedsam_jax.predictor import SamPredictor
+from automedsam_jax.inference import SamPredictor
 from conftest import skip_if_offline_allowed
 from convert.__main__ import main as convert_main
 from torch_reference import jax_box_forward, nchw, randomized_torch_sam, rel_err, torch_box_forward

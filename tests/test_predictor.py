@@ -11,7 +11,7 @@ from automedsam_jax.core.config import SamConfig
 from automedsam_jax.core.init import random_model
 from automedsam_jax.core.preprocess import preprocess_image
 from automedsam_jax.io.conversion import sam_from_torch
-from automedsam_jax.predictor import SamPredictor
+from automedsam_jax.inference import SamPredictor
 from torch_reference import nchw, randomized_torch_sam
 
 try:

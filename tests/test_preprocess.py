@@ -8,6 +8,7 @@ ones only where the ``[torch]`` extra is installed.
 """
 
 import dataclasses
+import json
 import types
 
 import numpy as np
@@ -125,3 +126,16 @@ def test_litemedsam_postprocess_matches_medsam_lite():
 def test_bad_images_are_named(bad, msg):
     with pytest.raises(ValueError, match=msg):
         check_image(bad)
+
+
+@pytest.mark.parametrize("name", ["sam_vit_b", "medsam_vit_b", "litemedsam"])
+def test_frame_saved_with_its_old_key_loads(name):
+    """A model config saved when ``FrameConfig.mask_resize`` was ``postprocess`` (checkpoints
+    store it as JSON) loads to the same config."""
+    cfg = SamConfig.preset(name)
+    old = cfg.to_dict()
+    old["frame"] = {("postprocess" if k == "mask_resize" else k): v
+                    for k, v in old["frame"].items()}
+    assert "mask_resize" not in old["frame"]
+    assert SamConfig.from_json(json.dumps(old)) == cfg
+    assert SamConfig.from_json(cfg.to_json()) == cfg

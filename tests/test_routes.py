@@ -18,7 +18,7 @@ from automedsam_jax.core.preprocess import model_input
 from automedsam_jax.core.routes import ROUTES, get_route, model_config
 from automedsam_jax.core.routes.refine import START_ERROR_CELLS, start_boxes
 from automedsam_jax.data import PipelineConfig, SyntheticConfig, prepare, train_dataset
-from automedsam_jax.evaluation import Segmenter, segment_slices
+from automedsam_jax.inference import Segmenter, segment_slices
 from automedsam_jax.train.optim import Trainee
 
 from test_localiser import _changed, _numpy_box_prompt, _train

@@ -17,7 +17,7 @@ from automedsam_jax.data.embedding_cache import CacheSpec, EmbeddingCache
 from automedsam_jax.train.config import OptimConfig
 from automedsam_jax.train.loop import make_tx, plateau_update
 from automedsam_jax.train.optim import Trainee
-from automedsam_jax.core.pipelining import prefetch
+from automedsam_jax.core.pipelining import dispatch_ahead
 from automedsam_jax.train.step import (data_mesh, init_state, make_embed_fn, make_loss_fn,
                                        shard_batch)
 
@@ -94,7 +94,7 @@ def test_cosine_schedule_decays_to_zero_over_the_run():
         make_tx(cfg)
 
 
-def test_prefetch_runs_ahead_and_keeps_order():
+def test_dispatch_ahead_runs_ahead_and_keeps_order():
     pulled = []
 
     def items():
@@ -102,12 +102,12 @@ def test_prefetch_runs_ahead_and_keeps_order():
             pulled.append(i)
             yield i
 
-    out = prefetch(items(), lambda x: 10 * x, size=2)
+    out = dispatch_ahead(items(), lambda x: 10 * x, size=2)
     assert next(out) == 0 and pulled == [0, 1, 2]    # item 0 given, 1 and 2 already prepared
     assert list(out) == [10, 20, 30, 40] and pulled == [0, 1, 2, 3, 4]
 
 
-def test_prefetch_dispatches_the_next_item_before_this_one_is_collected():
+def test_dispatch_ahead_dispatches_the_next_item_before_this_one_is_collected():
     """size=1, as evaluation and the embedding cache use it: fn(i + 1) runs before the caller
     handles fn(i); size=0 runs fn lazily; nothing in, nothing out."""
     log = []
@@ -116,12 +116,12 @@ def test_prefetch_dispatches_the_next_item_before_this_one_is_collected():
         log.append(f"dispatch {x}")
         return x
 
-    for x in prefetch(range(3), fn, size=1):
+    for x in dispatch_ahead(range(3), fn, size=1):
         log.append(f"collect {x}")
     assert log == ["dispatch 0", "dispatch 1", "collect 0", "dispatch 2", "collect 1",
                    "collect 2"]
     log.clear()
-    for x in prefetch(range(2), fn, size=0):
+    for x in dispatch_ahead(range(2), fn, size=0):
         log.append(f"collect {x}")
     assert log == ["dispatch 0", "collect 0", "dispatch 1", "collect 1"]
-    assert list(prefetch([], fn, size=1)) == []
+    assert list(dispatch_ahead([], fn, size=1)) == []

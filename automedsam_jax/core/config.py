@@ -5,7 +5,7 @@ A :class:`SamConfig` says everything needed to rebuild a model and to feed it: t
 mask decoder sizes, and the image frame (:class:`FrameConfig`: how a raw image becomes the encoder
 input, and how low-res mask logits go back to the original image).
 
-Presets (``SamConfig.preset(name)`` or ``PRESETS[name]()``):
+Presets (``SamConfig.preset(name)`` or ``SAM_PRESETS[name]()``):
 
 ``medsam_vit_b``   SAM ViT-B at 1024 px, MedSAM preprocessing (stretch to 1024², bicubic, min-max).
 ``sam_vit_b/l/h``  SAM ViT-B/L/H at 1024 px, SAM preprocessing (longest side 1024, mean/std, pad).
@@ -88,9 +88,11 @@ class FrameConfig:
     interpolation: ``"bicubic"`` or ``"area"`` (box filter; cv2's INTER_AREA when downscaling).
     normalize:   ``"minmax"`` maps each image to [0, 1]; ``"imagenet"`` does (x − mean)/std on the
                  0–255 scale with SAM's pixel mean/std.
-    postprocess: ``"sam"`` upsamples the 4× low-res logits to the input frame, crops the padding and
-                 resizes to the original size (SAM's ``postprocess_masks``); ``"medsam"`` crops the
-                 padding in the low-res frame and resizes straight to the original size.
+    mask_resize: how low-res mask logits go back to the original size: ``"sam"`` upsamples the 4×
+                 low-res logits to the input frame, crops the padding and resizes to the original
+                 size (SAM's ``postprocess_masks``); ``"medsam"`` crops the padding in the low-res
+                 frame and resizes straight to the original size. (Saved before it had this
+                 name, it was ``postprocess``: :meth:`SamConfig.from_dict` reads both.)
     spacing:     a physical scale (beyond the presets; None: off): an image whose pixel spacing
                  is known (a volume's slices) is first resampled to ``spacing`` mm per pixel
                  and centred on an ``size`` × ``size`` canvas (cropped or zero-padded), which
@@ -102,7 +104,7 @@ class FrameConfig:
     resize: Literal["stretch", "longest"] = "stretch"
     interpolation: Literal["bicubic", "area"] = "bicubic"
     normalize: Literal["minmax", "imagenet"] = "minmax"
-    postprocess: Literal["sam", "medsam"] = "medsam"
+    mask_resize: Literal["sam", "medsam"] = "medsam"
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
     pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
     spacing: float | None = None
@@ -145,9 +147,9 @@ class SamConfig:
 
     @classmethod
     def preset(cls, name: str) -> "SamConfig":
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        return PRESETS[name]()
+        if name not in SAM_PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(SAM_PRESETS)}")
+        return SAM_PRESETS[name]()
 
     # -- (de)serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -167,12 +169,21 @@ class SamConfig:
             name=d["name"],
             encoder=_from_dict(enc_cls, d["encoder"]),
             decoder=_from_dict(DecoderConfig, d["decoder"]),
-            frame=_from_dict(FrameConfig, d["frame"]),
+            frame=_from_dict(FrameConfig, _renamed(d["frame"], FRAME_RENAMED)),
         )
 
     @classmethod
     def from_json(cls, text: str) -> "SamConfig":
         return cls.from_dict(json.loads(text))
+
+
+FRAME_RENAMED = {"postprocess": "mask_resize"}
+"""Old :class:`FrameConfig` keys → their names now (model configs saved before the rename)."""
+
+
+def _renamed(d: dict, renamed: dict[str, str]) -> dict:
+    """``d`` with its old keys under their new names."""
+    return {renamed.get(k, k): v for k, v in d.items()}
 
 
 def _from_dict(klass, d: dict):
@@ -184,11 +195,11 @@ def _from_dict(klass, d: dict):
 
 
 SAM_FRAME = FrameConfig(size=1024, resize="longest", interpolation="bicubic", normalize="imagenet",
-                        postprocess="sam")
+                        mask_resize="sam")
 MEDSAM_FRAME = FrameConfig(size=1024, resize="stretch", interpolation="bicubic", normalize="minmax",
-                           postprocess="medsam")
+                           mask_resize="medsam")
 LITEMEDSAM_FRAME = FrameConfig(size=256, resize="longest", interpolation="area", normalize="minmax",
-                               postprocess="medsam")
+                               mask_resize="medsam")
 
 
 def sam_vit_b() -> SamConfig:
@@ -234,10 +245,13 @@ def tiny_litemedsam() -> SamConfig:
     return SamConfig("tiny_litemedsam", enc, decoder=dec, frame=LITEMEDSAM_FRAME)
 
 
-PRESETS = {f.__name__: f for f in (sam_vit_b, sam_vit_l, sam_vit_h, medsam_vit_b, litemedsam,
-                                   tiny_vit_b, tiny_litemedsam)}
+SAM_PRESETS = {f.__name__: f for f in (sam_vit_b, sam_vit_l, sam_vit_h, medsam_vit_b, litemedsam,
+                                       tiny_vit_b, tiny_litemedsam)}
+"""The SAM-family backbones by name (``SamConfig.preset``); dataset presets are
+:data:`automedsam_jax.data.presets.PRESETS`."""
 
-__all__ = ["ViTConfig", "TinyViTConfig", "DecoderConfig", "FrameConfig", "SamConfig", "PRESETS"]
+__all__ = ["ViTConfig", "TinyViTConfig", "DecoderConfig", "FrameConfig", "SamConfig",
+           "SAM_PRESETS"]
 
 
 # -- AutoMedSAM ------------------------------------------------------------------------------------
@@ -342,12 +356,8 @@ class AutoMedSamConfig:
     sam: SamConfig
     class_prompt: ClassPromptConfig | None = ClassPromptConfig()
     localiser: LocaliserConfig | None = None
-    prompt: PromptRoute | None = None
-    """the route; None: ``map`` when there is a localiser, else ``class``"""
-
-    def __post_init__(self):
-        if self.prompt is None:
-            object.__setattr__(self, "prompt", "class" if self.localiser is None else "map")
+    prompt: PromptRoute = "class"
+    """the route (which parts it needs: :func:`~automedsam_jax.core.routes.model_config`)"""
 
     def to_dict(self) -> dict:
         return {"sam": self.sam.to_dict(), "prompt": self.prompt,
@@ -364,7 +374,8 @@ class AutoMedSamConfig:
         loc, cp = d.get("localiser"), d.get("class_prompt")
         return cls(SamConfig.from_dict(d["sam"]),
                    None if cp is None else _from_dict(ClassPromptConfig, cp),
-                   None if loc is None else _from_dict(LocaliserConfig, loc), d.get("prompt"))
+                   None if loc is None else _from_dict(LocaliserConfig, loc),
+                   d.get("prompt") or ("class" if loc is None else "map"))
 
 
 LossTerm = Literal["mse", "ce", "dice", "sd"]

@@ -207,12 +207,12 @@ def resize_logits(x: jax.Array, size: tuple[int, int]) -> jax.Array:
 def postprocess_masks(low_res_logits: jax.Array, resized: Resized, frame: FrameConfig) -> jax.Array:
     """Low-res-frame logits ``(..., L, L)`` → original-frame logits ``(..., H, W)``.
 
-    ``frame.postprocess == "sam"``: upsample to the S×S input frame, crop the padding, resize to
+    ``frame.mask_resize == "sam"``: upsample to the S×S input frame, crop the padding, resize to
     the original size. ``"medsam"``: crop the padding at low-res scale, resize to the original size.
     Threshold the result at 0 (= probability 0.5) for a binary mask.
     """
     (h, w), low = resized.resized_size, low_res_logits.shape[-1]
-    if frame.postprocess == "sam":
+    if frame.mask_resize == "sam":
         x = resize_logits(low_res_logits, (frame.size, frame.size))[..., :h, :w]
     else:
         hl, wl = round(h * low / frame.size), round(w * low / frame.size)

@@ -43,7 +43,7 @@ from array_record.python.array_record_module import ArrayRecordWriter
 
 from ..core.config import FrameConfig
 from ..core.distributed import local_rows
-from ..core.pipelining import prefetch
+from ..core.pipelining import dispatch_ahead
 from ..io.checkpoint import write_atomic
 from ..io.errors import UsageError
 from .augment import AugmentConfig
@@ -230,7 +230,7 @@ def _build_shard(path: Path, spec: CacheSpec, source: Sequence[dict], slices: ra
 
     tmp = path.with_name(path.name + ".array_record.tmp")
     writer = ArrayRecordWriter(str(tmp), "group_size:1,uncompressed")  # random access, no codec
-    for embeddings, n in prefetch(range(num_chunks), dispatch, size=1):
+    for embeddings, n in dispatch_ahead(range(num_chunks), dispatch, size=1):
         _write(writer, embeddings, n, dtype)
     writer.close()
     os.replace(tmp, path.with_name(path.name + ".array_record"))

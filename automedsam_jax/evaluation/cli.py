@@ -48,14 +48,14 @@ from ..data import DEFAULT_DATA_DIR, eval_dataset, prepare
 from ..data.builder import dataset_spec
 from ..data.custom import UserDataset
 from ..data.presets import DEMO
+from ..inference.options import InferenceConfig
+from ..inference.segmenter import Segmenter
 from ..io.cli import ArgumentParser, configure_logging
 from ..io.errors import BadInputError, UsageError
 from ..io.rundir import DEFAULT_WORKDIR, EXPORTS, load_automedsam, load_sam
 from .evaluator import Evaluation, evaluate_records
 from .hosts import gather, process_share
-from .options import InferenceConfig
 from .report import nsd_units, paper_table, write_reports
-from .segmenter import Segmenter
 
 
 def box_offset(text: str) -> int | str:
@@ -119,7 +119,7 @@ class EvalConfig:
 
     def __post_init__(self):
         if self.box_offset is not None:
-            if self.prompt != "box":
+            if self.prompt is None or get_route(self.prompt).trains:  # not the box baseline
                 raise ValueError("--box-offset needs --prompt box (class prompts take no box); "
                                  "add --prompt box or leave --box-offset out")
             if self.box_offset != "image" and not (
@@ -173,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: EvalConfig) -> tuple[Evaluation, dict[str, Path], str]:
     """Load, evaluate, write; returns the evaluation, the written paths and the table.
     ``args.dataset`` is a resolved ``--dataset`` (:meth:`UserDataset.resolve`)."""
-    box = args.prompt == "box"
+    # a route that trains nothing (box) prompts a backbone; the others run the trained model
+    baseline = args.prompt is not None and not get_route(args.prompt).trains
     trained = None
-    if box:
+    if baseline:
         model, directory = load_sam(args.checkpoint or "pretrained")
         seen, backbone = (lambda field: None), model.config.name
     else:
@@ -198,10 +199,10 @@ def run(args: EvalConfig) -> tuple[Evaluation, dict[str, Path], str]:
         raise BadInputError(directory, f"trained on classes {list(trained.class_names)}, but "
                                        f"dataset {name!r} has {list(class_names)}")
     classes = range(1, len(class_names) + 1)
-    if box:
+    if baseline:
         offset = 5 if args.box_offset is None else args.box_offset
         segmenter = Segmenter(model, classes, args.inference.batch_size,
-                              route=get_route("box").with_offset(offset))
+                              route=get_route(args.prompt).with_offset(offset))
         out = args.out or Path("runs/box_baseline") / f"{name}_{args.split}_offset{offset}"
         method = f"{backbone}, " + ("whole-image box" if offset == "image"
                                     else f"GT box + {offset} px")
@@ -228,7 +229,7 @@ def run(args: EvalConfig) -> tuple[Evaluation, dict[str, Path], str]:
              f"{_count(ev.num_slices, 'slice')} · NSD τ = {args.tolerance:g} {nsd_units(ev)}"
              + (" (challenge rule)" if args.challenge_nsd else "")
              + (" · 3-D post-processing" if three_d else ""))
-    meta = {"method": "box" if box else "automedsam", "prompt": segmenter.route.name,
+    meta = {"method": "box" if baseline else "automedsam", "prompt": segmenter.route.name,
             "backbone": backbone,
             "checkpoint": str(directory), "dataset": name, "split": args.split,
             "box_offset": offset, "batch_size": args.inference.batch_size,

@@ -19,9 +19,9 @@ from collections.abc import Iterable, Sequence
 
 from ..core.metrics import DEFAULT_TOLERANCE, ClassMetrics, DatasetMetrics, aggregate, case_metrics
 from ..core.regions import RegionMetrics, Regions, RegionSummary, region_metrics, summarise
-from .postprocess import postprocess_case
+from ..inference.postprocess_3d import postprocess_case
+from ..inference.segmenter import Record, Segmenter, segment_slices
 from .presence import PresenceCounts
-from .segmenter import Record, Segmenter, segment_slices
 from .volumes import Case, VolumeAssembler
 
 log = logging.getLogger(__name__)
@@ -67,10 +67,10 @@ def evaluate_records(segmenter: Segmenter, records: Iterable[Record],
                      ) -> Evaluation:
     """Segment every record (see :func:`segment_slices`) and score each case as soon as it is
     complete (memory: the slices of unfinished cases only). ``postprocess``: each case's labels
-    go through :func:`.postprocess.postprocess_case` first (presence is counted after it).
-    ``hd95``: the classes' HD95 too; ``regions``: score these unions of classes
-    (:func:`automedsam_jax.core.regions.region_metrics`), with lesion-wise scores if
-    ``lesions``."""
+    go through :func:`~automedsam_jax.inference.postprocess_3d.postprocess_case` first
+    (presence is counted after it). ``hd95``: the classes' HD95 too; ``regions``: score these
+    unions of classes (:func:`automedsam_jax.core.regions.region_metrics`), with lesion-wise
+    scores if ``lesions``."""
     classes = range(1, len(class_names) + 1)
     assembler, results, slices = VolumeAssembler(), [], 0
     presence = PresenceCounts()

@@ -2,7 +2,7 @@
 
 A class prompt always yields a mask, so the decision is made from the mask itself: a class is
 present on a slice when its mask (p > 0.5, original frame) covers at least ``min_area`` of the
-image (:class:`~automedsam_jax.evaluation.segmenter.Segmenter`). Measured on the demo, the IoU
+image (:class:`~automedsam_jax.inference.segmenter.Segmenter`). Measured on the demo, the IoU
 head does not separate present from absent classes (it is never trained to), while a model
 trained with absent classes as negatives (empty targets) leaves them (nearly) empty, so the
 area separates them.
@@ -22,7 +22,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .segmenter import Record, Segmenter, segment_slices
+from ..inference.segmenter import Record, Segmenter, segment_slices
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ..core.config import PRESETS, SamConfig
+from ..core.config import SAM_PRESETS, SamConfig
 from ..core.init import abstract_model
 from ..core.modeling import Sam
 
@@ -155,7 +155,7 @@ def infer_preset(state: Mapping[str, Array], hint: str = "") -> tuple[str | None
     problems for every preset. ``medsam_vit_b`` and ``sam_vit_b`` share shapes; ``hint`` (e.g. the
     file name) containing "medsam" picks MedSAM, otherwise SAM."""
     scores = {name: sum(map(len, _mismatches(_torch_shapes(SamConfig.preset(name)), state)))
-              for name in PRESETS}
+              for name in SAM_PRESETS}
     exact = [n for n, s in scores.items() if s == 0]
     if {"medsam_vit_b", "sam_vit_b"} <= set(exact):
         exact = ["medsam_vit_b" if "medsam" in hint.lower() else "sam_vit_b"]

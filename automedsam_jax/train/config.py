@@ -32,7 +32,7 @@ from typing import Any, Literal, get_args
 import simple_parsing as sp
 from simple_parsing.helpers.serialization import from_dict, to_dict
 
-from ..core.config import PRESETS as SAM_PRESETS
+from ..core.config import SAM_PRESETS
 from ..core.config import ClassPromptConfig, LocaliserConfig, LossConfig
 from ..core.distributed import DistributedConfig
 from ..data.builder import dataset_spec

@@ -35,7 +35,7 @@ from ..core.config import AutoMedSamConfig, SamConfig
 from ..core.distributed import maybe_initialize_distributed, to_host
 from ..core.init import random_model
 from ..core.losses import LossWeights
-from ..core.pipelining import prefetch
+from ..core.pipelining import dispatch_ahead
 from ..core.routes import get_route, model_config
 from ..data import prepare, steps_per_epoch, train_dataset
 from ..data.custom import dataset_name
@@ -55,7 +55,7 @@ from .step import (data_mesh, init_state, learning_rate, make_embed_fn, make_tra
                    set_learning_rate, shard_batch)
 from .validation import ValidationSplit, calibrate_presence, validate
 
-PREFETCH = 2  # batches whose host→device copies run ahead of the step
+BATCHES_AHEAD = 2  # batches whose host→device copies run ahead of the step
 
 
 class TrainingDiverged(RuntimeError):
@@ -353,10 +353,11 @@ def train(cfg: TrainConfig, data: RunData, trainer: Trainer, progress: Progress,
                 batch["embedding"] = cache.lookup(batch)
             yield batch, it.get_state()
 
-    # Device copies run PREFETCH batches ahead; a checkpoint stores the iterator state after
-    # the last batch *trained on*, so a resumed run reads exactly the batches that follow it.
-    batches = prefetch(host_batches(), lambda b: (
-        shard_batch(b[0], trainer.mesh, cfg.cache.cache_embeddings), b[1]), size=PREFETCH)
+    # Device copies run BATCHES_AHEAD batches ahead; a checkpoint stores the iterator state
+    # after the last batch *trained on*, so a resumed run reads exactly the batches that follow
+    # it.
+    batches = dispatch_ahead(host_batches(), lambda b: (
+        shard_batch(b[0], trainer.mesh, cfg.cache.cache_embeddings), b[1]), size=BATCHES_AHEAD)
     key = key_from_json(progress.key)
     spe, total = data.steps_per_epoch, data.total_steps
     rate = Throughput(cfg.optim.batch_size, jax.device_count())

@@ -27,7 +27,7 @@ gradients, the distillation teacher and the loss stay float32.
     mesh = data_mesh()
     state, frozen, graphdef = init_state(trainee, tx, mesh)
     step = make_train_step(graphdef, tx, mesh, cached=False)   # or encoder_dtype/compute_dtype=bf16
-    for batch in prefetch(batches, lambda b: shard_batch(b, mesh)):  # core.pipelining
+    for batch in dispatch_ahead(batches, lambda b: shard_batch(b, mesh)):  # core.pipelining
         state, metrics = step(state, frozen, batch, key)
 """
 

@@ -15,9 +15,10 @@ from collections.abc import Iterable, Sequence
 from ..core.automedsam import AutoMedSAM
 from ..core.routes import route_of
 from ..data import eval_dataset
-from ..evaluation import (Evaluation, Segmenter, calibrate, evaluate_records, paper_table,
-                          presence_scores, too_few_kinds)
-from ..evaluation.options import InferenceConfig
+from ..evaluation import (Evaluation, calibrate, evaluate_records, paper_table, presence_scores,
+                          too_few_kinds)
+from ..inference import Segmenter
+from ..inference.options import InferenceConfig
 
 MAX_EMBEDDED = 256
 """Validation slices whose embeddings are kept in memory (4 MiB each at 64 × 64 × 256)."""

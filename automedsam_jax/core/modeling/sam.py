@@ -16,7 +16,7 @@ class Sam(nnx.Module):
     """``image_encoder``, ``prompt_encoder`` and ``mask_decoder`` under PyTorch's names.
 
     Inputs are in the input frame (``cfg.image_size`` px, NHWC, already preprocessed — see
-    :mod:`automedsam_jax.core.preprocess` or :class:`automedsam_jax.predictor.SamPredictor`).
+    :mod:`automedsam_jax.core.preprocess` or :class:`automedsam_jax.inference.SamPredictor`).
     """
 
     def __init__(self, cfg: SamConfig, *, rngs: nnx.Rngs):

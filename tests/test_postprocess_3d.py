@@ -4,8 +4,8 @@ largest-component step agrees with scipy.ndimage's own labelling."""
 import numpy as np
 from scipy import ndimage
 
-from automedsam_jax.evaluation.postprocess import (largest_components, postprocess_case,
-                                                   smooth_presence)
+from automedsam_jax.inference.postprocess_3d import (largest_components, postprocess_case,
+                                                     smooth_presence)
 
 
 def _volume():

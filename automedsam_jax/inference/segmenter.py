@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -46,11 +45,10 @@ from flax import nnx
 from ..core.automedsam import embed_images, label_map
 from ..core.backend import image_by_image
 from ..core.config import FrameConfig
-from ..core.pipelining import prefetch
+from ..core.pipelining import dispatch_ahead
 from ..core.preprocess import Physical, Resized, from_physical, postprocess_masks
-from ..core.routes import Route, route_of
-
-Record = dict[str, Any]
+from ..core.routes import Record, Route, route_of
+from .options import InferenceConfig
 
 
 def model_frame(model: nnx.Module) -> FrameConfig:
@@ -63,7 +61,8 @@ class Segmenter:
     """``model`` on B slices × the K class ids ``class_ids`` through ``route`` (default: the
     model's own; a :class:`Sam` needs the ``box`` route)."""
 
-    def __init__(self, model: nnx.Module, class_ids: Iterable[int], batch_size: int = 4,
+    def __init__(self, model: nnx.Module, class_ids: Iterable[int],
+                 batch_size: int = InferenceConfig.batch_size,
                  min_area: float = 0.0, route: Route | None = None):
         if batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -195,8 +194,9 @@ def segment_slices(segmenter: Segmenter, records: Iterable[Record]
     in the original frame, areas ``(K,)`` the fraction of the image each decoded prompt's mask
     covers (see :meth:`Segmenter.to_labels`). Batch i + 1 is dispatched before batch i is
     brought back to the original frame, so host work overlaps the model on accelerators."""
-    for batch, outputs in prefetch(_batches(records, segmenter.batch_size),
-                                   lambda batch: (batch, segmenter.run_batch(batch)), size=1):
+    for batch, outputs in dispatch_ahead(_batches(records, segmenter.batch_size),
+                                         lambda batch: (batch, segmenter.run_batch(batch)),
+                                         size=1):
         yield from _finish(segmenter, batch, outputs)
 
 

@@ -1,4 +1,5 @@
-"""Volumes as volumes (beyond the paper): 3-D post-processing of a case's slice-wise labels.
+"""Volumes as volumes (beyond the paper; ``--postprocess 3d`` of evaluation and ``predict``): 3-D
+post-processing of a case's slice-wise labels.
 
 Per class c of a ``(D, H, W)`` label volume (z first, original frame):
 

@@ -1,5 +1,6 @@
-"""The options every command that segments slices with a trained model shares (evaluate,
-predict): their configs nest :class:`InferenceConfig` (its options keep their names)."""
+"""The options every command that segments slices with a model shares (evaluate, predict; train's
+validation takes the batch): their configs nest :class:`InferenceConfig` (its options keep their
+names)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ class InferenceConfig:
     """slices embedded per model call"""
     postprocess: Literal["none", "3d"] = "none"
     """3d: per class, presence smoothed along z and the largest 3-D connected component of each
-    volume (a 2D image keeps its largest component; automedsam_jax/evaluation/postprocess.py)"""
+    volume (a 2D image keeps its largest component; automedsam_jax/inference/postprocess_3d.py)"""
 
     def __post_init__(self):
         if self.batch_size < 1:
