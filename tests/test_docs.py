@@ -34,7 +34,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 CODE = {"python": "python", "bash": "bash", "sh": "bash", "shell": "bash", "console": "bash"}
 NOT_RUN = re.compile(r"^<!--\s*not run:(.*)-->\s*$")
 FENCE = re.compile(r"^(\s*)```([\w+-]*)\s*$")
-SLOW_PAGES: set[str] = set()  # pages whose python blocks take more than ~10 s
+SLOW_PAGES = {"models.md"}  # pages whose python blocks take more than ~10 s
 
 
 class Block:
@@ -74,7 +74,7 @@ MARKED = [b for b in ALL if b.marker is not None]
 
 
 def test_blocks_found():
-    assert len(RUN) >= 20, [b.id for b in RUN]
+    assert len(RUN) >= 12, [b.id for b in RUN]
     assert {b.lang for b in RUN if CODE[b.lang] == "python"}, "no python block runs"
 
 
