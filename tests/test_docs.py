@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import re
 import runpy
 import shlex
@@ -163,8 +164,9 @@ def _parse_only(monkeypatch) -> list[str]:
     return usage
 
 
-def run_python(argv: list[str], monkeypatch) -> None:
-    """``python ARGS``: run the script or module with its argv until its parser returns."""
+def run_python(argv: list[str], monkeypatch) -> str:
+    """``python ARGS``: run the script or module with its argv until its parser returns; its
+    stdout."""
     args = argv[1:]
     if args[0] == "-m":
         target, rest = args[1], args[2:]
@@ -179,24 +181,24 @@ def run_python(argv: list[str], monkeypatch) -> None:
     monkeypatch.syspath_prepend(str(REPO))
     monkeypatch.setattr(sys, "argv", [script, *rest])
     usage = _parse_only(monkeypatch)
-    err = io.StringIO()
+    err, out = io.StringIO(), io.StringIO()
     try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             run()
     except Parsed:
-        return
+        return out.getvalue()
     except (FileNotFoundError, BadInputError) as e:
         if usage or not _names_missing_path(str(e), rest):
             raise
-        return
+        return out.getvalue()
     except SystemExit as e:
         if e.code in (0, None) and ("--help" in rest or "-h" in rest):
-            return  # argparse printed the help while parsing
+            return out.getvalue()  # argparse printed the help while parsing
         message = f"{e.code if not isinstance(e.code, int) else ''} {err.getvalue()}"
         bad = [u for u in usage if not _names_missing_path(u, rest) or OPTION_ERROR.search(u)]
         assert not bad, f"{' '.join(argv)}: refused its options: {bad[-1]}"
         assert _names_missing_path(message, rest), f"{' '.join(argv)} exited {e.code}: {message}"
-        return
+        return out.getvalue()
     pytest.fail(f"{' '.join(argv)}: finished without parsing arguments")
 
 
@@ -269,6 +271,29 @@ def _split(argv):
 
 
 # ------------------------------------------------------------------------------ the pages
+
+COMMANDS = [["train.py"], ["evaluate.py"], ["-m", "automedsam_jax.predict"], ["-m", "convert"],
+            ["-m", "automedsam_jax.boxdemo"], ["-m", "automedsam_jax.data.brats_sample"],
+            *[[f"benchmarks/{p.name}"] for p in sorted((REPO / "benchmarks").glob("*.py"))
+              if "__main__" in p.read_text()]]
+OTHER_TOOLS = {"--fast",  # TotalSegmentator's
+               "--command", "--worker", "--zone", "--nodes", "--ntasks-per-node",  # gcloud, srun
+               "--flag", "--noflag"}  # the pattern of boolean options
+
+
+def test_every_option_named_in_the_prose_exists(monkeypatch, tmp_path):
+    """An option named anywhere on a page (prose and tables too) is in some command's --help."""
+    monkeypatch.chdir(tmp_path)
+    helps = "\n".join(run_python(["python", *c, "--help"], monkeypatch) for c in COMMANDS)
+    known = set(re.findall(r"--[a-z][a-z0-9-]*", helps)) | OTHER_TOOLS
+    named = {f: p.name for p in PAGES for f in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*",
+                                                         p.read_text())}
+    assert not {f: page for f, page in named.items() if f not in known}
+
+
+@pytest.mark.parametrize("block", [b for b in ALL if b.lang == "json"], ids=lambda b: b.id)
+def test_json_block_parses(block):
+    json.loads(block.text)
 
 
 def test_readme_is_short():
