@@ -214,7 +214,11 @@ def _names_missing_path(message: str, argv: list[str]) -> bool:
 
 
 def check_pytest(argv: list[str]) -> None:
-    """``python -m pytest``: the markers named in ``-m`` are registered in pyproject.toml."""
+    """``python -m pytest``: the test files named exist; the markers named in ``-m`` are
+    registered in pyproject.toml."""
+    for a in argv[3:]:
+        if a.startswith("tests"):
+            assert (REPO / a.split("::")[0]).exists(), f"{a} does not exist"
     ini = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     registered = {m.split(":")[0].strip() for m in ini.get("markers", [])}
     if "-m" in argv[3:]:
@@ -303,7 +307,7 @@ def test_readme_is_short():
 
 def test_every_docs_page_linked_from_readme():
     readme = (REPO / "README.md").read_text()
-    missing = [p.name for p in PAGES[1:] if f"docs/{p.name}" not in readme]
+    missing = [p.name for p in PAGES[1:] if f"](docs/{p.name})" not in readme]
     assert not missing
 
 
