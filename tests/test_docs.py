@@ -107,9 +107,15 @@ def page_dirs(tmp_path_factory):
 
 @pytest.mark.parametrize("block", [_python_param(b) for b in RUN if b.lang == "python"])
 def test_python_block(block, page_dirs, monkeypatch):
-    # one directory and one namespace per page: its blocks run in page order and share both
+    """One directory and one namespace per page: its blocks run in page order and share both
+    (a block selected alone runs the page's earlier blocks first)."""
     monkeypatch.chdir(page_dirs[block.page])
-    ns = _namespaces.setdefault(block.page, {"__name__": f"docs_{block.page.stem}"})
+    ns = _namespaces.setdefault(block.page, {"__name__": f"docs_{block.page.stem}", "_ran": set()})
+    for b in [b for b in RUN if b.page == block.page and b.lang == "python"]:
+        if b.line < block.line and b.line not in ns["_ran"]:
+            exec(compile(b.text, b.id, "exec"), ns)
+            ns["_ran"].add(b.line)
+    ns["_ran"].add(block.line)
     exec(compile(block.text, block.id, "exec"), ns)
 
 
