@@ -7,10 +7,13 @@
   right after the command's own parser accepted its real argv — every documented flag exists and
   parses, nothing is trained. Refusing an input file that does not exist here is accepted; an
   unknown option (a ``UsageError``) fails. ``pip install`` lines: the extras exist in
-  pyproject.toml. ``bash FILE`` / ``cd DIR``: the file or directory exists in the repository.
+  pyproject.toml; ``python -m pytest`` lines: the test files exist and the ``-m`` markers are
+  registered. ``bash FILE`` / ``cd DIR``: the file or directory exists in the repository.
   Any other line fails unless the block is marked.
 * A block that cannot run carries ``<!-- not run: REASON -->`` on the line right before it.
-* Plain fences and ``text``/``json`` blocks are output or data, not code.
+* Plain fences and ``text`` blocks are output, not code; ``json`` blocks must parse.
+* Also: every ``--option`` a page names exists in some command's ``--help``; README.md is at most
+  250 lines and links every docs page; relative links and their anchors resolve.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import itertools
 import json
 import re
 import runpy
@@ -75,7 +79,7 @@ MARKED = [b for b in ALL if b.marker is not None]
 
 
 def test_blocks_found():
-    assert len(RUN) >= 12, [b.id for b in RUN]
+    assert len(RUN) >= 25, [b.id for b in RUN]  # 28 when written
     assert {b.lang for b in RUN if CODE[b.lang] == "python"}, "no python block runs"
 
 
@@ -254,11 +258,10 @@ def test_bash_block(block, tmp_path, monkeypatch):
     ran = 0
     for k, argv in commands(block.text):
         where = f"{block.id}+{k}: {' '.join(argv)}"
-        if "&&" in argv:
-            parts = [list(g) for is_and, g in _split(argv) if not is_and]
-        else:
-            parts = [argv]
-        for part in parts:
+        for is_and, group in itertools.groupby(argv, key=lambda a: a == "&&"):
+            if is_and:
+                continue
+            part = list(group)
             if part[:3] == ["python", "-m", "pytest"]:
                 check_pytest(part)
             elif part[0] == "python":
@@ -273,11 +276,6 @@ def test_bash_block(block, tmp_path, monkeypatch):
                 pytest.fail(f"{where}: cannot be checked; mark the block '<!-- not run: ... -->'")
             ran += 1
     assert ran, f"{block.id}: no command"
-
-
-def _split(argv):
-    import itertools
-    return itertools.groupby(argv, key=lambda a: a == "&&")
 
 
 # ------------------------------------------------------------------------------ the pages
@@ -362,3 +360,11 @@ def test_harness_refuses_bad_options(argv, tmp_path, monkeypatch):
     with pytest.raises(AssertionError):
         run_python(argv, monkeypatch)
     run_python(argv[:-1] if argv[-1].startswith("--") else argv[:-2], monkeypatch)
+
+
+def test_harness_refuses_unchecked_lines(tmp_path, monkeypatch):
+    """A shell line the harness cannot check fails its (unmarked) block; so does a missing file."""
+    for text in ("git pull\n", "bash benchmarks/no_such.sh\n", "python no_such.py --x 1\n"):
+        block = Block(REPO / "README.md", 1, "bash", text, None)
+        with pytest.raises((pytest.fail.Exception, AssertionError)):
+            test_bash_block(block, tmp_path, monkeypatch)
