@@ -45,7 +45,7 @@ class Row:
     train_as: str | None = None  # evaluate the models of that row instead of training
 
 
-# The localiser as it was before the generalisation levers (README "The demo"): conv head on the
+# The localiser as it was before the generalisation levers (docs/training.md): conv head on the
 # raw embedding, no augmentation, longest side to the frame.
 _MAP = ["--recipe", "improved", "--head", "conv", "--no-normalise", "--variants", "0",
         "--input-spacing", "0"]
@@ -84,7 +84,7 @@ RENDERINGS = {"plain": "demo:shift=none", "shifted": "demo:shift=all"}
 """The two renderings of each held-out split (data/shifts.py)."""
 EVALS = ("test/plain", "test/shifted", "validation/plain", "validation/shifted")
 DEFAULT_ROWS = ("map", "generalise", "refine")
-"""What ``--rows`` runs when left out: the rows of the README's table."""
+"""What ``--rows`` runs when left out: the rows of the README's demo table."""
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """When to cache embeddings: online-encoder vs cached training, img/s per chip, from FLOPs, peak
 FLOP/s and storage read bandwidth.
 
-    python benchmarks/cache_cost.py                          # the table in README
+    python benchmarks/cache_cost.py                          # the table in docs/speed.md
     python benchmarks/cache_cost.py --mfu 0.5 --bandwidth-gbs 1 4 16 --dtype float32
 
 Online training runs the frozen encoder's forward and the trained part's forward + backward on

@@ -1,7 +1,7 @@
 """A real brain-MR sample in the BraTS 2021 layout, made from what pip can fetch.
 
     python -m automedsam_jax.data.brats_sample runs/brats_sample
-    python train.py --dataset brats --data-dir runs/brats_sample ...     # README, Data
+    python train.py --dataset brats --data-dir runs/brats_sample ...     # docs/data.md
 
 ``pyradiomics==3.0.1``'s sdist (pinned by SHA-256; pip needs ``--no-build-isolation`` to prepare
 its metadata) ships two real brain MR volumes with a tumour label, ``data/brain{1,2}_image.nrrd``

@@ -262,7 +262,7 @@ def find_cases(ds: DatasetConfig, roots: Sequence[Path]) -> tuple[Path, dict[str
     raise BadInputError(where, f"{'holds none' if where.exists() else 'does not exist'}: "
                                f"dataset {ds.name!r} reads {wanted} from there{also} (pass "
                                f"--manual-dir DIR, or --data-dir D to look in D/downloads/manual "
-                               f"and D; where each dataset comes from: README.md, Data)")
+                               f"and D; where each dataset comes from: docs/data.md)")
 
 
 NAMED_BAD_FILES = 5

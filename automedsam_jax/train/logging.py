@@ -1,5 +1,6 @@
-"""What a user sees: a progress bar (loss, img/s, ETA) and TensorBoard event files (tensorboardX).
-Only process 0 writes."""
+"""What a user sees: a progress bar (loss, img/s, ETA) and TensorBoard event files (tensorboardX:
+``train/<loss terms>``, ``train/lr``, ``train/img_per_s`` and, where the chip's peak is known,
+``train/mfu`` as a fraction). Only process 0 writes."""
 
 from __future__ import annotations
 
@@ -28,13 +29,16 @@ class Logger:
         else:
             print(msg, flush=True)
 
-    def step(self, step: int, scalars: dict[str, float], imgs_per_s: float) -> None:
+    def step(self, step: int, scalars: dict[str, float], imgs_per_s: float,
+             mfu: float | None = None) -> None:
         if not self.main:
             return
         for k, v in scalars.items():
             self.writer.add_scalar(f"train/{k}", v, step)
         if imgs_per_s:  # 0: the compiling step
             self.writer.add_scalar("train/img_per_s", imgs_per_s, step)
+        if mfu is not None:
+            self.writer.add_scalar("train/mfu", mfu, step)
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{scalars['loss']:.4f}", img_s=f"{imgs_per_s:.1f}",
                                  refresh=False)

@@ -35,6 +35,7 @@ from ..core.config import AutoMedSamConfig, SamConfig
 from ..core.distributed import maybe_initialize_distributed, to_host
 from ..core.init import random_model
 from ..core.losses import LossWeights
+from ..core.flops import lowered_flops, mfu, peak_tflops
 from ..core.pipelining import dispatch_ahead
 from ..core.routes import get_route, model_config
 from ..data import prepare, steps_per_epoch, train_dataset
@@ -305,30 +306,57 @@ def build_cache(cfg: TrainConfig, data: RunData, trainer: Trainer, model: AutoMe
 class Throughput:
     """Training images per second over the steps of an epoch (input, step and loss read back),
     without the first step of the process (it compiles the step) and without what runs between
-    steps (checkpoints, validation)."""
+    steps (checkpoints, validation); and the model FLOPs utilisation of those steps
+    (:mod:`automedsam_jax.core.flops`: XLA's FLOPs of the step over the devices' peak; None
+    where either is unknown, e.g. on a CPU)."""
 
     batch_size: int
     devices: int
+    flops: float | None = None
+    """FLOPs of one step (the global batch's)"""
+    dtype: str = "float32"
+    """the compute dtype whose peak MFU is taken against"""
     seconds: float = 0.0
     steps: int = 0
     first: bool = True
 
-    def add(self, seconds: float) -> float:
-        """Count one step; → its own img/s (0 for the compiling step)."""
+    def add(self, seconds: float) -> tuple[float, float | None]:
+        """Count one step; → its own (img/s, MFU) ((0, None) for the compiling step)."""
         if self.first:
             self.first = False
-            return 0.0
+            return 0.0, None
         self.seconds += seconds
         self.steps += 1
-        return self.batch_size / max(seconds, 1e-9)
+        return self.batch_size / max(seconds, 1e-9), mfu(self.flops, seconds, self.dtype)
 
     def epoch(self) -> str:
-        """``"X img/s (Y per device, N device(s))"`` since the last call."""
+        """``"X img/s (Y per device, N device(s)), MFU Z %"`` since the last call (no MFU part
+        where it is unknown)."""
         if not self.steps:
             return "img/s: only the compiling step so far"
         ips = self.steps * self.batch_size / self.seconds
+        util = mfu(self.flops, self.seconds / self.steps, self.dtype)
         self.seconds, self.steps = 0.0, 0
-        return f"{ips:.2f} img/s ({ips / self.devices:.2f} per device, {self.devices} device(s))"
+        return (f"{ips:.2f} img/s ({ips / self.devices:.2f} per device, {self.devices} "
+                f"device(s))" + ("" if util is None else f", MFU {100 * util:.1f} %"))
+
+
+def flops_line(flops: float | None, dtype: str, devices=None) -> str:
+    """What the log says once about the step's FLOPs and the peak MFU is taken against."""
+    devices = jax.devices() if devices is None else list(devices)
+    kind = devices[0].device_kind
+    peak = peak_tflops(kind, dtype)
+    if flops is None:
+        return "one training step: no MFU (XLA gives no cost analysis here)"
+    against = (f"MFU against {len(devices)} × {peak:g} TFLOP/s ({kind}, {dtype} dense peak)"
+               if peak else f"no MFU: no peak FLOP/s known for {kind!r}")
+    return f"one training step: {flops / 1e9:.3g} GFLOP (XLA's cost analysis); {against}"
+
+
+def step_flops(trainer: Trainer, batch, key) -> float | None:
+    """XLA's FLOPs of one training step on ``batch`` (lowered again, not compiled: the jitted
+    step's own compilation is the one that runs)."""
+    return lowered_flops(trainer.step_fn.lower(trainer.state, trainer.frozen, batch, key))
 
 
 def train(cfg: TrainConfig, data: RunData, trainer: Trainer, progress: Progress, it,
@@ -360,13 +388,19 @@ def train(cfg: TrainConfig, data: RunData, trainer: Trainer, progress: Progress,
         shard_batch(b[0], trainer.mesh, cfg.cache.cache_embeddings), b[1]), size=BATCHES_AHEAD)
     key = key_from_json(progress.key)
     spe, total = data.steps_per_epoch, data.total_steps
-    rate = Throughput(cfg.optim.batch_size, jax.device_count())
+    bf16 = cfg.model.encoder_dtype == "bfloat16" and not cfg.cache.cache_embeddings
+    rate = Throughput(cfg.optim.batch_size, jax.device_count(),
+                      dtype="bfloat16" if bf16 else "float32")
     while progress.step < total:
         t0 = time.perf_counter()
         batch, data_state = next(batches)
+        if rate.first:
+            rate.flops = step_flops(trainer, batch, key)
+            log.info(flops_line(rate.flops, rate.dtype))
+            t0 = time.perf_counter()
         trainer.state, metrics = trainer.step_fn(trainer.state, trainer.frozen, batch, key)
         scalars = {k: float(v) for k, v in to_host(metrics).items()}
-        ips = rate.add(time.perf_counter() - t0)
+        ips, util = rate.add(time.perf_counter() - t0)
         if not all(math.isfinite(v) for v in scalars.values()):
             last = ckpts.latest_step()
             kept = (f"the last good checkpoint (step {last}) in {ckpts.directory} is untouched"
@@ -378,7 +412,7 @@ def train(cfg: TrainConfig, data: RunData, trainer: Trainer, progress: Progress,
         progress.data = data_state
         step = progress.step
         scalars["lr"] = learning_rate(trainer.state)
-        log.step(step, scalars, ips)
+        log.step(step, scalars, ips, util)
         end_of_epoch = step % spe == 0
         if end_of_epoch:
             epoch, epoch_loss = step // spe, progress.end_epoch()
