@@ -286,7 +286,7 @@ COMMANDS = [["train.py"], ["evaluate.py"], ["-m", "automedsam_jax.predict"], ["-
               if "__main__" in p.read_text()]]
 OTHER_TOOLS = {"--fast",  # TotalSegmentator's
                "--command", "--worker", "--zone", "--nodes", "--ntasks-per-node",  # gcloud, srun
-               "--flag", "--noflag"}  # the pattern of boolean options
+               "--flag", "--no-flag"}  # the pattern of boolean options
 
 
 def test_every_option_named_in_the_prose_exists(monkeypatch, tmp_path):
