@@ -45,6 +45,7 @@ from .inference import Segmenter, postprocess_case, segment_slices
 from .inference.options import InferenceConfig
 from .io.checkpoint import read_meta
 from .io.cli import ArgumentParser, configure_logging
+from .io.compilation_cache import CompilationCacheConfig
 from .io.errors import BadInputError, UsageError
 from .io.rundir import CLASS_NAMES, DEFAULT_WORKDIR, TrainedModel, load_automedsam, model_dir
 from .io.scans import Scan, output_path, read_scan, sidecar_path, write_labels, write_nifti_labels
@@ -116,6 +117,7 @@ class PredictConfig:
     """intensity step before the model (auto: CT window for NIfTI in HU, MR percentiles for
     other NIfTI, none for PNG/JPEG/npz)"""
     inference: InferenceConfig = InferenceConfig()
+    xla: CompilationCacheConfig = CompilationCacheConfig()
 
     def __post_init__(self):
         if self.classes is not None and not any(s.strip() for s in self.classes.split(",")):
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         args = parse_args(argv)
+        args.xla.apply()
         # The cheap checks first: the checkpoint, the class names it records, the input file;
         # the model is loaded only for an input it can segment.
         names = read_meta(model_dir(args.checkpoint)).get(CLASS_NAMES)

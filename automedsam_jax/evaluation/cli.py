@@ -51,6 +51,7 @@ from ..data.presets import DEMO
 from ..inference.options import InferenceConfig
 from ..inference.segmenter import Segmenter
 from ..io.cli import ArgumentParser, configure_logging
+from ..io.compilation_cache import CompilationCacheConfig
 from ..io.errors import BadInputError, UsageError
 from ..io.rundir import DEFAULT_WORKDIR, EXPORTS, load_automedsam, load_sam
 from .evaluator import Evaluation, evaluate_records
@@ -102,6 +103,7 @@ class EvalConfig:
     the whole image (default 5)"""
     inference: InferenceConfig = InferenceConfig()
     hosts: DistributedConfig = DistributedConfig()
+    xla: CompilationCacheConfig = CompilationCacheConfig()
     tolerance: float = DEFAULT_TOLERANCE
     """NSD tolerance τ (mm for volumes, px for 2D images)"""
     challenge_nsd: bool = False
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg, user = parse_args(argv)
         maybe_initialize_distributed(cfg.hosts.distributed)
+        cfg.xla.apply()
         cfg = dataclasses.replace(cfg, dataset=user.resolve(cfg.dataset))
         if cfg.dataset is not None:
             dataset_spec(cfg.dataset)  # an unknown --dataset, refused before a model is loaded

@@ -14,11 +14,29 @@ read back than to compile.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 
 from .fetch import cache_dir
 
 OFF = "none"
+DEFAULT = "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class CompilationCacheConfig:
+    """The ``--compilation-cache`` option of every app (train, evaluate, predict)."""
+
+    compilation_cache: str = DEFAULT
+    """XLA's persistent compilation cache: a directory or URL (gs://bucket/xla shares one over a
+    pod's hosts), default (<download cache>/xla: $AUTOMEDSAM_CACHE/xla or
+    ~/.cache/automedsam_jax/xla) or none (off)"""
+
+    def apply(self) -> str | None:
+        """Turn it on (or off) before anything compiles; → the directory, or None."""
+        return use_compilation_cache(None if self.compilation_cache == DEFAULT
+                                     else self.compilation_cache)
 
 
 def default_directory() -> str:
@@ -37,4 +55,5 @@ def use_compilation_cache(directory: str | None = None, min_compile_s: float = 1
     return directory
 
 
-__all__ = ["OFF", "default_directory", "use_compilation_cache"]
+__all__ = ["OFF", "DEFAULT", "CompilationCacheConfig", "default_directory",
+           "use_compilation_cache"]

@@ -40,6 +40,7 @@ from ..data.custom import UserDataset, dataset_name
 from ..data.pipeline import PipelineConfig
 from ..data.presets import DEFAULT_DATA_DIR
 from ..io.cli import DEPRECATED, ArgumentParser
+from ..io.compilation_cache import CompilationCacheConfig
 from ..io.errors import UsageError
 from ..io.rundir import DEFAULT_WORKDIR
 
@@ -215,6 +216,7 @@ class TrainConfig:
     cache: CacheConfig = CacheConfig()
     optim: OptimConfig = OptimConfig()
     run: RunConfig = RunConfig()
+    xla: CompilationCacheConfig = CompilationCacheConfig()
     composed: tuple[str, ...] = sp.field(default=(), cmd=False)
     """the names of :data:`NAMED` the run's defaults were composed of, in order (written to
     train_config.json; not an option)"""

@@ -69,6 +69,7 @@ def setup(cfg: TrainConfig) -> tuple[Path, WorkdirLock | None]:
     take the work directory (process 0 holds its lock until the process ends). :func:`run`
     records ``cfg`` in it once the data and the model are ready."""
     maybe_initialize_distributed(cfg.run.distributed)
+    cfg.xla.apply()
     if cfg.optim.batch_size % jax.device_count():
         raise UsageError(f"--batch-size {cfg.optim.batch_size} must be a multiple of the device "
                          f"count {jax.device_count()}")
