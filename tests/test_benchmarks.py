@@ -1,7 +1,7 @@
 """The benchmarks at a tiny size: the accelerator run's dry run (``benchmarks/accelerator.py
 --dry-run``: ``frameworks.py``, ``classes_step.py``, ``eval_speed.py``), the PyTorch loss of
-``frameworks.py`` against ``automedsam_jax.core.losses``, the mixed-precision step it times, and
-the FLOP counts.
+``frameworks.py`` (``automedsam_references.torch_training``) against ``automedsam_jax.core.losses``,
+the mixed-precision step it times, and the FLOP counts.
 The PyTorch side needs the ``[torch]`` extra (``requires_torch``); the JAX side runs without it."""
 
 import collections
