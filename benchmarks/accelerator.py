@@ -41,7 +41,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -174,7 +173,6 @@ def main(argv=None) -> dict:
     if args.dry_run:
         os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
     start = time.perf_counter()
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import classes_step  # these import JAX: only now that its environment is set
     import eval_speed
     import frameworks

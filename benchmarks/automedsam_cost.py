@@ -20,52 +20,11 @@ from flax import nnx
 
 from automedsam_jax.core.automedsam import AutoMedSAM
 from automedsam_jax.core.config import AutoMedSamConfig, ClassPromptConfig, SamConfig, ViTConfig
-from automedsam_jax.core.backend import backend_options
-from automedsam_jax.core.modeling import Sam
 from automedsam_jax.core.modeling.class_prompt_encoder import (diffuse_stepwise,
                                                                init_class_prompt_encoder)
+from frameworks import flops, vit_encoder_flops
 
 BACKBONES = ("litemedsam", "medsam_vit_b")
-
-
-def flops(fn, *args) -> float:
-    """XLA's count for ``fn`` with the layers' native ops (``backend_options(cpu_rewrites=False)``):
-    the model as
-    written, the same on every backend, whatever CPU formulation runs."""
-    with backend_options(cpu_rewrites=False):
-        cost = jax.jit(fn).lower(*args).compile().cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost["flops"])
-
-
-def encoder_flops(cfg: SamConfig, batch: int = 1) -> float:
-    """XLA's FLOPs of the image encoder alone on a shape-only model (per ``batch`` images)."""
-    graphdef, state = nnx.split(nnx.eval_shape(lambda: Sam(cfg, rngs=nnx.Rngs(0))).image_encoder)
-    images = jax.ShapeDtypeStruct((batch, cfg.image_size, cfg.image_size, 3), jnp.float32)
-    return flops(lambda s, x: nnx.merge(graphdef, s)(x), state, images)
-
-
-def vit_encoder_flops(enc: ViTConfig) -> float:
-    """Analytic FLOPs (2 per multiply-add, matmuls and convolutions only) of one image through
-    SAM's ViT encoder, as the code computes it: windowed blocks run their qkv/proj projections and
-    attention on the grid zero-padded to whole windows (64 → 70 at window 14), global blocks on
-    the g² tokens; the decomposed relative-position terms are counted; norms, softmax and GELU
-    are not. ViT-B at 1024²: ≈ 0.97 TFLOP."""
-    g, D, hidden = enc.embedding_size, enc.embed_dim, int(enc.embed_dim * enc.mlp_ratio)
-    n = g * g
-    total = 2 * n * (enc.patch_size ** 2 * 3) * D                       # patch embedding
-    for i in range(enc.depth):
-        if i in enc.global_attn_indexes:
-            tokens, keys, side = n, n, g
-        else:
-            w = enc.window_size
-            tokens, keys, side = (-(-g // w) * w) ** 2, w * w, w
-        total += 2 * tokens * D * 3 * D + 2 * tokens * D * D              # qkv, proj
-        total += 2 * 2 * tokens * keys * D                               # q·kᵀ, p·v
-        total += 2 * 2 * tokens * side * D                               # rel-pos h and w
-        total += 2 * 2 * n * D * hidden                                  # MLP
-    total += 2 * n * D * enc.out_chans + 2 * n * enc.out_chans ** 2 * 9  # neck 1×1, 3×3
-    return float(total)
 
 
 def forward_flops(preset: str, batch: int) -> dict[str, float]:

@@ -27,12 +27,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-import frameworks  # puts the repository on sys.path
-from frameworks import Row, fmt, spread
-
 from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, ClassPromptConfig,
                                         SamConfig)
 from automedsam_jax.core.init import random_model
+import frameworks
+from frameworks import Row, fmt, spread
 
 LAYOUTS = ("one-class", "all-classes")
 

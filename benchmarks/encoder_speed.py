@@ -14,19 +14,15 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from torch_reference import nchw, nhwc, randomized_torch_sam, rel_err  # noqa: E402
-
-from automedsam_jax.core.config import SamConfig  # noqa: E402
-from automedsam_jax.io.conversion import sam_from_torch  # noqa: E402
+from automedsam_jax.core.config import SamConfig
+from automedsam_jax.io.conversion import sam_from_torch
+from automedsam_references.torch_reference import nchw, nhwc, randomized_torch_sam, rel_err
 
 
 def _median_s(fn, repeats: int) -> tuple[float, float]:

@@ -8,9 +8,10 @@ interleaved rounds so that the JAX/PyTorch ratios can be quoted with their sprea
     python benchmarks/frameworks.py --tiny            # seconds: the smoke test's configuration
 
 Same backbone, same weights (drawn for the JAX model, converted to PyTorch with
-``convert/automedsam.py``; ``--weights pretrained`` takes LiteMedSAM's), same batch, same inputs
-and the same diffusion noise (passed explicitly; inference uses the noise-free mean), so both
-frameworks compute one function (see ``benchmarks/torch_side.py`` for the PyTorch side).
+``automedsam_jax.io.automedsam_conversion``; ``--weights pretrained`` takes LiteMedSAM's), same
+batch, same inputs and the same diffusion noise (passed explicitly; inference uses the noise-free
+mean), so both frameworks compute one function (see ``automedsam_references.torch_training`` for
+the PyTorch side).
 
 Rows: ``jax-fp32`` / ``jax-bf16`` (one ``jax.jit``; the training step is
 ``automedsam_jax.train.step.make_train_step``, state donated, metrics left on the device);
@@ -69,23 +70,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "tests"))  # the PyTorch reference models (torch_side)
-
-from automedsam_cost import encoder_flops, vit_encoder_flops  # noqa: E402
-
-from automedsam_jax.core.automedsam import AutoMedSAM, AutoMedSamOutput  # noqa: E402
-from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig,  # noqa: E402
+from automedsam_jax.core.automedsam import AutoMedSAM, AutoMedSamOutput
+from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig,
                                         ClassPromptConfig, LossConfig, SamConfig, ViTConfig)
-from automedsam_jax.core.init import random_model  # noqa: E402
-from automedsam_jax.core.losses import LossWeights, joint_loss  # noqa: E402
-from automedsam_jax.core import backend  # noqa: E402
-from automedsam_jax.core.preprocess import mask_box  # noqa: E402
-from automedsam_jax.data.sample import shape_distance_map  # noqa: E402
-from automedsam_jax.train.optim import Trainee, adamw  # noqa: E402
-from automedsam_jax.train.step import (batch_sharding, data_mesh, forward,  # noqa: E402
+from automedsam_jax.core.init import random_model
+from automedsam_jax.core.losses import LossWeights, joint_loss
+from automedsam_jax.core.modeling import Sam
+from automedsam_jax.core import backend
+from automedsam_jax.core.preprocess import mask_box
+from automedsam_jax.data.sample import shape_distance_map
+from automedsam_jax.train.optim import Trainee, adamw
+from automedsam_jax.train.step import (batch_sharding, data_mesh, forward,
                                        init_state, make_train_step, replicated)
 
 ROWS = ("jax-fp32", "jax-bf16", "torch-eager-fp32", "torch-eager-bf16", "torch-compile-fp32",
@@ -289,6 +284,46 @@ def make_inputs(cfg: AutoMedSamConfig, batch: int, seed: int = 0) -> dict[str, n
             "dist": np.stack(dists), "noise": rs.randn(batch, g, g, C).astype(np.float32)}
 
 
+# -- FLOPs -----------------------------------------------------------------------------------
+def flops(fn, *args) -> float:
+    """XLA's count for ``fn`` with the layers' native ops (``backend_options(cpu_rewrites=False)``):
+    the model as written, the same on every backend, whatever CPU formulation runs."""
+    with backend.backend_options(cpu_rewrites=False):
+        cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+
+def encoder_flops(cfg: SamConfig, batch: int = 1) -> float:
+    """XLA's FLOPs of the image encoder alone on a shape-only model (per ``batch`` images)."""
+    graphdef, state = nnx.split(nnx.eval_shape(lambda: Sam(cfg, rngs=nnx.Rngs(0))).image_encoder)
+    images = jax.ShapeDtypeStruct((batch, cfg.image_size, cfg.image_size, 3), jnp.float32)
+    return flops(lambda s, x: nnx.merge(graphdef, s)(x), state, images)
+
+
+def vit_encoder_flops(enc: ViTConfig) -> float:
+    """Analytic FLOPs (2 per multiply-add, matmuls and convolutions only) of one image through
+    SAM's ViT encoder, as the code computes it: windowed blocks run their qkv/proj projections and
+    attention on the grid zero-padded to whole windows (64 → 70 at window 14), global blocks on
+    the g² tokens; the decomposed relative-position terms are counted; norms, softmax and GELU
+    are not. ViT-B at 1024²: ≈ 0.97 TFLOP."""
+    g, D, hidden = enc.embedding_size, enc.embed_dim, int(enc.embed_dim * enc.mlp_ratio)
+    n = g * g
+    total = 2 * n * (enc.patch_size ** 2 * 3) * D                       # patch embedding
+    for i in range(enc.depth):
+        if i in enc.global_attn_indexes:
+            tokens, keys, side = n, n, g
+        else:
+            w = enc.window_size
+            tokens, keys, side = (-(-g // w) * w) ** 2, w * w, w
+        total += 2 * tokens * D * 3 * D + 2 * tokens * D * D              # qkv, proj
+        total += 2 * 2 * tokens * keys * D                               # q·kᵀ, p·v
+        total += 2 * 2 * tokens * side * D                               # rel-pos h and w
+        total += 2 * 2 * n * D * hidden                                  # MLP
+    total += 2 * n * D * enc.out_chans + 2 * n * enc.out_chans ** 2 * 9  # neck 1×1, 3×3
+    return float(total)
+
+
 # -- JAX rows --------------------------------------------------------------------------------
 class JaxSide:
     def __init__(self, cfg: AutoMedSamConfig, model: AutoMedSAM, inputs: dict, embeddings):
@@ -403,8 +438,8 @@ class TorchSide:
                  inputs: dict, embeddings: np.ndarray, force_cpu_bf16: bool = False):
         import torch
 
-        import torch_side
-        self.torch, self.ts = torch, torch_side
+        from automedsam_references import torch_training
+        self.torch, self.ts = torch, torch_training
         torch.set_float32_matmul_precision("highest")
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False

@@ -33,7 +33,6 @@ import gzip
 import json
 import os
 import re
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,12 +43,10 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import frameworks  # noqa: E402  (puts the repository, benchmarks/ and tests/ on sys.path)
-
 from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig,  # noqa: E402
                                         ClassPromptConfig, SamConfig)
 from automedsam_jax.core.init import random_model  # noqa: E402
+import frameworks  # noqa: E402
 
 CLASSES = ("conv forward", "conv backward-input", "conv backward-filter", "conv backward (both)",
            "matmul", "attention", "layout", "element-wise & reductions", "optimizer update",

@@ -7,10 +7,16 @@ Also the two rules for what a test may skip:
   installed; the torch-free tests of the same module still run.
 * :func:`skip_if_offline_allowed`: real data that could not be fetched fails the test, unless
   ``AUTOMEDSAM_ALLOW_OFFLINE=1`` says that an offline run is intended; then the test is skipped.
+
+And :func:`load_benchmark`, the one way a test imports a benchmark script.
 """
 
 import importlib
+import importlib.util
 import os
+import sys
+import types
+from pathlib import Path
 
 import jax
 import pytest
@@ -50,6 +56,21 @@ def skip_if_offline_allowed(reason: str):
         pytest.skip(f"{reason} ({OFFLINE_VARIABLE}=1)")
     pytest.fail(f"{reason}\nReal-data tests need the download; set {OFFLINE_VARIABLE}=1 to skip "
                 "them in an intentionally offline run.", pytrace=False)
+
+
+def load_benchmark(name: str) -> types.ModuleType:
+    """``benchmarks/NAME.py`` as the module ``NAME``. The benchmarks are scripts, not a package:
+    run as ``python benchmarks/NAME.py``, Python puts ``benchmarks/`` first on the path, and the
+    others import ``frameworks`` by name. Loaded here by path, a benchmark finds only installed
+    packages, so the ones tests load (``frameworks``, ``conv_layers``, ``accelerator``,
+    ``ablation``) import no other benchmark at import time; the rest run as scripts
+    (``subprocess``)."""
+    spec = importlib.util.spec_from_file_location(
+        name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look up their module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,12 @@
 """The ablation script's seed aggregation against a hand computation."""
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import ablation  # noqa: E402
+from conftest import load_benchmark
+
+ablation = load_benchmark("ablation")
 
 
 def _metrics(mean, per_class, accuracy):

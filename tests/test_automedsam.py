@@ -1,5 +1,5 @@
-"""The whole AutoMedSAM against the PyTorch reference (``convert/torch_automedsam.py``) on tiny
-random-weight backbones of each family; conversion both ways; the K-class label map; model
+"""The whole AutoMedSAM against the PyTorch reference (``automedsam_references.torch_automedsam``)
+on tiny random-weight backbones of each family; conversion both ways; the K-class label map; model
 directories. The PyTorch comparisons need the ``[torch]`` extra (``requires_torch``); the rest
 runs without it.
 
@@ -19,8 +19,9 @@ from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, Cla
 from automedsam_jax.core.init import random_model
 from automedsam_jax.io.automedsam_conversion import automedsam_from_torch, automedsam_to_torch
 from automedsam_jax.io.conversion import CheckpointMismatch
-from automedsam_reference import closed_form_noise, randomized_torch_automedsam, step_noise
-from torch_reference import nchw, nhwc, rel_err
+from automedsam_references.automedsam_reference import (closed_form_noise,
+                                                       randomized_torch_automedsam, step_noise)
+from automedsam_references.torch_reference import nchw, nhwc, rel_err
 
 try:
     import torch
@@ -137,7 +138,7 @@ def test_round_trip_is_exact(pair):
     for k, v in state.items():
         assert back[k].dtype == v.dtype and back[k].shape == v.shape, k
         np.testing.assert_array_equal(back[k], v, err_msg=k)
-    from torch_automedsam import build_torch_automedsam
+    from automedsam_references.torch_automedsam import build_torch_automedsam
     build_torch_automedsam(cfg).load_state_dict({k: torch.from_numpy(v) for k, v in back.items()},
                                                 strict=True)
 

@@ -1,7 +1,7 @@
 """The benchmarks at a tiny size: the accelerator run's dry run (``benchmarks/accelerator.py
 --dry-run``: ``frameworks.py``, ``classes_step.py``, ``eval_speed.py``), the PyTorch loss of
-``frameworks.py`` against ``automedsam_jax.core.losses``, the mixed-precision step it times, and
-the FLOP counts.
+``frameworks.py`` (``automedsam_references.torch_training``) against ``automedsam_jax.core.losses``,
+the mixed-precision step it times, and the FLOP counts.
 The PyTorch side needs the ``[torch]`` extra (``requires_torch``); the JAX side runs without it."""
 
 import collections
@@ -27,27 +27,28 @@ from automedsam_jax.core.modeling.class_prompt_encoder import ClassPromptEncoder
 from automedsam_jax.train import step as st
 from automedsam_jax.train.optim import Trainee, adamw
 
-# conv_layers and frameworks import PyTorch only when they run it; torch_side imports it at once;
-# accelerator imports nothing but the standard library until it runs.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import accelerator  # noqa: E402
-import conv_layers  # noqa: E402
-import frameworks  # noqa: E402
-from automedsam_cost import vit_encoder_flops  # noqa: E402
+from conftest import load_benchmark
+
+# conv_layers and frameworks import PyTorch only when they run it; torch_training imports it at
+# once; accelerator imports nothing but the standard library until it runs.
+accelerator = load_benchmark("accelerator")
+conv_layers = load_benchmark("conv_layers")
+frameworks = load_benchmark("frameworks")
 
 CFG = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
 
 
 def test_vit_b_analytic_flops():
     """SAM ViT-B at 1024²: about 0.97 TFLOP (the issue's figure)."""
-    assert vit_encoder_flops(ViTConfig()) == pytest.approx(0.972e12, rel=0.005)
+    assert frameworks.vit_encoder_flops(ViTConfig()) == pytest.approx(0.972e12, rel=0.005)
 
 
 @pytest.mark.requires_torch
 @pytest.mark.parametrize("weighting", ["uncertainty", "fixed"])
 def test_torch_joint_loss_matches_jax(weighting):
     import torch
-    import torch_side
+
+    from automedsam_references import torch_training
     rs = np.random.RandomState(0)
     B, g, C = 2, 4, 8
     inputs = frameworks.make_inputs(CFG, B)  # masks and distance maps at the tiny frame
@@ -64,9 +65,9 @@ def test_torch_joint_loss_matches_jax(weighting):
                                 {"mask": mask, "dist": dist}, (ts, td), weights)
     t = torch.from_numpy
     nchw = lambda x: t(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))  # noqa: E731
-    got, terms = torch_side.joint_loss(t(low), t(sparse), nchw(dense),
-                                       {"mask": t(mask), "dist": t(dist)}, (t(ts), nchw(td)),
-                                       t(sigma), cfg)
+    got, terms = torch_training.joint_loss(t(low), t(sparse), nchw(dense),
+                                           {"mask": t(mask), "dist": t(dist)}, (t(ts), nchw(td)),
+                                           t(sigma), cfg)
     assert float(got) == pytest.approx(float(ref), rel=1e-6)
     for k in ref_terms:
         assert float(terms[k]) == pytest.approx(float(ref_terms[k]), rel=1e-6), k

@@ -1,9 +1,9 @@
 """The diffusion class prompt encoder (docs/method.md#class-prompt-encoder) against the
 authors' PyTorch structure.
 
-Reference: ``tests/torch_automedsam.DiffusionModel`` (the authors' code with the defects of
-docs/method.md#differences-from-the-authors-code fixed), running the literal T-step loop on explicit
-draws; JAX runs the closed form on the equivalent single ε
+Reference: ``automedsam_references.torch_automedsam.DiffusionModel`` (the authors' code with the
+defects of docs/method.md#differences-from-the-authors-code fixed), running the literal T-step loop
+on explicit draws; JAX runs the closed form on the equivalent single ε
 (``automedsam_reference.closed_form_noise``). Tolerance: relative error < 1e-5 in float32 (see
 ``test_parity_tiny``). The PyTorch comparisons need the ``[torch]`` extra (``requires_torch``); the
 encoder's own properties are checked without it.
@@ -21,8 +21,8 @@ from automedsam_jax.core.modeling.class_prompt_encoder import (ClassPromptEncode
                                                                init_class_prompt_encoder,
                                                                pool_halves)
 from automedsam_jax.io.conversion import load_state
-from automedsam_reference import closed_form_noise, step_noise
-from torch_reference import nchw, nhwc, rel_err
+from automedsam_references.automedsam_reference import closed_form_noise, step_noise
+from automedsam_references.torch_reference import nchw, nhwc, rel_err
 
 try:
     import torch
@@ -43,7 +43,7 @@ CASES = {
 
 
 def _pair(cfg, C, g, seed=0):
-    from torch_automedsam import DiffusionModel
+    from automedsam_references.torch_automedsam import DiffusionModel
     torch.manual_seed(seed)
     tm = DiffusionModel(cfg, C, g).eval()
     jm = nnx.eval_shape(lambda: ClassPromptEncoder(cfg, C, g, rngs=nnx.Rngs(0)))
@@ -148,7 +148,7 @@ def test_fresh_init_follows_pytorch_default():
     """Every weight and bias lies in PyTorch's default U(±1/√fan_in) (fan_in from torch itself)
     and fills it (std ≈ bound/√3), as the authors' training started."""
     from automedsam_jax.io.conversion import to_torch_state
-    from torch_automedsam import DiffusionModel
+    from automedsam_references.torch_automedsam import DiffusionModel
     from automedsam_jax.core.modeling.class_prompt_encoder import init_class_prompt_encoder
     cfg = ClassPromptConfig((16, 32, 64))
     ours = to_torch_state(init_class_prompt_encoder(cfg, 64, 16, seed=0))

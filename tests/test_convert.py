@@ -20,7 +20,7 @@ from automedsam_jax.io.conversion import (CheckpointMismatch, infer_preset, sam_
                                           to_torch_state)
 from automedsam_jax.io.torch_pickle import load_pth
 from convert.__main__ import main as convert_main
-from torch_reference import nchw, nhwc, randomized_torch_sam, rel_err
+from automedsam_references.torch_reference import nchw, nhwc, randomized_torch_sam, rel_err
 
 try:
     import torch
@@ -96,7 +96,7 @@ def test_cli_round_trip(lite, tmp_path):
 
     back = tmp_path / "back.pth"
     convert_main(["--to-torch", str(out), str(back)])
-    from torch_models import build_torch_sam
+    from automedsam_references.torch_models import build_torch_sam
     fresh = build_torch_sam(cfg)
     fresh.load_state_dict(torch.load(back, weights_only=True), strict=True)
     for k, v in tm.state_dict().items():

@@ -44,8 +44,8 @@ from automedsam_jax.io.checkpoint import load_model, save_model
 from automedsam_jax.inference import SamPredictor
 from automedsam_jax.train.config import TrainConfig, override
 from automedsam_jax.train.loop import run
-from frames_reference import (area_bounds, candidate_masks, class_logits, possible_labels,
-                              robust_threshold, tolerance)
+from automedsam_references.frames_reference import (area_bounds, candidate_masks, class_logits,
+                                                   possible_labels, robust_threshold, tolerance)
 
 SYNTHETIC = SyntheticConfig(num_cases=5, num_classes=3, height=48, width=48, depth=6)
 SPEC = "synthetic:num_cases=5,num_classes=3,height=48,width=48,depth=6"

@@ -17,7 +17,7 @@ from automedsam_jax.train.optim import Trainee, adamw
 from automedsam_jax.train.step import data_mesh, init_state, make_train_step, shard_batch
 
 torch = pytest.importorskip("torch")
-from automedsam_reference import randomized_torch_automedsam  # noqa: E402
+from automedsam_references.automedsam_reference import randomized_torch_automedsam  # noqa: E402
 
 LR, WD = 1e-4, 0.01
 

@@ -19,7 +19,8 @@ from automedsam_jax.io.conversion import sam_from_torch
 from automedsam_jax.inference import SamPredictor
 from conftest import skip_if_offline_allowed
 from convert.__main__ import main as convert_main
-from torch_reference import jax_box_forward, nchw, randomized_torch_sam, rel_err, torch_box_forward
+from automedsam_references.torch_reference import (jax_box_forward, nchw, randomized_torch_sam,
+                                                  rel_err, torch_box_forward)
 
 try:
     import torch

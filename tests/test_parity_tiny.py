@@ -20,8 +20,8 @@ import pytest
 from automedsam_jax.core.config import SamConfig
 from automedsam_jax.io.conversion import sam_from_torch, to_torch_state
 
-from torch_reference import (jax_box_forward, nchw, nhwc, randomized_torch_sam, rel_err,
-                             torch_box_forward)
+from automedsam_references.torch_reference import (jax_box_forward, nchw, nhwc,
+                                                  randomized_torch_sam, rel_err, torch_box_forward)
 
 try:
     import torch
@@ -143,7 +143,7 @@ def test_round_trip_is_exact(pair):
     for k, v in state.items():
         assert back[k].dtype == v.dtype and back[k].shape == v.shape, k
         np.testing.assert_array_equal(back[k], v, err_msg=k)
-    from torch_models import build_torch_sam
+    from automedsam_references.torch_models import build_torch_sam
     fresh = build_torch_sam(cfg)
     fresh.load_state_dict({k: torch.from_numpy(v) for k, v in back.items()}, strict=True)
 

@@ -31,8 +31,9 @@ from automedsam_jax.io.orientation import from_radiological, to_radiological
 from automedsam_jax.overlay import class_colour, render_overlay
 from automedsam_jax.predict import main
 from conftest import skip_if_offline_allowed
-from frames_reference import (area_bounds, assert_labels_possible, class_logits,
-                              possible_labels, robust_threshold, tolerance)
+from automedsam_references.frames_reference import (area_bounds, assert_labels_possible,
+                                                   class_logits, possible_labels, robust_threshold,
+                                                   tolerance)
 
 NAMES = ["liver", "spleen", "pancreas"]
 

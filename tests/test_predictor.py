@@ -12,7 +12,7 @@ from automedsam_jax.core.init import random_model
 from automedsam_jax.core.preprocess import preprocess_image
 from automedsam_jax.io.conversion import sam_from_torch
 from automedsam_jax.inference import SamPredictor
-from torch_reference import nchw, randomized_torch_sam
+from automedsam_references.torch_reference import nchw, randomized_torch_sam
 
 try:
     import torch

@@ -18,7 +18,7 @@ from automedsam_jax.core.config import LITEMEDSAM_FRAME, MEDSAM_FRAME, SAM_FRAME
 from automedsam_jax.core.preprocess import (Resized, boxes_to_input_frame, check_image,
                                             postprocess_masks, preprocess_image, resized_size)
 
-from frames_reference import REL_TOL, input_frame, original_logits
+from automedsam_references.frames_reference import REL_TOL, input_frame, original_logits
 
 try:
     import torch

@@ -19,8 +19,8 @@ import numpy as np
 
 from automedsam_jax.core.metrics import nsd
 from automedsam_jax.io.rundir import load_automedsam
-from frames_reference import (area_bounds, candidate_masks, class_logits, possible_labels,
-                              tolerance)
+from automedsam_references.frames_reference import (area_bounds, candidate_masks, class_logits,
+                                                   possible_labels, tolerance)
 
 
 def numpy_dice(gt: np.ndarray, pred: np.ndarray) -> float:

@@ -3,7 +3,7 @@
 The PyTorch state dict has four parts: ``image_encoder.*``, ``prompt_encoder.*``,
 ``mask_decoder.*`` (SAM's names, converted by :mod:`automedsam_jax.io.conversion`' table) and
 ``class_prmpt_encoder.*`` (the authors' misspelling; ``class_prompt_encoder`` in Flax, names
-otherwise as in ``tests/torch_automedsam.py``). Every tensor must be used and every leaf
+otherwise as in ``automedsam_references/torch_automedsam.py``). Every tensor must be used and every leaf
 filled: all problems of all parts are collected into one :class:`CheckpointMismatch`.
 """
 

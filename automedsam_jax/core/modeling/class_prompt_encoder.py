@@ -7,7 +7,7 @@ keeps the g×g grid.
 
 Names follow the authors' PyTorch ``DiffusionModel`` (``fc_label``, ``unet.enc1`` …
 ``unet.sparse_dec2``), so their checkpoints convert by leaf renames; see
-``convert/torch_automedsam.py`` for the PyTorch definition with their defects fixed (swapped
+``automedsam_references/torch_automedsam.py`` for the PyTorch definition with their defects fixed (swapped
 outputs, ``.squeeze()`` at batch size 1, integer label concatenated without a cast).
 
 A fresh encoder for training comes from :func:`init_class_prompt_encoder`: PyTorch's default

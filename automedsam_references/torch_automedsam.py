@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from automedsam_jax.core.config import AutoMedSamConfig, ClassPromptConfig
-from torch_models import build_torch_sam
+from .torch_models import build_torch_sam
 
 
 def _double_conv(cin: int, mid: int, cout: int) -> nn.Sequential:

@@ -13,8 +13,8 @@ def randomized_torch_automedsam(cfg: AutoMedSamConfig, seed: int = 0):
     keeps PyTorch's default init (every weight and bias already distinct and non-zero)."""
     import torch
 
-    from torch_automedsam import build_torch_automedsam
-    from torch_reference import randomized_torch_sam
+    from .torch_automedsam import build_torch_automedsam
+    from .torch_reference import randomized_torch_sam
 
     torch.manual_seed(seed)
     return build_torch_automedsam(cfg, randomized_torch_sam(cfg.sam, seed))

