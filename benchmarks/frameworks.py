@@ -77,6 +77,7 @@ from automedsam_jax.core.init import random_model
 from automedsam_jax.core.losses import LossWeights, joint_loss
 from automedsam_jax.core.modeling import Sam
 from automedsam_jax.core import backend
+from automedsam_jax.core.flops import peak_tflops
 from automedsam_jax.core.preprocess import mask_box
 from automedsam_jax.data.sample import shape_distance_map
 from automedsam_jax.train.optim import Trainee, adamw
@@ -91,11 +92,6 @@ MODE_TITLES = {"infer": "inference (image → mask)",
                "cached": "training step from cached embeddings"}
 WARMUP = 2
 """Calls after the first one and before the rounds; peak memory is taken during them."""
-
-# Dense peak TFLOP/s (fp32 without TF32, bf16 tensor cores) by device-kind substring, most
-# specific first.
-PEAK_TFLOPS = (("H100 PCIe", 51.0, 756.0), ("H100 NVL", 60.0, 835.0), ("H100", 67.0, 989.0),
-               ("H200", 67.0, 989.0), ("A100", 19.5, 312.0))
 
 
 @dataclasses.dataclass
@@ -603,12 +599,12 @@ def run_rows(rows: list[tuple[Row, Callable[[Row], Prepared | None]]], repeats: 
 
 # -- report ----------------------------------------------------------------------------------
 def device_peak_tflops(kind: str, dtype: str, cpu_peak: list[float] | None) -> float | None:
-    for name, fp32, bf16 in PEAK_TFLOPS:
-        if name in kind:
-            return fp32 if dtype == "fp32" else bf16
-    if cpu_peak:
+    """The device's dense peak (automedsam_jax.core.flops' table), or ``--peak-tflops`` for a
+    CPU (one value, or float32 then bf16)."""
+    peak = peak_tflops(kind, "bfloat16" if dtype == "bf16" else "float32")
+    if peak is None and cpu_peak:
         return cpu_peak[0] if dtype == "fp32" or len(cpu_peak) == 1 else cpu_peak[1]
-    return None
+    return peak
 
 
 def hardware() -> dict:
