@@ -365,7 +365,7 @@ def test_second_run_on_a_busy_workdir_stops_and_a_killed_runs_lock_does_not_bloc
 def test_throughput_leaves_out_the_compiling_step_and_reports_per_device_and_in_total():
     from automedsam_jax.train.loop import Throughput
     rate = Throughput(batch_size=8, devices=4)
-    assert rate.add(30.0) == 0.0  # the first step compiles: not counted
+    assert rate.add(30.0) == (0.0, None)  # the first step compiles: not counted
     assert rate.epoch() == "img/s: only the compiling step so far"
-    assert rate.add(0.5) == 16.0 and rate.add(1.5) == pytest.approx(8 / 1.5)
+    assert rate.add(0.5)[0] == 16.0 and rate.add(1.5)[0] == pytest.approx(8 / 1.5)
     assert rate.epoch() == "8.00 img/s (2.00 per device, 4 device(s))"  # 16 images in 2 s
