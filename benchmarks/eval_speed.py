@@ -33,7 +33,7 @@ from automedsam_jax.core.backend import image_by_image
 from automedsam_jax.core.config import (TINY_CLASS_PROMPT, AutoMedSamConfig, ClassPromptConfig,
                                         SamConfig)
 from automedsam_jax.core.init import random_model
-from automedsam_jax.data.pipeline import model_input
+from automedsam_jax.core.preprocess import model_input
 from automedsam_jax.inference import Segmenter, segment_slices
 
 
