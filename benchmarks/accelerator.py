@@ -82,6 +82,7 @@ NEEDS = {
     "numpy": ("numpy", ALL_PARTS),
     "scipy": ("scipy", (*FRAMEWORKS, "classes_step")),
     "automedsam_jax": ("automedsam-jax", ALL_PARTS),
+    "automedsam_references": ("automedsam-jax", FRAMEWORKS),  # the PyTorch training step
     "torch": ("torch", ("environment", *FRAMEWORKS)),
     "timm": ("timm", FRAMEWORKS),
     "segment_anything": ("segment-anything", FRAMEWORKS),    # the PyTorch ViT side
