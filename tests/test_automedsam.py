@@ -55,6 +55,7 @@ def _torch_forward(tm, cfg, images, labels, eps):
     return low[:, 0].numpy(), iou[:, 0].numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.requires_torch
 def test_end_to_end_with_explicit_noise(pair):
     cfg, tm, jm, _ = pair
@@ -157,6 +158,7 @@ def test_mismatch_lists_every_problem(pair):
         assert part in msg, part
 
 
+@pytest.mark.slow
 @pytest.mark.requires_torch
 @pytest.mark.parametrize("branches", ["dense", "sparse"])
 def test_single_branch_ablation(branches):
@@ -192,6 +194,7 @@ def test_from_sam_keeps_the_pretrained_backbone(pair):
     assert np.isfinite(w).all() and w.std() > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone", list(BATCH))
 def test_model_directory_round_trip(backbone, tmp_path):
     """save_model/load_model keep an AutoMedSAM whole: config and every variable (a random model

@@ -92,6 +92,7 @@ def _step_inputs(seed=0):
     return graphdef, tx, mesh, state, frozen, batch
 
 
+@pytest.mark.slow
 def test_bf16_step_computes_in_bf16_with_f32_params_and_loss():
     """Natively (the GPU/TPU form, ``cpu_rewrites=False``) every matmul and convolution of the
     bf16 step is bf16×bf16 but the teacher's box encoding; parameters, optimizer state and loss
@@ -119,6 +120,7 @@ def test_bf16_step_computes_in_bf16_with_f32_params_and_loss():
     assert losses[jnp.bfloat16] == pytest.approx(losses[jnp.float32], rel=2e-2)
 
 
+@pytest.mark.slow
 def test_explicit_noise_in_the_batch_replaces_the_key():
     graphdef, tx, mesh, state, frozen, batch = _step_inputs()
     loss = st.make_loss_fn(graphdef, mesh)
@@ -142,6 +144,7 @@ def _table_lines(text: str) -> list[list[str]]:
     return tables
 
 
+@pytest.mark.slow
 @pytest.mark.requires_torch
 def test_accelerator_dry_run(tmp_path):
     """``benchmarks/accelerator.py --dry-run`` (its own process: it sets JAX's environment
@@ -194,6 +197,7 @@ def test_accelerator_dry_run(tmp_path):
             assert result["rows"][0]["rate"] > 0 and "Evaluation: tiny_vit_b" in summary
 
 
+@pytest.mark.slow
 @pytest.mark.requires_torch
 def test_accelerator_refuses_without_a_gpu(tmp_path):
     if jax.default_backend() == "gpu":
@@ -204,6 +208,7 @@ def test_accelerator_refuses_without_a_gpu(tmp_path):
     assert run.returncode != 0 and "no GPU" in run.stderr and not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.requires_torch
 def test_conv_layers_benchmark_times_the_encoders_own_convolutions(capsys):
     """``benchmarks/conv_layers.py`` lists exactly the 3×3 convolutions of the class prompt
@@ -222,6 +227,7 @@ def test_conv_layers_benchmark_times_the_encoders_own_convolutions(capsys):
     assert len(rows) == 1 + len(conv_layers.layer_shapes(4, 8, 16)) + 1   # header, layers, all
 
 
+@pytest.mark.slow
 @pytest.mark.requires_torch
 def test_profile_breakdown_finds_every_op_class(tmp_path):
     """``benchmarks/profile_breakdown.py`` (its own process: the XLA flag that makes XLA:CPU

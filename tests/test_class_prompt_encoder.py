@@ -96,6 +96,7 @@ def test_diffusion_scale_matches_the_series_limit():
     assert diffusion_scale(100) ** 2 == pytest.approx(0.635, abs=5e-4)
 
 
+@pytest.mark.slow
 def test_stepwise_loop_has_the_closed_form_distribution():
     """The literal loop's x_T − F − T·P(c) is zero-mean with std s (1.6 M samples)."""
     T, shape = 100, (4, 32, 32, 384)
@@ -111,6 +112,7 @@ def test_stepwise_loop_has_the_closed_form_distribution():
     np.testing.assert_allclose(diffuse(emb, cmap, T, None), emb + T * cmap, rtol=1e-6, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_noise_sources_and_determinism():
     cfg, C, g = TINY_CLASS_PROMPT, 16, 4
     jm = init_class_prompt_encoder(cfg, C, g)

@@ -5,6 +5,11 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.slow  # minutes: not in the fast tier
+
+
 PROGRAM = textwrap.dedent("""
     import sys
     import jax

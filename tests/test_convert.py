@@ -79,6 +79,7 @@ def test_reader_refuses_code(tmp_path):
         load_pth(path)
 
 
+@pytest.mark.slow
 @pytest.mark.requires_torch
 def test_cli_round_trip(lite, tmp_path):
     """.pth → Flax directory (preset inferred) → outputs match PyTorch → .pth that PyTorch loads
@@ -103,6 +104,7 @@ def test_cli_round_trip(lite, tmp_path):
         assert torch.equal(fresh.state_dict()[k], v), k
 
 
+@pytest.mark.slow
 @pytest.mark.requires_torch
 def test_wrapped_and_prefixed_checkpoint(lite, tmp_path):
     cfg, tm, _ = lite
@@ -112,6 +114,7 @@ def test_wrapped_and_prefixed_checkpoint(lite, tmp_path):
     assert load_model(tmp_path / "out").config.name == "tiny_litemedsam"
 
 
+@pytest.mark.slow
 def test_wrong_preset_names_the_right_one(lite_state):
     state = dict(lite_state)
     with pytest.raises(CheckpointMismatch) as e:
@@ -122,6 +125,7 @@ def test_wrong_preset_names_the_right_one(lite_state):
     assert "It matches preset 'tiny_litemedsam'" in msg
 
 
+@pytest.mark.slow
 def test_missing_and_misshaped_tensors_are_all_listed(lite_state):
     state = dict(lite_state)
     del state["mask_decoder.iou_token.weight"]
@@ -148,6 +152,7 @@ def test_cli_errors_are_one_clear_line(lite, tmp_path, capsys):
     assert "no checkpoint at" in str(e.value)
 
 
+@pytest.mark.slow
 def test_full_size_presets_are_told_apart():
     """Shapes alone tell ViT-B/L/H and LiteMedSAM apart; the file name picks MedSAM over SAM."""
     from automedsam_jax.core.init import abstract_model

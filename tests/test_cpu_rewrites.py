@@ -91,6 +91,7 @@ def _batch(cfg: AutoMedSamConfig, n: int = 2) -> dict:
             "noise": jnp.asarray(rs.randn(n, g, g, C).astype(np.float32))}
 
 
+@pytest.mark.slow
 def test_tinyvit_embedding_matches_the_native_ops():
     """LiteMedSAM's encoder family (folded BatchNorms, depthwise and 1×1 convs, GELU) at its
     256² frame, tiny widths."""
@@ -108,6 +109,7 @@ def test_tinyvit_embedding_matches_the_native_ops():
     assert _rel(emb, emb_ref) < RTOL
 
 
+@pytest.mark.slow
 def test_training_loss_and_gradients_match_the_native_ops():
     """The whole training function of a tiny AutoMedSAM (ViT encoder forward, class prompt
     encoder, decoder with its transposed convolutions, joint loss, every trained gradient)."""
@@ -243,6 +245,7 @@ def _tiny_bf16_model():
     return cfg, random_model(cfg, seed=0)
 
 
+@pytest.mark.slow
 def test_bf16_training_loss_and_gradients_are_close_to_float32():
     """The bf16 training function of a tiny AutoMedSAM (encoder in bf16, class prompt encoder
     and decoder in bf16, float32 loss) in its CPU form and natively, against float32 at

@@ -148,6 +148,7 @@ def _expected_predictions(model, cases, min_area=0.0):
     return preds, np.asarray(bounds)
 
 
+@pytest.mark.slow
 def test_evaluate_trained_checkpoint(trained, tmp_path):
     out = tmp_path / "eval"
     # Dataset and data dir come from the checkpoint's train_config; 6 slices in batches of 4
@@ -187,6 +188,7 @@ def test_evaluate_trained_checkpoint(trained, tmp_path):
     assert table.strip().splitlines()[-1].startswith("Presence over 18 (slice, class) pairs")
 
 
+@pytest.mark.slow
 def test_evaluate_applies_the_stored_presence_rule(trained, tmp_path):
     """A model whose config.json carries a presence rule: classes whose mask covers less than
     ``min_area`` of a slice are dropped there, and the presence counts are those of the
@@ -233,6 +235,7 @@ def test_evaluate_applies_the_stored_presence_rule(trained, tmp_path):
     assert off["min_area"] == 0 and off["tp"] + off["fp"] == masks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("offset", [0, 7, "image"])
 def test_box_baseline_matches_predictor(trained, tiny_sam, tmp_path, offset):
     """--prompt box scores what SamPredictor gives for the same (enlarged, clipped) GT boxes."""
@@ -341,6 +344,7 @@ def test_case_blocks_are_the_cases_of_the_split(trained):
         assert [(case, list(rows)) for case, rows in blocks] == list(expected.items()), split
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_scores_of_one(trained, tmp_path):
     """``evaluate.py`` on two processes (jax.distributed over gloo, one CPU device each): each
     scores its share of the cases and process 0 writes the gathered result — the same per-case,

@@ -79,6 +79,7 @@ def tiny_map_model():
     return random_model(cfg, seed=3)
 
 
+@pytest.mark.slow
 def test_box_masks_decode_the_prompt_encoders_box_embedding(tiny_map_model):
     model = tiny_map_model
     size = model.config.sam.frame.size
@@ -102,6 +103,7 @@ def test_box_masks_decode_the_prompt_encoders_box_embedding(tiny_map_model):
                                atol=1e-5)
 
 
+@pytest.mark.slow
 def test_segmenter_prompts_the_backbone_with_the_maps_boxes(tiny_map_model):
     """The segmenter on a localiser (map-route) model: presence = the map's component areas, masks = the
     backbone decoding the map's boxes (recomputed here from the model's own parts), labels = the
@@ -184,6 +186,7 @@ def synthetic(tmp_path_factory):
     return builder.as_data_source("train")
 
 
+@pytest.mark.slow
 def test_frozen_decoder_stays_bit_identical(synthetic):
     cfg = AutoMedSamConfig(SamConfig.preset("tiny_litemedsam"), TINY_CLASS_PROMPT)
     model = random_model(cfg, seed=0)
@@ -200,6 +203,7 @@ def test_frozen_decoder_stays_bit_identical(synthetic):
     assert any(_changed(before, after, "mask_decoder").values())
 
 
+@pytest.mark.slow
 def test_a_localiser_model_trains_the_head_alone(synthetic, tiny_map_model):
     cfg = tiny_map_model.config
     model = random_model(cfg, seed=0)

@@ -16,6 +16,9 @@ from automedsam_jax.io.automedsam_conversion import automedsam_from_torch
 from automedsam_jax.train.optim import Trainee, adamw
 from automedsam_jax.train.step import data_mesh, init_state, make_train_step, shard_batch
 
+pytestmark = pytest.mark.slow  # minutes: not in the fast tier
+
+
 torch = pytest.importorskip("torch")
 from automedsam_references.automedsam_reference import randomized_torch_automedsam  # noqa: E402
 

@@ -263,6 +263,7 @@ def test_chestxml_layout(tmp_path, caplog):
         readers["CHNCXR_0002_1"]()
 
 
+@pytest.mark.slow
 def test_brats_sample_trains_and_evaluates(tmp_path, capsys, sd):
     """The README's offline BraTS run: pyradiomics' two brain MR cases in the BraTS 2021 layout,
     `train.py --dataset brats --data-dir D` (one training case, one test case) and evaluate.py

@@ -27,6 +27,9 @@ try:
 except ImportError:  # only the tests marked requires_torch use it
     torch = None
 
+pytestmark = pytest.mark.slow  # minutes: not in the fast tier
+
+
 TOL = 1e-5
 
 

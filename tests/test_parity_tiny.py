@@ -161,6 +161,7 @@ def test_positional_matrix_is_a_buffer(backbone):
     assert "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix" in to_torch_state(jm)
 
 
+@pytest.mark.slow
 def test_tinyvit_batchnorm_stays_frozen_in_train_mode():
     """LiteMedSAM's encoder uses running statistics even after ``model.train()``."""
     from automedsam_jax.core.init import random_model

@@ -92,6 +92,7 @@ def _reoriented(path, tmp_path, z):
     return out
 
 
+@pytest.mark.slow
 def test_predict_nifti_volume(model_dir, demo, tmp_path, capsys):
     path, volume = demo
     out = tmp_path / "ct_seg.nii.gz"
@@ -134,6 +135,7 @@ def test_predict_nifti_volume(model_dir, demo, tmp_path, capsys):
     np.testing.assert_array_equal(back, labels[:, :, z])
 
 
+@pytest.mark.slow
 def test_predict_leaves_slices_where_the_presence_rule_finds_no_organ_empty(
         model_dir, demo, tmp_path, capsys):
     """A model carrying a presence rule: on the real CT, a class is drawn on exactly the slices
@@ -169,6 +171,7 @@ def test_predict_leaves_slices_where_the_presence_rule_finds_no_organ_empty(
     assert f"on {sum(found)} of {len(zs)} slice(s)" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_predict_png_and_npz(model_dir, tmp_path):
     rng = np.random.default_rng(0)
     image = (rng.random((40, 56)) * 255).astype(np.uint8)
@@ -267,6 +270,7 @@ def brats_model(tmp_path_factory):
                              "train_config": {"data": {"dataset": "brats:classes=subregions"}}})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("release", [2021, 2023])
 def test_predict_a_brats_release_writes_submission_files(brats_model, tmp_path, capsys,
                                                          release):

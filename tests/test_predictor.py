@@ -50,6 +50,7 @@ def tm_frame():
     return SamConfig.preset("tiny_litemedsam").frame
 
 
+@pytest.mark.slow
 @pytest.mark.requires_torch
 def test_predict_box_matches_the_pytorch_pipeline(lite):
     tm, pred = lite
@@ -64,6 +65,7 @@ def test_predict_box_matches_the_pytorch_pipeline(lite):
     assert (masks[0] == ref_mask).mean() > 0.999
 
 
+@pytest.mark.slow
 def test_one_compilation_per_shape(predictor):
     pred = SamPredictor(predictor.model)  # fresh jit caches
     rs = np.random.RandomState(1)
@@ -76,6 +78,7 @@ def test_one_compilation_per_shape(predictor):
     assert pred._decode._cache_size() == 2
 
 
+@pytest.mark.slow
 def test_batch_of_images_equals_one_by_one(predictor):
     pred = predictor
     rs = np.random.RandomState(2)

@@ -32,6 +32,7 @@ GOLDEN = Path(__file__).parent / "data" / "paper_recipe_params.npz"
 TINY = ClassPromptConfig(widths=(8, 16, 32))
 
 
+@pytest.mark.slow
 def test_paper_recipe_reproduces_the_code_before_the_extensions(tmp_path):
     """``tests/data/paper_recipe_params.npz`` holds the class prompt encoder and mask decoder
     after this exact command, run with the code of commit d187387 (before issue 13: the
@@ -115,6 +116,7 @@ def _all_class_batch(model, k=3, present=None, seed=0):
             "present": present[None], "noise": rs.randn(1, k, g, g, c).astype(np.float32)}
 
 
+@pytest.mark.slow
 def test_all_class_gradient_is_the_mean_of_the_one_class_gradients():
     """With every class present, the all-classes loss is the mean over the K one-class losses
     (each term is a mean over samples, and Σ L_i/(2σ_i²) + log(1 + σ_i²) is affine in the
@@ -255,6 +257,7 @@ def test_augmented_variants_are_fixed_per_slice_and_move_image_and_label_togethe
         assert aug_image[..., 0][core].min() > aug_image[..., 0][~inside].mean()
 
 
+@pytest.mark.slow
 def test_cached_augmented_all_class_losses_agree_with_online(tmp_path):
     """The cache embeds every augmented variant as the online pipeline makes it: the same
     all-classes losses either way."""
@@ -330,6 +333,7 @@ def test_presence_is_not_calibrated_on_pairs_of_one_kind():
     assert too_few_kinds(np.array([[True, False]])) is None
 
 
+@pytest.mark.slow
 def test_training_calibrates_and_stores_the_presence_rule(tmp_path):
     """train.py's improved recipe (with the class prompt encoder) writes a presence rule into
     both exported models; reloaded,

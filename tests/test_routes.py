@@ -69,6 +69,7 @@ def refine_model():
     return random_model(model_config(SAM, "refine", TINY_CLASS_PROMPT, LOC), seed=5)
 
 
+@pytest.mark.slow
 def test_an_untrained_refiner_starts_at_the_box_prompt(refine_model):
     """The refiner's starting prompt is SAM's prompt encoder's output for that box (written out
     in NumPy), and with its zero-initialised projections it returns exactly that prompt."""
@@ -88,6 +89,7 @@ def test_an_untrained_refiner_starts_at_the_box_prompt(refine_model):
     assert float(jnp.abs(delta[0]).max()) > 0
 
 
+@pytest.mark.slow
 def test_an_untrained_refine_model_segments_as_the_map_route(refine_model):
     """Same localiser, zero projections: the refine route's masks are the backbone's masks for
     the map's boxes (the map route on the same parts)."""
@@ -103,6 +105,7 @@ def test_an_untrained_refine_model_segments_as_the_map_route(refine_model):
     np.testing.assert_array_equal(refined[0][2], mapped[0][2])
 
 
+@pytest.mark.slow
 def test_the_refine_route_trains_localiser_and_refiner_only(tmp_path):
     src = prepare(SyntheticConfig(num_cases=4, num_classes=2, height=48, width=48),
                   str(tmp_path)).as_data_source("train")

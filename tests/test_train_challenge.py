@@ -19,6 +19,9 @@ from automedsam_jax.core.automedsam import AutoMedSAM
 from automedsam_jax.data import prepare
 from automedsam_jax.io.checkpoint import load_model, read_meta
 
+pytestmark = pytest.mark.slow  # minutes: not in the fast tier
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

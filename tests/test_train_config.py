@@ -329,6 +329,7 @@ def _written_config(work):
         return None
 
 
+@pytest.mark.slow
 def test_second_run_on_a_busy_workdir_stops_and_a_killed_runs_lock_does_not_block(tmp_path):
     work, data = tmp_path / "run", tmp_path / "data"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}

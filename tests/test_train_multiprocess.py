@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # minutes: not in the fast tier
+
+
 ROOT = Path(__file__).parents[1]
 DATASET = "synthetic:num_cases=6,num_classes=3,height=48,width=48"
 

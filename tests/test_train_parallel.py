@@ -17,6 +17,10 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # minutes: not in the fast tier
+
 
 SCRIPT = textwrap.dedent("""
     import sys

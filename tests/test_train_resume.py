@@ -60,6 +60,7 @@ def reference(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_sigkill_then_restart_matches_uninterrupted(reference, tmp_path):
     work = tmp_path / "run"
     proc = subprocess.Popen(_cmd(work, reference / "data"), env=_env(),
@@ -81,6 +82,7 @@ def test_sigkill_then_restart_matches_uninterrupted(reference, tmp_path):
     assert list((work / "tb").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_sigkill_with_the_embedding_cache_resumes_exactly(reference, tmp_path):
     """From cached embeddings: the run killed mid-training restarts on the cache its first
     attempt stored (reused, nothing embedded again) and ends with the parameters of an
@@ -107,6 +109,7 @@ def test_sigkill_with_the_embedding_cache_resumes_exactly(reference, tmp_path):
         np.testing.assert_array_equal(got[p], want[p], err_msg=str(p))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint(reference, tmp_path):
     work = tmp_path / "run"
     proc = subprocess.Popen(_cmd(work, reference / "data", "--checkpoint-every", "100"),
@@ -120,6 +123,7 @@ def test_sigterm_saves_a_checkpoint(reference, tmp_path):
     assert _latest(work) == step
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_checkpoint(reference, tmp_path):
     work = tmp_path / "run"
     # lr 1e30: the first update blows the parameters up, the second step's loss is not finite.
@@ -132,6 +136,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(reference, tmp_path):
     assert not (work / "final").exists()
 
 
+@pytest.mark.slow
 def test_tensorboard_events_hold_every_scalar(reference):
     """The uninterrupted run's event file, read by TensorBoard's own reader (no TensorFlow):
     one value per step for each loss term, σ, lr and img/s; per-epoch loss = mean of its steps;

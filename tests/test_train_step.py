@@ -22,6 +22,7 @@ from automedsam_jax.train.step import (data_mesh, init_state, make_embed_fn, mak
                                        shard_batch)
 
 
+@pytest.mark.slow
 def test_cached_and_online_losses_agree(tmp_path):
     cfg = AutoMedSamConfig(SamConfig.preset("tiny_vit_b"), TINY_CLASS_PROMPT)
     builder = prepare(SyntheticConfig(num_cases=6, num_classes=3, height=40, width=40), str(tmp_path))

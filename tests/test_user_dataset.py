@@ -35,6 +35,7 @@ def _write_cases(folder: Path, n: int) -> dict[str, tuple[np.ndarray, np.ndarray
     return {f"scan_{i:04d}": arrays for i, arrays in enumerate(written.values())}
 
 
+@pytest.mark.slow
 def test_train_evaluate_predict_on_a_user_dataset(tmp_path):
     cases = _write_cases(tmp_path / "my_scans", 10)
     work, data = tmp_path / "run", tmp_path / "data"
