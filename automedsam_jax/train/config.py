@@ -229,7 +229,7 @@ Overrides = dict[str, Any]
 _CHALLENGE: Overrides = {"model.backbone": "medsam_vit_b", "model.weights": "",
                          "run.eval_every": 5}
 
-# What generalises to another patient's scan (README "The demo"; benchmarks/ablation.py): the
+# What generalises to another patient's scan (docs/training.md#the-demo; benchmarks/ablation.py): the
 # embedding standardised per image before a multi-scale head, and augmented variants of every
 # training slice that vary what another scanner and patient change — scale and position, window,
 # each organ's enhancement (-40..+200 HU for CT windowed at 40/400), blur or sharpening, noise.
@@ -257,7 +257,7 @@ NAMED: dict[str, Overrides] = {
     "cpu": {},
     "accelerator": {},
     # Combinations, applied in this order when all their names are composed. The demo on a CPU,
-    # sized for <= 15 min on 2 cores (README "Training"): a narrower class prompt encoder (≈ 4x
+    # sized for <= 15 min on 2 cores (docs/training.md): a narrower class prompt encoder (≈ 4x
     # fewer FLOPs), no flips (17 cached embeddings instead of 68, and the organs keep their side
     # of the body), batch 2 (8 updates per epoch), lr 5e-4 decayed to 0 over 60 epochs.
     "demo+cpu": {"optim.epochs": 60, "optim.batch_size": 2, "optim.lr": 5e-4,
