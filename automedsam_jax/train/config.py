@@ -43,6 +43,7 @@ from ..io.cli import DEPRECATED, ArgumentParser
 from ..io.compilation_cache import CompilationCacheConfig
 from ..io.errors import UsageError
 from ..io.rundir import DEFAULT_WORKDIR
+from .optim import OptimConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,49 +109,6 @@ class CacheConfig:
     run with the same inputs; on several hosts: storage they all read)"""
     cache_dtype: Literal["float32", "bfloat16"] = "float32"
     """storage dtype of the cached embeddings (bfloat16: half the disk and reads)"""
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimConfig:
-    """The optimiser (AdamW) and the run's length."""
-
-    epochs: int = 100
-    """training epochs"""
-    batch_size: int = 16
-    """global batch size over every device and host"""
-    lr: float = 1e-4
-    """AdamW learning rate"""
-    b1: float = 0.9
-    """AdamW beta1"""
-    b2: float = 0.999
-    """AdamW beta2"""
-    eps: float = 1e-8
-    """AdamW epsilon"""
-    weight_decay: float = 0.01
-    """AdamW decoupled weight decay"""
-    lr_schedule: Literal["plateau", "cosine"] = "plateau"
-    """plateau (the paper): lr x plateau_factor when the mean epoch loss has not improved for
-    plateau_patience epochs; cosine: lr decays to 0 over the run"""
-    plateau_patience: int = 5
-    """epochs without improvement before the plateau schedule lowers the lr"""
-    plateau_factor: float = 0.9
-    """the plateau schedule's lr factor"""
-    max_steps: int = 0
-    """stop after this many steps (0: all epochs)"""
-
-    def __post_init__(self):
-        for name in ("epochs", "batch_size", "lr", "plateau_patience"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got "
-                                 f"{getattr(self, name)}")
-        if self.max_steps < 0:
-            raise ValueError(f"--max-steps must be >= 0 (0: all epochs), got {self.max_steps}")
-        if not 0 < self.plateau_factor <= 1:
-            raise ValueError(f"--plateau-factor must be in (0, 1], got {self.plateau_factor}")
-        if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1 and self.eps > 0
-                and self.weight_decay >= 0):
-            raise ValueError(f"--b1 and --b2 must be in [0, 1), --eps > 0 and --weight-decay "
-                             f">= 0, got {self.b1}, {self.b2}, {self.eps}, {self.weight_decay}")
 
 
 @dataclasses.dataclass(frozen=True)

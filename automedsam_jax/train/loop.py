@@ -49,7 +49,8 @@ from ..io.errors import UsageError
 from ..io.rundir import WorkdirLock
 from ..io.weights import pretrained_litemedsam
 from .checkpointing import Checkpoints, key_from_json, key_to_json
-from .config import OptimConfig, TrainConfig, to_json
+from .config import TrainConfig, to_json
+from .optim import OptimConfig
 from .logging import Logger
 from .optim import Trainee, adamw
 from .step import (data_mesh, init_state, learning_rate, make_embed_fn, make_train_step,

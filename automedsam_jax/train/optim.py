@@ -1,5 +1,6 @@
 """What AutoMedSAM trains (docs/method.md#trained-and-frozen-parts) and how: the trainable
-filter and AdamW (docs/method.md#paper-recipe).
+filter, AdamW and its config, ``OptimConfig`` (docs/method.md#paper-recipe; the training config
+nests it as ``optim``).
 
 What trains is the model's prompt route's choice (:meth:`automedsam_jax.core.routes.Route.
 trainable`): the paper's class prompt encoder, mask decoder and loss σ's; a localiser alone; ….
@@ -15,6 +16,9 @@ trained part (:mod:`automedsam_jax.train.step`):
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Literal
+
 import jax
 import optax
 from flax import nnx
@@ -22,7 +26,49 @@ from flax import nnx
 from ..core.automedsam import AutoMedSAM
 from ..core.losses import LossWeights
 from ..core.routes import route_of
-from .config import OptimConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """The optimiser (AdamW) and the run's length."""
+
+    epochs: int = 100
+    """training epochs"""
+    batch_size: int = 16
+    """global batch size over every device and host"""
+    lr: float = 1e-4
+    """AdamW learning rate"""
+    b1: float = 0.9
+    """AdamW beta1"""
+    b2: float = 0.999
+    """AdamW beta2"""
+    eps: float = 1e-8
+    """AdamW epsilon"""
+    weight_decay: float = 0.01
+    """AdamW decoupled weight decay"""
+    lr_schedule: Literal["plateau", "cosine"] = "plateau"
+    """plateau (the paper): lr x plateau_factor when the mean epoch loss has not improved for
+    plateau_patience epochs; cosine: lr decays to 0 over the run"""
+    plateau_patience: int = 5
+    """epochs without improvement before the plateau schedule lowers the lr"""
+    plateau_factor: float = 0.9
+    """the plateau schedule's lr factor"""
+    max_steps: int = 0
+    """stop after this many steps (0: all epochs)"""
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "lr", "plateau_patience"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got "
+                                 f"{getattr(self, name)}")
+        if self.max_steps < 0:
+            raise ValueError(f"--max-steps must be >= 0 (0: all epochs), got {self.max_steps}")
+        if not 0 < self.plateau_factor <= 1:
+            raise ValueError(f"--plateau-factor must be in (0, 1], got {self.plateau_factor}")
+        if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1 and self.eps > 0
+                and self.weight_decay >= 0):
+            raise ValueError(f"--b1 and --b2 must be in [0, 1), --eps > 0 and --weight-decay "
+                             f">= 0, got {self.b1}, {self.b2}, {self.eps}, {self.weight_decay}")
 
 
 class Trainee(nnx.Module):
@@ -49,7 +95,7 @@ def _decay_mask(params):
 def adamw(learning_rate: float | optax.Schedule = OptimConfig.lr, b1: float = OptimConfig.b1,
           b2: float = OptimConfig.b2, eps: float = OptimConfig.eps,
           weight_decay: float = OptimConfig.weight_decay) -> optax.GradientTransformation:
-    """AdamW (the defaults: :class:`~.config.OptimConfig`'s, the paper's); weight decay on every
+    """AdamW (the defaults: :class:`OptimConfig`'s, the paper's); weight decay on every
     trained parameter except σ."""
     return optax.adamw(learning_rate, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
                        mask=_decay_mask)
