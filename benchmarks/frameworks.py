@@ -77,6 +77,7 @@ from automedsam_jax.core.init import random_model
 from automedsam_jax.core.losses import LossWeights, joint_loss
 from automedsam_jax.core.modeling import Sam
 from automedsam_jax.core import backend
+from automedsam_jax.core.cpu import cpu_info
 from automedsam_jax.core.flops import peak_tflops
 from automedsam_jax.core.preprocess import mask_box
 from automedsam_jax.data.sample import shape_distance_map
@@ -608,15 +609,14 @@ def device_peak_tflops(kind: str, dtype: str, cpu_peak: list[float] | None) -> f
 
 
 def hardware() -> dict:
+    """What the figures were measured on: the devices, the CPU (model, extensions and family:
+    automedsam_jax.core.cpu), the frameworks' versions and threads."""
     import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_info()
     return {"jax_device": jax.devices()[0].device_kind, "jax_backend": jax.default_backend(),
-            "device_count": jax.device_count(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "device_count": jax.device_count(), "cpu": cpu["model"],
+            "cpu_extensions": cpu["extensions"], "cpu_family": cpu["family"],
+            "cpu_count": os.cpu_count(),
             "torch_device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "torch_threads": torch.get_num_threads(), "jax": jax.__version__,
             "torch": torch.__version__, "python": platform.python_version(),
@@ -751,8 +751,9 @@ def _main(args, argv: list[str]) -> dict:
           f"every row compiled, 1 + {WARMUP} warm-up calls, then {args.repeats} interleaved "
           f"rounds × {args.steps} call(s); N = {1 + WARMUP + args.repeats * args.steps}")
     print(f"# JAX {hw['jax']} on {hw['jax_device']} ×{hw['device_count']}; PyTorch {hw['torch']} "
-          f"on {hw['torch_device']} ({hw['torch_threads']} threads); CPU {hw['cpu']} "
-          f"({hw['cpu_count']} cores, {hw['cpu_affinity']} used)", flush=True)
+          f"on {hw['torch_device']} ({hw['torch_threads']} threads); CPU {hw['cpu']}, "
+          f"{' '.join(hw['cpu_extensions']) or 'no AVX-512/AMX'} ({hw['cpu_count']} cores, "
+          f"{hw['cpu_affinity']} used)", flush=True)
 
     # Cached embeddings: the float32 JAX encoder's, given to both sides.
     with jax.default_matmul_precision("highest"):
@@ -785,7 +786,9 @@ def _main(args, argv: list[str]) -> dict:
             rows.append(row)
 
     rs = ratios(rows)
-    text = table(rows, args.batch) + "\n" + ratio_table(rs)
+    text = (f"CPU: {hw['cpu']}, {' '.join(hw['cpu_extensions']) or 'no AVX-512/AMX'} "
+            f"({hw['cpu_family']}); JAX on {hw['jax_device']}, PyTorch on {hw['torch_device']}\n\n"
+            + table(rows, args.batch) + "\n" + ratio_table(rs))
     line = speedups(rs)
     print(text)
     if line:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from automedsam_jax.core.cpu import cpu_info
 
 ROOT = Path(__file__).resolve().parents[1]
 FIRST_EPOCH = "epoch 1/"
@@ -41,17 +42,6 @@ def time_to_first_epoch(args: list[str]) -> float:
         raise SystemExit(f"train.py {' '.join(args)} failed (exit {proc.returncode}) or printed "
                          f"no {FIRST_EPOCH!r} line")
     return seen
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; the machine type elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def main(argv=None) -> None:
@@ -74,7 +64,7 @@ def main(argv=None) -> None:
           f"{entries} cached programs")
     (a.out / "startup.json").write_text(json.dumps(
         {"seconds": seconds, "cached_programs": entries, "train_args": a.train_args,
-         "cpu": cpu_model()}, indent=2))
+         "cpu": cpu_info()}, indent=2))
 
 
 if __name__ == "__main__":

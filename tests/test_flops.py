@@ -48,5 +48,44 @@ def test_throughput_reports_mfu_only_where_the_peak_is_known(monkeypatch):
     assert rate.epoch().endswith(f"MFU {100 * 2e12 / 0.5 / 67e12:.1f} %")
     assert "MFU against 1 × 67 TFLOP/s" in flops_line(2e12, "float32", [h100])
     cpu = types.SimpleNamespace(device_kind="cpu")
-    assert flops_line(2e12, "float32", [cpu]).endswith("no MFU: no peak FLOP/s known for 'cpu'")
+    assert flops_line(2e12, "float32", [cpu]).endswith(
+        "no MFU: no peak FLOP/s known for 'cpu' (give --peak-tflops)")
     assert "no MFU" in flops_line(None, "float32", [h100])
+
+
+def test_a_given_peak_gives_an_mfu_on_the_cpu():
+    """``--peak-tflops``: the same formula against the given peak, where the table has none."""
+    cpu = types.SimpleNamespace(device_kind="cpu")
+    assert mfu(3e9, 0.5, "float32", [cpu, cpu], peak_per_device=1.5) == pytest.approx(
+        3e9 / 0.5 / (2 * 1.5e12))
+    rate = Throughput(batch_size=2, devices=1, flops=4e9, peak=2.0)
+    rate.add(9.0)
+    ips, util = rate.add(1.0)
+    if jax.devices()[0].device_kind == "cpu":
+        assert util == pytest.approx(4e9 / 1.0 / 2e12)            # 0.2 %
+    assert rate.epoch().endswith("MFU 0.2 %")
+    assert flops_line(4e9, "float32", [cpu], peak=2.0).endswith(
+        "MFU against 1 × 2 TFLOP/s (cpu, --peak-tflops)")
+
+
+AMD = """processor\t: 0
+model name\t: AMD EPYC 9R14 96-Core Processor
+flags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni
+processor\t: 1
+model name\t: AMD EPYC 9R14 96-Core Processor
+flags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni
+"""
+INTEL = """model name\t: Intel(R) Xeon(R) Platinum 8488C
+flags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8
+"""
+
+
+def test_the_cpu_is_named_with_its_extensions_and_family():
+    from automedsam_jax.core.cpu import cpu_info, describe
+    amd, intel = cpu_info(AMD), cpu_info(INTEL)
+    assert amd == {"model": "AMD EPYC 9R14 96-Core Processor", "family": "AMD",
+                   "extensions": ["avx2", "avx512f", "avx512_bf16", "avx512_vnni"]}
+    assert intel["family"] == "Intel with AMX"
+    assert intel["extensions"] == ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile",
+                                   "amx_bf16", "amx_int8"]
+    assert describe(intel).startswith("Intel(R) Xeon(R) Platinum 8488C (avx2 avx512f")

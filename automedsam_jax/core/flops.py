@@ -7,7 +7,8 @@ device kind (the vendors' data sheets, no sparsity): float32 without TF32 on GPU
 tensor cores / MXUs for ``bfloat16``. On a TPU a float32 matmul runs on the bfloat16 MXUs at
 JAX's default precision, so both dtypes take the bfloat16 peak there. A CPU has no entry: its
 peak depends on the model, clock and vector units (the benchmarks take ``--peak-tflops``), so no
-MFU is claimed for it.
+MFU is claimed for it unless a peak is given (``train.py --peak-tflops``,
+``benchmarks/frameworks.py --peak-tflops``).
 """
 
 from __future__ import annotations
@@ -47,11 +48,12 @@ def lowered_flops(lowered: jax.stages.Lowered) -> float | None:
 
 
 def mfu(flops_per_call: float | None, seconds_per_call: float, dtype: Dtype,
-        devices=None) -> float | None:
+        devices=None, peak_per_device: float | None = None) -> float | None:
     """Achieved FLOP/s over the summed peak of ``devices`` (default: every device), as a fraction;
-    None when the FLOPs or a device's peak are unknown."""
+    ``peak_per_device`` (TFLOP/s) overrides the table (a CPU, another chip). None when the FLOPs
+    or a device's peak are unknown."""
     devices = jax.devices() if devices is None else list(devices)
-    peaks = [peak_tflops(d.device_kind, dtype) for d in devices]
+    peaks = [peak_per_device or peak_tflops(d.device_kind, dtype) for d in devices]
     if flops_per_call is None or seconds_per_call <= 0 or None in peaks:
         return None
     return flops_per_call / seconds_per_call / (sum(peaks) * 1e12)

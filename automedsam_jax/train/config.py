@@ -139,10 +139,16 @@ class RunConfig(DistributedConfig):
     attention: Literal["auto", "xla"] = "auto"
     """auto: cuDNN's fused attention on CUDA GPUs for bf16 inputs it accepts, else XLA's; xla:
     never cuDNN"""
+    peak_tflops: float = 0.0
+    """one device's dense peak TFLOP/s for the log's MFU (0: the table of device kinds in
+    automedsam_jax/core/flops.py, which has no CPU)"""
 
     def __post_init__(self):
         if self.seed < 0:
             raise ValueError(f"--seed must be >= 0, got {self.seed}")
+        if not self.peak_tflops >= 0:
+            raise ValueError(f"--peak-tflops must be >= 0 (0: the device table), got "
+                             f"{self.peak_tflops}")
         if self.keep_checkpoints < 1 or self.checkpoint_every < 0 or self.eval_every < 0:
             raise ValueError(f"--keep-checkpoints must be >= 1 and --checkpoint-every, "
                              f"--eval-every >= 0, got {self.keep_checkpoints}, "

@@ -318,6 +318,8 @@ class Throughput:
     """FLOPs of one step (the global batch's)"""
     dtype: str = "float32"
     """the compute dtype whose peak MFU is taken against"""
+    peak: float | None = None
+    """one device's peak TFLOP/s, overriding the table (``--peak-tflops``)"""
     seconds: float = 0.0
     steps: int = 0
     first: bool = True
@@ -329,7 +331,8 @@ class Throughput:
             return 0.0, None
         self.seconds += seconds
         self.steps += 1
-        return self.batch_size / max(seconds, 1e-9), mfu(self.flops, seconds, self.dtype)
+        return self.batch_size / max(seconds, 1e-9), mfu(self.flops, seconds, self.dtype,
+                                                         peak_per_device=self.peak)
 
     def epoch(self) -> str:
         """``"X img/s (Y per device, N device(s)), MFU Z %"`` since the last call (no MFU part
@@ -337,21 +340,23 @@ class Throughput:
         if not self.steps:
             return "img/s: only the compiling step so far"
         ips = self.steps * self.batch_size / self.seconds
-        util = mfu(self.flops, self.seconds / self.steps, self.dtype)
+        util = mfu(self.flops, self.seconds / self.steps, self.dtype, peak_per_device=self.peak)
         self.seconds, self.steps = 0.0, 0
         return (f"{ips:.2f} img/s ({ips / self.devices:.2f} per device, {self.devices} "
                 f"device(s))" + ("" if util is None else f", MFU {100 * util:.1f} %"))
 
 
-def flops_line(flops: float | None, dtype: str, devices=None) -> str:
-    """What the log says once about the step's FLOPs and the peak MFU is taken against."""
+def flops_line(flops: float | None, dtype: str, devices=None, peak: float | None = None) -> str:
+    """What the log says once about the step's FLOPs and the peak MFU is taken against
+    (``peak``: one device's TFLOP/s given, else the table's)."""
     devices = jax.devices() if devices is None else list(devices)
     kind = devices[0].device_kind
-    peak = peak_tflops(kind, dtype)
     if flops is None:
         return "one training step: no MFU (XLA gives no cost analysis here)"
-    against = (f"MFU against {len(devices)} × {peak:g} TFLOP/s ({kind}, {dtype} dense peak)"
-               if peak else f"no MFU: no peak FLOP/s known for {kind!r}")
+    source = "--peak-tflops" if peak else f"{dtype} dense peak"
+    peak = peak or peak_tflops(kind, dtype)
+    against = (f"MFU against {len(devices)} × {peak:g} TFLOP/s ({kind}, {source})"
+               if peak else f"no MFU: no peak FLOP/s known for {kind!r} (give --peak-tflops)")
     return f"one training step: {flops / 1e9:.3g} GFLOP (XLA's cost analysis); {against}"
 
 
@@ -392,13 +397,13 @@ def train(cfg: TrainConfig, data: RunData, trainer: Trainer, progress: Progress,
     spe, total = data.steps_per_epoch, data.total_steps
     bf16 = cfg.model.encoder_dtype == "bfloat16" and not cfg.cache.cache_embeddings
     rate = Throughput(cfg.optim.batch_size, jax.device_count(),
-                      dtype="bfloat16" if bf16 else "float32")
+                      dtype="bfloat16" if bf16 else "float32", peak=cfg.run.peak_tflops or None)
     while progress.step < total:
         t0 = time.perf_counter()
         batch, data_state = next(batches)
         if rate.first:
             rate.flops = step_flops(trainer, batch, key)
-            log.info(flops_line(rate.flops, rate.dtype))
+            log.info(flops_line(rate.flops, rate.dtype, peak=rate.peak))
             t0 = time.perf_counter()
         trainer.state, metrics = trainer.step_fn(trainer.state, trainer.frozen, batch, key)
         scalars = {k: float(v) for k, v in to_host(metrics).items()}
