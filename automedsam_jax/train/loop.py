@@ -50,9 +50,8 @@ from ..io.rundir import WorkdirLock
 from ..io.weights import pretrained_litemedsam
 from .checkpointing import Checkpoints, key_from_json, key_to_json
 from .config import TrainConfig, to_json
-from .optim import OptimConfig
+from .optim import OptimConfig, Trainee, adamw
 from .logging import Logger
-from .optim import Trainee, adamw
 from .step import (data_mesh, init_state, learning_rate, make_embed_fn, make_train_step,
                    set_learning_rate, shard_batch)
 from .validation import ValidationSplit, calibrate_presence, validate
