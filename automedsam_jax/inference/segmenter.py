@@ -28,8 +28,8 @@ Presence (beyond the paper): class prompting always draws *something*, so a segm
 ``min_area``, the smallest presence score a class must reach on a slice to count as present
 there (below it the class is dropped there): the fraction of the image its mask (p > 0.5,
 original frame, before classes compete for pixels) covers, or the score its route gives (the
-localiser's largest component on the map). :mod:`.presence` calibrates it on validation and
-training stores it with the model. 0 keeps every mask (the paper).
+localiser's largest component on the map). :mod:`automedsam_jax.evaluation.presence`
+calibrates it on validation and training stores it with the model. 0 keeps every mask (the paper).
 """
 
 from __future__ import annotations
