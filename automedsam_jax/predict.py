@@ -47,6 +47,7 @@ from .io.checkpoint import read_meta
 from .io.cli import ArgumentParser, configure_logging
 from .io.compilation_cache import CompilationCacheConfig
 from .io.errors import BadInputError, UsageError
+from .io.paths import local_dir
 from .io.rundir import CLASS_NAMES, DEFAULT_WORKDIR, TrainedModel, load_automedsam, model_dir
 from .io.scans import Scan, output_path, read_scan, sidecar_path, write_labels, write_nifti_labels
 from .overlay import render_overlay
@@ -97,6 +98,11 @@ def write_overlays(scan: Scan, labels: np.ndarray, legend: dict[int, str], direc
     return paths
 
 
+LOCAL_OUTPUT = ("predictions are written by nibabel, Pillow and NumPy, to local disk only (the "
+                "--checkpoint may be a gs:// URL)")
+"""Why ``--out`` is local."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PredictConfig:
     """What to segment, with which model, and what to write."""
@@ -108,9 +114,10 @@ class PredictConfig:
     """training work directory or AutoMedSAM model directory"""
     classes: str | None = None
     """comma-separated class names (or ids) the model knows, e.g. liver,spleen (default: all)"""
-    out: Path | None = None
+    out: str | None = None
     """label map file, or a directory for <input>_seg.<ext> (default runs/predict/); a folder
-    INPUT: the directory of <case id>.nii.gz (default runs/predict/<INPUT name>)"""
+    INPUT: the directory of <case id>.nii.gz (default runs/predict/<INPUT name>). Local disk
+    only (the checkpoint may be a gs:// URL)"""
     overlays: bool = False
     """also write overlay PNGs with a class legend"""
     intensity: Literal["auto", "ct", "mr", "none"] = "auto"
@@ -144,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         args = parse_args(argv)
+        if args.out is not None:
+            args = dataclasses.replace(args, out=local_dir(args.out, "--out", LOCAL_OUTPUT))
         args.xla.apply()
         # The cheap checks first: the checkpoint, the class names it records, the input file;
         # the model is loaded only for an input it can segment.

@@ -44,8 +44,8 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from ..core.config import FrameConfig
 from ..core.distributed import local_rows
 from ..core.pipelining import dispatch_ahead
-from ..io.checkpoint import write_atomic
 from ..io.errors import UsageError
+from ..io.paths import write_atomic
 from .augment import AugmentConfig
 from .pipeline import as_text
 from .sample import pixel_spacing, training_view

@@ -53,6 +53,7 @@ from ..inference.segmenter import Segmenter
 from ..io.cli import ArgumentParser, configure_logging
 from ..io.compilation_cache import CompilationCacheConfig
 from ..io.errors import BadInputError, UsageError
+from ..io.paths import AnyPath, local_dir
 from ..io.rundir import DEFAULT_WORKDIR, EXPORTS, load_automedsam, load_sam
 from .evaluator import Evaluation, evaluate_records
 from .hosts import gather, process_share
@@ -92,8 +93,8 @@ class EvalConfig:
     model's, else <data-dir>/downloads/manual, then <data-dir>)"""
     split: Literal["test", "validation", "train"] = "test"
     """the dataset split scored"""
-    out: Path | None = None
-    """output directory (default <workdir>/eval/<dataset>_<split>; box prompts:
+    out: str | None = None
+    """output directory, a local path or gs:// URL (default <workdir>/eval/<dataset>_<split>; box prompts:
     runs/box_baseline/<dataset>_<split>_offset<offset>)"""
     prompt: Literal["class", "map", "refine", "box"] | None = None
     """the prompt route: the model's own when left out (class, map or refine, as trained; naming
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(args: EvalConfig) -> tuple[Evaluation, dict[str, Path], str]:
+def run(args: EvalConfig) -> tuple[Evaluation, dict[str, AnyPath], str]:
     """Load, evaluate, write; returns the evaluation, the written paths and the table.
     ``args.dataset`` is a resolved ``--dataset`` (:meth:`UserDataset.resolve`)."""
     # a route that trains nothing (box) prompts a backbone; the others run the trained model
@@ -191,7 +192,8 @@ def run(args: EvalConfig) -> tuple[Evaluation, dict[str, Path], str]:
         backbone = model.config.sam.name
         check_route(args.prompt, model.config.prompt, directory)
     builder = prepare(args.dataset or seen("dataset") or DEMO.name,
-                      args.data_dir or seen("data_dir") or DEFAULT_DATA_DIR,
+                      local_dir(args.data_dir or seen("data_dir") or DEFAULT_DATA_DIR,
+                                "--data-dir"),
                       manual_dir=args.manual_dir or seen("manual_dir"))
     class_names = tuple(builder.info.metadata["class_names"])
     name = builder.dataset.name

@@ -24,11 +24,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
-from pathlib import Path
+import os
 
 from ..core.regions import LESION_METRICS
+from ..io.paths import AnyPath, as_path
 from .evaluator import Evaluation
 
 
@@ -138,22 +140,24 @@ def _cell(x: float | None) -> str:
     return "" if x is None else f"{x:.6f}"
 
 
-def write_reports(ev: Evaluation, out_dir: str | Path, dataset: str, title: str,
-                  meta: dict) -> dict[str, Path]:
-    """Write the three files into ``out_dir`` (created); returns their paths by kind."""
-    out = Path(out_dir)
+def write_reports(ev: Evaluation, out_dir: str | os.PathLike, dataset: str, title: str,
+                  meta: dict) -> dict[str, AnyPath]:
+    """Write the three files into ``out_dir`` (created; a local path or a URL, :mod:`...io.paths`);
+    returns their paths by kind."""
+    out = as_path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "metrics.json", "csv": out / "metrics.csv", "table": out / "table.md"}
     paths["json"].write_text(json.dumps(to_json(ev, dataset, meta), indent=2) + "\n")
-    with paths["csv"].open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["case_id", "class_id", "class_name", *CSV_SCORES])
-        for r in ev.cases:
-            for c, m in sorted(r.scores.items()):
-                writer.writerow([r.case_id, c, ev.class_names[c - 1],
-                                 *(_cell(getattr(m, k, None)) for k in CSV_SCORES)])
-        for r in ev.cases:
-            for name, m in r.regions.items():
-                writer.writerow([r.case_id, "", name, *(_cell(getattr(m, k)) for k in CSV_SCORES)])
+    rows = io.StringIO(newline="")
+    writer = csv.writer(rows)
+    writer.writerow(["case_id", "class_id", "class_name", *CSV_SCORES])
+    for r in ev.cases:
+        for c, m in sorted(r.scores.items()):
+            writer.writerow([r.case_id, c, ev.class_names[c - 1],
+                             *(_cell(getattr(m, k, None)) for k in CSV_SCORES)])
+    for r in ev.cases:
+        for name, m in r.regions.items():
+            writer.writerow([r.case_id, "", name, *(_cell(getattr(m, k)) for k in CSV_SCORES)])
+    paths["csv"].write_text(rows.getvalue())
     paths["table"].write_text(paper_table(ev, title))
     return paths

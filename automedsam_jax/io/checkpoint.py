@@ -6,14 +6,14 @@
 whichever model the directory holds, without running a random init, and
 :func:`pretrained_automedsam` puts a new class prompt encoder on a converted backbone.
 Orbax writes ``params/`` atomically (a temporary directory renamed when complete);
-``config.json`` is written through a temporary file and renamed too.
+``config.json`` is written through a temporary file and renamed too. A directory may be a URL
+(``gs://``, :mod:`.paths`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
@@ -23,6 +23,7 @@ from ..core.automedsam import AutoMedSAM
 from ..core.config import AutoMedSamConfig, ClassPromptConfig, LocaliserConfig, SamConfig
 from ..core.init import abstract_model
 from ..core.modeling import Sam
+from .paths import AnyPath, as_path, write_atomic
 
 CONFIG_FILE = "config.json"
 PARAMS_DIR = "params"
@@ -31,13 +32,14 @@ MODEL_KEYS: dict[type, str] = {SamConfig: "model", AutoMedSamConfig: "automedsam
 """The ``config.json`` key under which each model config type is stored."""
 
 
-def save_model(model: nnx.Module, directory: str | Path, extra: dict | None = None) -> Path:
+def save_model(model: nnx.Module, directory: str | os.PathLike, extra: dict | None = None
+               ) -> AnyPath:
     """Write a :class:`Sam` or :class:`AutoMedSAM` (config + every variable) to ``directory``;
     ``extra`` goes into the JSON (e.g. class names, where the weights came from).
 
     In a multi-process job every process must call it (Orbax synchronises them); process 0
     writes."""
-    directory = Path(directory).absolute()
+    directory = as_path(directory, absolute=True)
     directory.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(directory / PARAMS_DIR, nnx.to_pure_dict(nnx.state(model)), force=True)
@@ -48,47 +50,39 @@ def save_model(model: nnx.Module, directory: str | Path, extra: dict | None = No
     return directory
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file renamed into place: a reader sees the
-    old file or the whole new one, never a part."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_meta(directory: Path, meta: dict) -> None:
+def _write_meta(directory: AnyPath, meta: dict) -> None:
     write_atomic(directory / CONFIG_FILE, json.dumps(meta, indent=2))
 
 
-def update_meta(directory: str | Path, extra: dict) -> None:
+def update_meta(directory: str | os.PathLike, extra: dict) -> None:
     """Add or replace top-level entries of a model directory's ``config.json`` (atomically;
     process 0 only), e.g. the calibrated presence rule after training."""
     if jax.process_index() == 0:
-        _write_meta(Path(directory), {**read_meta(directory), **extra})
+        _write_meta(as_path(directory), {**read_meta(directory), **extra})
 
 
-def read_meta(directory: str | Path) -> dict:
+def read_meta(directory: str | os.PathLike) -> dict:
     """The directory's ``config.json`` as a dict."""
-    path = Path(directory) / CONFIG_FILE
+    path = as_path(directory) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {directory} is not a model directory (make one "
                                 "with `python -m convert SRC.pth OUT_DIR`, or by training)")
     return json.loads(path.read_text())
 
 
-def load_config(directory: str | Path) -> SamConfig | AutoMedSamConfig:
+def load_config(directory: str | os.PathLike) -> SamConfig | AutoMedSamConfig:
     """The model config stored in ``directory``'s ``config.json``."""
     meta = read_meta(directory)
     for cls, key in MODEL_KEYS.items():
         if key in meta:
             return cls.from_dict(meta[key])
-    raise ValueError(f"{Path(directory) / CONFIG_FILE} describes no model (none of the keys "
+    raise ValueError(f"{as_path(directory) / CONFIG_FILE} describes no model (none of the keys "
                      f"{sorted(MODEL_KEYS.values())})")
 
 
-def load_model(directory: str | Path) -> Sam | AutoMedSAM:
+def load_model(directory: str | os.PathLike) -> Sam | AutoMedSAM:
     """Rebuild the :class:`Sam` or :class:`AutoMedSAM` of ``directory`` and restore its weights."""
-    directory = Path(directory).absolute()
+    directory = as_path(directory, absolute=True)
     cfg = load_config(directory)
     graphdef, state = nnx.split(abstract_model(cfg))
     try:
@@ -102,7 +96,7 @@ def load_model(directory: str | Path) -> Sam | AutoMedSAM:
     return nnx.merge(graphdef, state)
 
 
-def pretrained_automedsam(directory: str | Path,
+def pretrained_automedsam(directory: str | os.PathLike,
                           class_prompt: ClassPromptConfig | None = ClassPromptConfig(),
                           seed: int = 0, localiser: LocaliserConfig | None = None,
                           prompt: str | None = None, spacing: float | None = None

@@ -19,6 +19,7 @@ import dataclasses
 import jax
 
 from .fetch import cache_dir
+from .paths import as_path
 
 OFF = "none"
 DEFAULT = "default"
@@ -50,6 +51,7 @@ def use_compilation_cache(directory: str | None = None, min_compile_s: float = 1
         jax.config.update("jax_compilation_cache_dir", None)
         return None
     directory = directory or default_directory()
+    as_path(directory)  # a URL's file system is installed (and imported before JAX's threads)
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_s)
     return directory

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import os
+import socket
 from pathlib import Path
 from typing import IO
 
@@ -24,6 +25,7 @@ from ..core.config import AutoMedSamConfig, SamConfig
 from ..core.modeling import Sam
 from .checkpoint import CONFIG_FILE, MODEL_KEYS, load_model, read_meta
 from .errors import BadInputError, UsageError
+from .paths import AnyPath, as_path, create_new
 from .weights import pretrained_litemedsam
 
 DEFAULT_WORKDIR = "runs/demo"
@@ -50,18 +52,32 @@ RUN_DATA_FIELDS = ("dataset", "data_dir", "manual_dir")
 
 @dataclasses.dataclass
 class WorkdirLock:
-    """One running ``train.py`` per work directory: an exclusive ``flock`` on ``workdir/.lock``
-    (which records the holder's pid). The kernel drops the lock when its process ends, however
-    it ends, so a killed run never blocks the next one. ``created``: the directories
-    :meth:`acquire` made, deepest first (:meth:`release` with ``undo`` removes them)."""
+    """One running ``train.py`` per work directory.
 
-    file: IO[str]
+    Local: an exclusive ``flock`` on ``workdir/.lock`` (which records the holder's pid). The
+    kernel drops it when its process ends, however it ends, so a killed run never blocks the
+    next one.
+
+    A URL (``gs://``): the lock object ``workdir/.lock`` is created only if absent (fsspec's
+    exclusive create: GCS's ``ifGenerationMatch=0`` precondition, so of two runs starting at
+    once one wins) and records ``host pid``; the run deletes it when it ends. A lock left by a
+    killed run is taken over by the next run *on the same host* when that pid is gone; one held
+    from another host is refused with the command that clears it. In a pod only process 0 takes
+    it (the hosts of one job share the work directory by design).
+
+    ``created``: the local directories :meth:`acquire` made, deepest first (:meth:`release`
+    with ``undo`` removes them)."""
+
+    path: AnyPath
+    file: IO[str] | None = None
     created: tuple[Path, ...] = ()
 
     @classmethod
-    def acquire(cls, workdir: Path) -> "WorkdirLock":
+    def acquire(cls, workdir: AnyPath) -> "WorkdirLock":
         """Create ``workdir`` and lock it; :class:`UsageError` (nothing written) if another
         process holds it."""
+        if not isinstance(workdir, Path):
+            return cls._acquire_object(workdir)
         created = tuple(p for p in (workdir, *workdir.parents) if not p.exists())
         workdir.mkdir(parents=True, exist_ok=True)
         file = open(workdir / LOCK_FILE, "a+")
@@ -77,11 +93,36 @@ class WorkdirLock:
         file.truncate()
         file.write(f"{os.getpid()}\n")
         file.flush()
-        return cls(file, created)
+        return cls(workdir / LOCK_FILE, file, created)
+
+    @classmethod
+    def _acquire_object(cls, workdir: AnyPath) -> "WorkdirLock":
+        path, me = workdir / LOCK_FILE, f"{socket.gethostname()} {os.getpid()}"
+        for _ in range(2):  # a second try after removing a dead run's lock
+            try:
+                create_new(path, me + "\n")
+                return cls(path)
+            except FileExistsError:
+                pass
+            try:
+                holder = path.read_text().strip()
+            except FileNotFoundError:  # released meanwhile
+                continue
+            host, _, pid = holder.partition(" ")
+            if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+                raise UsageError(f"{workdir} is in use by another train.py (host {host}, pid "
+                                 f"{pid or '?'}); wait for it to finish, or pass another "
+                                 f"--workdir. If that run is dead, delete {path} (e.g. gcloud "
+                                 f"storage rm {path}) and run again") from None
+            path.unlink(missing_ok=True)  # a killed run's lock, on this host
+        raise UsageError(f"{workdir}: could not take the lock {path}; run again")
 
     def release(self, undo: bool = False) -> None:
         """Unlock. ``undo`` (the run stopped before it wrote anything else): also remove the
         lock file and the directories :meth:`acquire` made, so a refused run leaves nothing."""
+        if self.file is None:  # an object lock: deleting it releases it
+            self.path.unlink(missing_ok=True)
+            return
         if undo:
             Path(self.file.name).unlink(missing_ok=True)
         fcntl.flock(self.file, fcntl.LOCK_UN)
@@ -93,11 +134,21 @@ class WorkdirLock:
                 break
 
 
-def model_dir(path: str | Path) -> Path:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def model_dir(path: str | AnyPath) -> AnyPath:
     """``path`` itself if it is a model directory, else its ``best/`` or ``final/`` export (a
     training work directory; ``best`` = highest validation DSC or lowest epoch loss). Raises
-    ``FileNotFoundError`` naming ``path`` otherwise."""
-    path = Path(path).expanduser()
+    ``FileNotFoundError`` naming ``path`` otherwise. ``path`` may be a URL (``gs://``)."""
+    path = as_path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     for candidate in (path, *(path / name for name in EXPORTS)):
@@ -156,8 +207,8 @@ def load_sam(path: str | Path) -> tuple[Sam, Path]:
     return load_model(directory), directory
 
 
-def export_dir(workdir: str | Path, name: str) -> Path:
+def export_dir(workdir: str | AnyPath, name: str) -> AnyPath:
     """``workdir/name`` for an exported model ``name`` of :data:`EXPORTS`."""
     if name not in EXPORTS:
         raise ValueError(f"{name!r} is not one of {EXPORTS}")
-    return Path(workdir) / name
+    return as_path(workdir) / name

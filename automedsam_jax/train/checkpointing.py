@@ -9,16 +9,18 @@ saved: they come from ``--weights``.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ..io.paths import as_path
+
 
 class Checkpoints:
-    def __init__(self, directory: str | Path, keep: int = 3):
-        self.directory = Path(directory).absolute()
+    def __init__(self, directory: str | os.PathLike, keep: int = 3):
+        self.directory = as_path(directory, absolute=True)  # a local path or a URL (gs://)
         self.manager = ocp.CheckpointManager(
             self.directory, item_names=("state", "meta"),
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,

@@ -46,6 +46,7 @@ from ..io import rundir
 from ..io.checkpoint import (CONFIG_FILE, load_config, load_model, pretrained_automedsam,
                              save_model, update_meta)
 from ..io.errors import UsageError
+from ..io.paths import AnyPath, as_path, local_dir, write_atomic
 from ..io.rundir import WorkdirLock
 from ..io.weights import pretrained_litemedsam
 from .checkpointing import Checkpoints, key_from_json, key_to_json
@@ -64,7 +65,7 @@ class TrainingDiverged(RuntimeError):
 
 
 # -- setup ------------------------------------------------------------------------------------
-def setup(cfg: TrainConfig) -> tuple[Path, WorkdirLock | None]:
+def setup(cfg: TrainConfig) -> tuple[AnyPath, WorkdirLock | None]:
     """Join the other processes (if any); check the batch against the devices and the weights;
     take the work directory (process 0 holds its lock until the process ends). :func:`run`
     records ``cfg`` in it once the data and the model are ready."""
@@ -74,7 +75,10 @@ def setup(cfg: TrainConfig) -> tuple[Path, WorkdirLock | None]:
         raise UsageError(f"--batch-size {cfg.optim.batch_size} must be a multiple of the device "
                          f"count {jax.device_count()}")
     check_weights(cfg)
-    workdir = Path(cfg.run.workdir).expanduser().absolute()
+    local_dir(cfg.data.data_dir, "--data-dir")  # array_record: local files only
+    if cfg.cache.cache_dir:
+        local_dir(cfg.cache.cache_dir, "--cache-dir")
+    workdir = as_path(cfg.run.workdir, absolute=True)
     lock = WorkdirLock.acquire(workdir) if jax.process_index() == 0 else None
     return workdir, lock
 
@@ -128,7 +132,7 @@ def check_weights(cfg: TrainConfig) -> None:
                          "directory made by `python -m convert`)")
     if weights in ("random", "pretrained"):
         return
-    directory = Path(weights).expanduser()
+    directory = as_path(weights)
     if not (directory / CONFIG_FILE).is_file():
         raise UsageError(f"--weights {weights}: not a converted model directory (no "
                          f"{CONFIG_FILE}); make one with `python -m convert SRC.pth DIR`, or "
@@ -294,7 +298,8 @@ def build_cache(cfg: TrainConfig, data: RunData, trainer: Trainer, model: AutoMe
                         encoder_dtype=cfg.model.encoder_dtype, flips=cfg.pipeline.flips,
                         augment=cfg.pipeline.augment, seed=cfg.run.seed,
                         dtype=cfg.cache.cache_dtype)
-    directory = cfg.cache.cache_dir or Path(cfg.data.data_dir).expanduser() / "embeddings"
+    directory = local_dir(cfg.cache.cache_dir or Path(cfg.data.data_dir) / "embeddings",
+                          "--cache-dir")
     return EmbeddingCache.open_or_build(
         directory, spec, data.train, model.config.sam.frame,
         lambda x: embed(trainer.state["params"], trainer.frozen,
@@ -447,8 +452,8 @@ def train(cfg: TrainConfig, data: RunData, trainer: Trainer, progress: Progress,
 
 
 # -- export -----------------------------------------------------------------------------------
-def export(model: AutoMedSAM, workdir: Path, name: str, cfg: TrainConfig,
-           class_names: Sequence[str], step: int) -> Path:
+def export(model: AutoMedSAM, workdir: AnyPath, name: str, cfg: TrainConfig,
+           class_names: Sequence[str], step: int) -> AnyPath:
     """Write ``workdir/name`` (``best``/``final``): a model directory whose ``config.json`` also
     records the class names, the training config and the step. Every process calls it (Orbax
     synchronises); process 0 writes."""
@@ -469,7 +474,7 @@ def select_on_validation(cfg: TrainConfig, model: AutoMedSAM, data: RunData,
     return validate(model, split, data.class_names, log, step, min_area)
 
 
-def finish(cfg: TrainConfig, workdir: Path, data: RunData, split: ValidationSplit,
+def finish(cfg: TrainConfig, workdir: AnyPath, data: RunData, split: ValidationSplit,
            final_model: AutoMedSAM, log: Logger, step: int) -> dict:
     """After the last step: calibrate each export's presence rule (``cfg.run.presence``) and store
     it with the export, validate the final model under its rule; → the summary's entries."""
@@ -505,7 +510,7 @@ def run(cfg: TrainConfig) -> dict:
             data = open_data(cfg)
             model = build_model(cfg, len(data.class_names))
             if lock is not None:
-                (workdir / rundir.TRAIN_CONFIG_FILE).write_text(to_json(cfg))
+                write_atomic(workdir / rundir.TRAIN_CONFIG_FILE, to_json(cfg))
             started = True
             return _run(cfg, workdir, data, model)
     finally:
@@ -513,7 +518,7 @@ def run(cfg: TrainConfig) -> dict:
             lock.release(undo=not started)
 
 
-def _run(cfg: TrainConfig, workdir: Path, data: RunData, model: AutoMedSAM) -> dict:
+def _run(cfg: TrainConfig, workdir: AnyPath, data: RunData, model: AutoMedSAM) -> dict:
     trainer = init_trainer(cfg, model, data.total_steps)
     ckpts = Checkpoints(workdir / rundir.CHECKPOINTS_DIR, cfg.run.keep_checkpoints)
     progress = Progress.start(cfg.run.seed)
@@ -571,7 +576,7 @@ def _run(cfg: TrainConfig, workdir: Path, data: RunData, model: AutoMedSAM) -> d
                "validation_curve": progress.validation_curve,
                **finish(cfg, workdir, data, split, final_model, log, progress.step)}
     if jax.process_index() == 0:
-        (workdir / rundir.SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+        write_atomic(workdir / rundir.SUMMARY_FILE, json.dumps(summary, indent=2))
     log.close()
     ckpts.close()
     return summary
