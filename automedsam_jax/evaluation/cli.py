@@ -94,8 +94,8 @@ class EvalConfig:
     split: Literal["test", "validation", "train"] = "test"
     """the dataset split scored"""
     out: str | None = None
-    """output directory, a local path or gs:// URL (default <workdir>/eval/<dataset>_<split>; box prompts:
-    runs/box_baseline/<dataset>_<split>_offset<offset>)"""
+    """output directory, a local path or gs:// URL (default <workdir>/eval/<dataset>_<split>;
+    box prompts: runs/box_baseline/<dataset>_<split>_offset<offset>)"""
     prompt: Literal["class", "map", "refine", "box"] | None = None
     """the prompt route: the model's own when left out (class, map or refine, as trained; naming
     it checks it); box: the backbone with GT boxes (paper §4.5)"""

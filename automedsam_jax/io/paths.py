@@ -1,8 +1,8 @@
 """One path type for the files a run reads and writes: local paths and cloud URLs alike.
 
-A local path (``runs/demo``, ``~/models/x``) becomes a :class:`pathlib.Path` (``~`` expanded); a URL
-(``gs://bucket/run``, any scheme ``etils.epath`` knows: ``gs://`` and ``s3://`` through fsspec)
-becomes an :class:`etils.epath.Path`. Both have the same methods (``/``, ``exists``, ``mkdir``,
+A local path (``runs/demo``, ``~/models/x``) becomes a :class:`pathlib.Path` (``~`` expanded);
+a URL (``gs://bucket/run``, through ``etils.epath`` and fsspec's gcsfs) becomes an
+:class:`etils.epath.Path`. Both have the same methods (``/``, ``exists``, ``mkdir``,
 ``open``, ``read_text``, ``write_text``, ``iterdir``, ``glob``, ``rmtree``), and Orbax,
 tensorboardX and JAX's compilation cache take either. ``gs://`` needs ``gcsfs`` (the ``gcs``
 extra: ``pip install "automedsam-jax[gcs]"``); a local GCS emulator is used where
@@ -25,7 +25,7 @@ from .errors import UsageError
 AnyPath = Union[Path, "epath.Path"]  # noqa: F821 - etils.epath, imported with a URL
 """What :func:`as_path` returns."""
 
-_FILESYSTEMS = {"gs": ("gcsfs", "gcs"), "s3": ("s3fs", "s3")}
+_FILESYSTEMS = {"gs": ("gcsfs", "gcs")}
 """URL scheme → (the fsspec package that serves it, the extra that installs it)."""
 
 
@@ -94,4 +94,5 @@ def create_new(path: AnyPath, text: str) -> None:
         f.write(text.encode())
 
 
-__all__ = ["ARRAY_RECORD", "AnyPath", "as_path", "create_new", "is_url", "local_dir", "write_atomic"]
+__all__ = ["ARRAY_RECORD", "AnyPath", "as_path", "create_new", "is_url", "local_dir",
+           "write_atomic"]

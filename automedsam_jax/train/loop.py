@@ -298,8 +298,7 @@ def build_cache(cfg: TrainConfig, data: RunData, trainer: Trainer, model: AutoMe
                         encoder_dtype=cfg.model.encoder_dtype, flips=cfg.pipeline.flips,
                         augment=cfg.pipeline.augment, seed=cfg.run.seed,
                         dtype=cfg.cache.cache_dtype)
-    directory = local_dir(cfg.cache.cache_dir or Path(cfg.data.data_dir) / "embeddings",
-                          "--cache-dir")
+    directory = Path(cfg.cache.cache_dir or Path(cfg.data.data_dir) / "embeddings").expanduser()
     return EmbeddingCache.open_or_build(
         directory, spec, data.train, model.config.sam.frame,
         lambda x: embed(trainer.state["params"], trainer.frozen,
