@@ -89,3 +89,11 @@ def sd():
     finally:  # leave numpy as other test modules expect it
         for name in added:
             delattr(np, name)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory):
+    """A tiny ``train.py`` run uninterrupted (``test_train_resume.run_reference``), once for the
+    resumption tests of local and gs:// work directories."""
+    from test_train_resume import run_reference
+    return run_reference(tmp_path_factory.mktemp("ref"))

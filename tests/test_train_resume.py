@@ -52,9 +52,9 @@ def _wait_for_checkpoint(proc, workdir, at_least, timeout=240):
     raise TimeoutError
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ref")
+def run_reference(root: Path) -> Path:
+    """:func:`_cmd` run uninterrupted on ``root/run`` with its dataset in ``root/data`` (the
+    ``reference`` fixture of conftest, shared with test_cloud_paths)."""
     subprocess.run(_cmd(root / "run", root / "data"), check=True, env=_env(), timeout=300,
                    capture_output=True)
     return root
