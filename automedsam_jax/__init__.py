@@ -9,9 +9,14 @@ weights) → ``core`` (models, losses, metrics, preprocessing).
 
 import warnings
 
-from .core.automedsam import AutoMedSAM
-from .core.config import SAM_PRESETS, AutoMedSamConfig, ClassPromptConfig, LossConfig, SamConfig
-from .core.modeling import Sam
+from .core.cpu import apply_xla_cpu_flags
+
+apply_xla_cpu_flags()  # before JAX starts its CPU backend (core/cpu.py: XLA_CPU_FLAGS)
+
+from .core.automedsam import AutoMedSAM  # noqa: E402
+from .core.config import (  # noqa: E402
+    SAM_PRESETS, AutoMedSamConfig, ClassPromptConfig, LossConfig, SamConfig)
+from .core.modeling import Sam  # noqa: E402
 
 __all__ = ["SAM_PRESETS", "AutoMedSAM", "AutoMedSamConfig", "ClassPromptConfig", "LossConfig",
            "Sam", "SamConfig"]

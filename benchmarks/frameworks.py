@@ -610,13 +610,14 @@ def device_peak_tflops(kind: str, dtype: str, cpu_peak: list[float] | None) -> f
 
 def hardware() -> dict:
     """What the figures were measured on: the devices, the CPU (model, extensions and family:
-    automedsam_jax.core.cpu), the frameworks' versions and threads."""
+    automedsam_jax.core.cpu), the XLA flags in force (the user's and the family's, see
+    core.cpu.XLA_CPU_FLAGS), the frameworks' versions and threads."""
     import torch
     cpu = cpu_info()
     return {"jax_device": jax.devices()[0].device_kind, "jax_backend": jax.default_backend(),
             "device_count": jax.device_count(), "cpu": cpu["model"],
             "cpu_extensions": cpu["extensions"], "cpu_family": cpu["family"],
-            "cpu_count": os.cpu_count(),
+            "cpu_count": os.cpu_count(), "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "torch_device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
             "torch_threads": torch.get_num_threads(), "jax": jax.__version__,
             "torch": torch.__version__, "python": platform.python_version(),
@@ -753,7 +754,7 @@ def _main(args, argv: list[str]) -> dict:
     print(f"# JAX {hw['jax']} on {hw['jax_device']} ×{hw['device_count']}; PyTorch {hw['torch']} "
           f"on {hw['torch_device']} ({hw['torch_threads']} threads); CPU {hw['cpu']}, "
           f"{' '.join(hw['cpu_extensions']) or 'no AVX-512/AMX'} ({hw['cpu_count']} cores, "
-          f"{hw['cpu_affinity']} used)", flush=True)
+          f"{hw['cpu_affinity']} used); XLA_FLAGS {hw['xla_flags'] or '(none)'}", flush=True)
 
     # Cached embeddings: the float32 JAX encoder's, given to both sides.
     with jax.default_matmul_precision("highest"):
@@ -787,7 +788,8 @@ def _main(args, argv: list[str]) -> dict:
 
     rs = ratios(rows)
     text = (f"CPU: {hw['cpu']}, {' '.join(hw['cpu_extensions']) or 'no AVX-512/AMX'} "
-            f"({hw['cpu_family']}); JAX on {hw['jax_device']}, PyTorch on {hw['torch_device']}\n\n"
+            f"({hw['cpu_family']}); XLA_FLAGS {hw['xla_flags'] or '(none)'}; JAX on "
+            f"{hw['jax_device']}, PyTorch on {hw['torch_device']}\n\n"
             + table(rows, args.batch) + "\n" + ratio_table(rs))
     line = speedups(rs)
     print(text)

@@ -1,8 +1,9 @@
 """``gs://`` work directories end to end, against a real local GCS (``tests/gcs_emulator.py``:
 gcp-storage-emulator on 127.0.0.1, started here): the work-directory lock as a create-if-absent
-object, and a tiny ``train.py`` on ``--workdir gs://...`` killed with SIGKILL, restarted to the
-parameters of an uninterrupted *local* run, then ``evaluate.py`` (metrics written to gs://)
-and ``predict`` reading the model from gs:// with the results of the local model."""
+object, and a tiny ``train.py`` on ``--workdir gs://... --data-dir gs://...`` killed with
+SIGKILL, restarted (as another host: the dataset downloaded, not built) to the parameters of an
+uninterrupted *local* run, then ``evaluate.py`` (metrics written to gs://) and ``predict``
+reading the model from gs:// with the results of the local model."""
 
 from __future__ import annotations
 
@@ -109,12 +110,15 @@ def _latest(work) -> int:
 
 
 def test_train_kill_resume_evaluate_predict_on_gs(gcs, reference, tmp_path):
-    """``reference``: the same command run uninterrupted on a local work directory."""
+    """``reference``: the same command run uninterrupted on local work and data directories.
+    Here both are on gs://; the restart plays another host (its own, empty, local cache:
+    the dataset is downloaded from gs:// rather than built)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), **gcs)
-    data, local = reference / "data", reference / "run"
-    url = f"gs://{BUCKET}/run"
+    hosts = {h: dict(env, AUTOMEDSAM_CACHE=str(tmp_path / h)) for h in ("first", "second")}
+    local = reference / "run"
+    url, data = f"gs://{BUCKET}/run", f"gs://{BUCKET}/data"
 
-    proc = subprocess.Popen(_cmd(url, data), env=dict(env, PYTHONUNBUFFERED="1"),
+    proc = subprocess.Popen(_cmd(url, data), env=dict(hosts["first"], PYTHONUNBUFFERED="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen = []  # killed once epoch 1 of 3 is logged (its 4 steps checkpointed, or being so)
     for line in proc.stdout:
@@ -125,13 +129,21 @@ def test_train_kill_resume_evaluate_predict_on_gs(gcs, reference, tmp_path):
         raise AssertionError("".join(seen)[-3000:])
     proc.kill()
     proc.wait()
+    assert f"dataset uploaded to {data}" in "".join(seen)  # built on the first host's disk
     work = _path(url)
     killed_at = _latest(work)
     assert 0 < killed_at < 12, f"killed at step {killed_at}: before the first or after the last"
     assert (work / ".lock").exists()  # left by the killed run; its pid is gone: taken over
-    out = subprocess.run(_cmd(url, data), env=env, timeout=300, capture_output=True, text=True)
+    out = subprocess.run(_cmd(url, data), env=hosts["second"], timeout=300, capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"resuming at step {killed_at}" in out.stdout + out.stderr
+    assert "dataset uploaded" not in out.stdout  # downloaded, not built again
+    mirror = tmp_path / "second" / "staged" / "gs" / BUCKET / "data"
+    built = sorted(p.relative_to(reference / "data").as_posix()
+                   for p in (reference / "data").rglob("*.array_record*"))
+    assert built and built == sorted(p.relative_to(mirror).as_posix()
+                                     for p in mirror.rglob("*.array_record*"))
     assert not (work / ".lock").exists()  # released at the end
     want, got = _final_params(local), _final_params(work)
     assert want.keys() == got.keys()
@@ -145,10 +157,10 @@ def test_train_kill_resume_evaluate_predict_on_gs(gcs, reference, tmp_path):
     def evaluate(checkpoint, out_dir):
         run = subprocess.run([sys.executable, str(ROOT / "evaluate.py"), "--checkpoint",
                               str(checkpoint), "--out", str(out_dir)],
-                             env=env, timeout=300, capture_output=True, text=True)
+                             env=hosts["second"], timeout=300, capture_output=True, text=True)
         assert run.returncode == 0, run.stdout + run.stderr
     evaluate(url, f"{url}/eval")
-    evaluate(local, tmp_path / "eval")
+    evaluate(local, tmp_path / "eval")  # its dataset: the local one it was trained on
     from_gs = json.loads(_path(f"{url}/eval/metrics.json").read_text())
     from_local = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert from_gs["per_dataset"] and from_gs["per_dataset"] == from_local["per_dataset"]
@@ -160,7 +172,7 @@ def test_train_kill_resume_evaluate_predict_on_gs(gcs, reference, tmp_path):
         run = subprocess.run([sys.executable, "-m", "automedsam_jax.predict",
                               str(tmp_path / f"{name}.npz"), "--checkpoint", str(checkpoint),
                               "--out", str(tmp_path / seg)],
-                             env=env, timeout=300, capture_output=True, text=True)
+                             env=hosts["second"], timeout=300, capture_output=True, text=True)
         assert run.returncode == 0, run.stdout + run.stderr
     with np.load(tmp_path / "gs.npz") as a, np.load(tmp_path / "local.npz") as b:
         assert a["segs"].shape == imgs.shape

@@ -1,5 +1,8 @@
 """MFU: the FLOPs XLA counts for a step, the peak table, and the arithmetic of the log line."""
 
+import os
+import subprocess
+import sys
 import types
 
 import jax
@@ -89,3 +92,53 @@ def test_the_cpu_is_named_with_its_extensions_and_family():
     assert intel["extensions"] == ["avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile",
                                    "amx_bf16", "amx_int8"]
     assert describe(intel).startswith("Intel(R) Xeon(R) Platinum 8488C (avx2 avx512f")
+
+
+def test_each_cpu_family_gets_its_xla_flags_and_the_users_win():
+    from automedsam_jax.core.cpu import (OFF_VARIABLE, XLA_CPU_FLAGS, XLA_FLAGS_JAXLIB,
+                                         apply_xla_cpu_flags, cpu_info)
+    intel, amd, series = cpu_info(INTEL), cpu_info(AMD), XLA_FLAGS_JAXLIB
+    chosen = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+    assert XLA_CPU_FLAGS["Intel with AMX"] == (chosen,)
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    assert apply_xla_cpu_flags(env, intel, series) == (chosen,)
+    assert env["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=2 {chosen}"
+    assert apply_xla_cpu_flags(env, intel, series) == ()  # named already: not twice
+    mine = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="}  # the user's choice wins
+    assert apply_xla_cpu_flags(mine, intel, series) == ()
+    assert mine == {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type="}
+    for env, info, jaxlib in (({}, amd, series), ({}, intel, (0, 11)),
+                              ({OFF_VARIABLE: "off"}, intel, series)):
+        assert apply_xla_cpu_flags(env, info, jaxlib) == () and "XLA_FLAGS" not in env
+    empty = {}
+    assert apply_xla_cpu_flags(empty, intel, series) == (chosen,)
+    assert empty["XLA_FLAGS"] == chosen
+
+
+def test_the_chosen_flags_are_known_to_this_jaxlib_and_change_no_result(tmp_path):
+    """Each family's flags, forced on this machine whatever its CPU: the installed jaxlib accepts
+    them (an unknown XLA_FLAGS entry aborts it) and a convolution's value and gradients are
+    those of XLA's defaults up to float rounding."""
+    from automedsam_jax.core.cpu import XLA_CPU_FLAGS, XLA_FLAGS_JAXLIB, _jaxlib_series
+    if _jaxlib_series() != XLA_FLAGS_JAXLIB:
+        pytest.skip(f"jaxlib {_jaxlib_series()}: the flags are applied on {XLA_FLAGS_JAXLIB} only")
+    code = ("import jax, jax.numpy as jnp, numpy as np, sys\n"
+            "x = jax.random.normal(jax.random.key(0), (2, 16, 16, 8))\n"
+            "w = jax.random.normal(jax.random.key(1), (3, 3, 8, 16))\n"
+            "f = lambda x, w: jnp.sum(jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', "
+            "dimension_numbers=('NHWC', 'HWIO', 'NHWC')) ** 2)\n"
+            "v, (gx, gw) = jax.jit(jax.value_and_grad(f, (0, 1)))(x, w)\n"
+            "np.savez(sys.argv[1], v=v, gx=gx, gw=gw)\n")
+    runs = {}
+    for name, flags in {"default": (), **XLA_CPU_FLAGS}.items():
+        out = tmp_path / f"{len(runs)}.npz"
+        env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=" ".join(flags))
+        proc = subprocess.run([sys.executable, "-c", code, str(out)], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, f"{name}: {flags}: {proc.stderr[-2000:]}"
+        runs[name] = dict(np.load(out))
+    assert len(runs) > 1
+    for name, got in runs.items():
+        for key, value in got.items():
+            np.testing.assert_allclose(value, runs["default"][key], rtol=1e-4, atol=1e-3,
+                                       err_msg=f"{name}: {key}")

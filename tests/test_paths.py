@@ -1,6 +1,7 @@
-"""io/paths.py on local disk (the gs:// side runs against tests/gcs_emulator.py, see the issue
-note): URLs are told from local paths, array_record folders refuse URLs naming the flag, an
-exclusive create refuses an existing file, an atomic write leaves no temporary file."""
+"""io/paths.py and io/staging.py on local disk (the gs:// side: tests/test_cloud_paths.py):
+URLs are told from local paths, the embedding cache refuses a URL naming the flag, an exclusive
+create refuses an existing file, an atomic write leaves no temporary file, a URL data directory
+has its mirror under the download cache."""
 
 from pathlib import Path
 
@@ -17,9 +18,16 @@ def test_urls_and_local_paths():
 
 
 def test_local_dir_refuses_a_url_naming_the_flag():
-    with pytest.raises(UsageError, match="--data-dir gs://b/data: .*array_record"):
-        local_dir("gs://b/data", "--data-dir")
-    assert local_dir("~/d", "--data-dir") == Path.home() / "d"
+    with pytest.raises(UsageError, match="--cache-dir gs://b/cache: .*array_record"):
+        local_dir("gs://b/cache", "--cache-dir")
+    assert local_dir("~/d", "--cache-dir") == Path.home() / "d"
+
+
+def test_a_url_data_dir_is_mirrored_under_the_download_cache(tmp_path, monkeypatch):
+    from automedsam_jax.io.staging import local_data_dir, stage_in
+    monkeypatch.setenv("AUTOMEDSAM_CACHE", str(tmp_path))
+    assert local_data_dir("gs://bkt/some/data/") == tmp_path / "staged/gs/bkt/some/data"
+    assert local_data_dir("~/data") == stage_in("~/data") == Path.home() / "data"
 
 
 def test_create_new_and_write_atomic(tmp_path):

@@ -53,7 +53,8 @@ from ..inference.segmenter import Segmenter
 from ..io.cli import ArgumentParser, configure_logging
 from ..io.compilation_cache import CompilationCacheConfig
 from ..io.errors import BadInputError, UsageError
-from ..io.paths import AnyPath, local_dir
+from ..io.paths import AnyPath
+from ..io.staging import stage_in
 from ..io.rundir import DEFAULT_WORKDIR, EXPORTS, load_automedsam, load_sam
 from .evaluator import Evaluation, evaluate_records
 from .hosts import gather, process_share
@@ -192,8 +193,7 @@ def run(args: EvalConfig) -> tuple[Evaluation, dict[str, AnyPath], str]:
         backbone = model.config.sam.name
         check_route(args.prompt, model.config.prompt, directory)
     builder = prepare(args.dataset or seen("dataset") or DEMO.name,
-                      local_dir(args.data_dir or seen("data_dir") or DEFAULT_DATA_DIR,
-                                "--data-dir"),
+                      stage_in(args.data_dir or seen("data_dir") or DEFAULT_DATA_DIR),
                       manual_dir=args.manual_dir or seen("manual_dir"))
     class_names = tuple(builder.info.metadata["class_names"])
     name = builder.dataset.name

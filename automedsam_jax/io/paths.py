@@ -8,9 +8,10 @@ tensorboardX and JAX's compilation cache take either. ``gs://`` needs ``gcsfs`` 
 extra: ``pip install "automedsam-jax[gcs]"``); a local GCS emulator is used where
 ``STORAGE_EMULATOR_HOST`` (and, for Orbax's tensorstore, ``TENSORSTORE_GCS_HTTP_URL``) is set.
 
-What stays local: the datasets and the embedding cache are ``array_record`` files, which its
-reader and writer open as local files only — ``--data-dir`` and ``--cache-dir`` are refused as
-URLs (:func:`local_dir`); copy a built dataset to the host's disk instead.
+What stays local: datasets and the embedding cache are ``array_record`` files, which their
+reader and writer open as local files only. A URL ``--data-dir`` is therefore mirrored on each
+host's disk (:mod:`automedsam_jax.io.staging`); ``--cache-dir`` (a per-run, per-host product)
+is refused as a URL (:func:`local_dir`).
 """
 
 from __future__ import annotations
@@ -54,9 +55,9 @@ def as_path(path: str | os.PathLike, absolute: bool = False) -> AnyPath:
     return epath.Path(text)
 
 
-ARRAY_RECORD = ("datasets and embedding caches are array_record files, which are read and "
-                "written on local disk only")
-"""Why ``--data-dir`` and ``--cache-dir`` are local (:func:`local_dir`)."""
+ARRAY_RECORD = ("the embedding cache is array_record files, which are read and written on "
+                "local disk only")
+"""Why ``--cache-dir`` is local (:func:`local_dir`)."""
 
 
 def local_dir(path: str | os.PathLike, flag: str, why: str = ARRAY_RECORD) -> Path:

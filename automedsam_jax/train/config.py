@@ -56,7 +56,8 @@ class DataConfig:
     synthetic:num_cases=8,num_classes=3,height=64,width=64), a dataset .json file, or the name
     of your own dataset given by --files and --classes"""
     data_dir: str = DEFAULT_DATA_DIR
-    """tfds data directory (built datasets are cached there)"""
+    """tfds data directory (built datasets are cached there); a gs:// URL is mirrored on this
+    host's disk (io/staging.py)"""
     manual_dir: str | None = None
     """directory with a preset's files: its original release below it, or its challenge .npz
     files (default: <data-dir>/downloads/manual, then <data-dir>)"""

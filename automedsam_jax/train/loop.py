@@ -46,7 +46,8 @@ from ..io import rundir
 from ..io.checkpoint import (CONFIG_FILE, load_config, load_model, pretrained_automedsam,
                              save_model, update_meta)
 from ..io.errors import UsageError
-from ..io.paths import AnyPath, as_path, local_dir, write_atomic
+from ..io.paths import AnyPath, as_path, is_url, local_dir, write_atomic
+from ..io.staging import local_data_dir, stage_in, stage_out
 from ..io.rundir import WorkdirLock
 from ..io.weights import pretrained_litemedsam
 from .checkpointing import Checkpoints, key_from_json, key_to_json
@@ -75,7 +76,6 @@ def setup(cfg: TrainConfig) -> tuple[AnyPath, WorkdirLock | None]:
         raise UsageError(f"--batch-size {cfg.optim.batch_size} must be a multiple of the device "
                          f"count {jax.device_count()}")
     check_weights(cfg)
-    local_dir(cfg.data.data_dir, "--data-dir")  # array_record: local files only
     if cfg.cache.cache_dir:
         local_dir(cfg.cache.cache_dir, "--cache-dir")
     workdir = as_path(cfg.run.workdir, absolute=True)
@@ -97,16 +97,24 @@ class RunData:
 
 
 def open_data(cfg: TrainConfig) -> RunData:
-    """Prepare ``cfg.data.dataset`` (process 0 builds, the others then open it) and size the run."""
-    def build():
-        return prepare(cfg.data.dataset, cfg.data.data_dir, manual_dir=cfg.data.manual_dir)
+    """Prepare ``cfg.data.dataset`` (process 0 builds, the others then open it) and size the run.
+    A URL ``--data-dir`` is read from this host's mirror of it (:mod:`automedsam_jax.io.staging`):
+    downloaded first, and a dataset process 0 builds there is uploaded for the others."""
+    url = cfg.data.data_dir if is_url(cfg.data.data_dir) else None
+
+    def build(publish: bool):
+        local = stage_in(cfg.data.data_dir)
+        builder = prepare(cfg.data.dataset, local, manual_dir=cfg.data.manual_dir)
+        if url and publish and stage_out(local, url, builder.data_dir):
+            print(f"dataset uploaded to {url}", flush=True)
+        return builder
 
     if jax.process_count() == 1:
-        builder = build()
+        builder = build(publish=True)
     else:  # process 0 builds; the others open the built dataset (shared or per-host disk)
-        builder = build() if jax.process_index() == 0 else None
+        builder = build(publish=True) if jax.process_index() == 0 else None
         multihost_utils.sync_global_devices("automedsam_jax: dataset prepared")
-        builder = builder or build()
+        builder = builder or build(publish=False)
     train_src = builder.as_data_source("train")
     if builder.info.metadata.get("train_empty_slices") and not cfg.pipeline.negatives:
         train_src = foreground_slices(train_src)  # organ-free slices serve only as negatives
@@ -298,7 +306,8 @@ def build_cache(cfg: TrainConfig, data: RunData, trainer: Trainer, model: AutoMe
                         encoder_dtype=cfg.model.encoder_dtype, flips=cfg.pipeline.flips,
                         augment=cfg.pipeline.augment, seed=cfg.run.seed,
                         dtype=cfg.cache.cache_dtype)
-    directory = Path(cfg.cache.cache_dir or Path(cfg.data.data_dir) / "embeddings").expanduser()
+    directory = Path(cfg.cache.cache_dir or local_data_dir(cfg.data.data_dir) / "embeddings"
+                     ).expanduser()
     return EmbeddingCache.open_or_build(
         directory, spec, data.train, model.config.sam.frame,
         lambda x: embed(trainer.state["params"], trainer.frozen,
