@@ -134,8 +134,8 @@ def test_train_kill_resume_evaluate_predict_on_gs(gcs, reference, tmp_path):
     killed_at = _latest(work)
     assert 0 < killed_at < 12, f"killed at step {killed_at}: before the first or after the last"
     assert (work / ".lock").exists()  # left by the killed run; its pid is gone: taken over
-    out = subprocess.run(_cmd(url, data), env=hosts["second"], timeout=300, capture_output=True,
-                         text=True)
+    out = subprocess.run(_cmd(url, data, "--compilation-cache", f"gs://{BUCKET}/xla"),
+                         env=hosts["second"], timeout=300, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"resuming at step {killed_at}" in out.stdout + out.stderr
     assert "dataset uploaded" not in out.stdout  # downloaded, not built again

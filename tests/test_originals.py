@@ -290,26 +290,34 @@ def test_brats_sample_trains_and_evaluates(tmp_path, capsys, sd):
     assert train_main(["--dataset", "brats", "--data-dir", str(data), "--workdir", str(run),
                        "--backbone", "litemedsam", "--weights", "pretrained",
                        "--cache-embeddings", "true", "--epochs", "1", "--batch-size", "4",
+                       "--variants", "0",  # the cache of plain slices only: 9× fewer to embed
                        "--no-progress"]) == 0
     assert evaluate_main(["--checkpoint", str(run), "--lesion-wise"]) == 0
     out = capsys.readouterr().out
     assert "brats, test split: 1 case, 23 slices" in out and "| DSC (%) |" in out
     assert "| region | cases | Dice (%) mean ± std |" in out
 
-    # WT (the one class) against surface-distance on the case as predict reads it from its
-    # files: the prediction of the test case's FLAIR, the GT of its seg file, the file's zooms.
+    # The release folder → the submission files: one per case, the FLAIR's grid, WT as label 2.
     import json
     from automedsam_jax.predict import main as predict_main
+    assert predict_main([str(data), "--checkpoint", str(run), "--out",
+                         str(tmp_path / "submission")]) == 0
+    for folder in folders:
+        written = nib.load(tmp_path / "submission" / f"{folder.name}.nii.gz")
+        flair = nib.load(folder / f"{folder.name}_flair.nii.gz")
+        assert written.shape == flair.shape and written.get_data_dtype() == np.uint8
+        np.testing.assert_allclose(written.affine, flair.affine)
+        assert set(np.unique(np.asanyarray(written.dataobj)).tolist()) <= {0, 2}
+
+    # WT (the one class) against surface-distance on the case as predict reads it from its
+    # files: the test case's submission file, the GT of its seg file, the file's zooms.
     metrics = json.loads((run / "eval" / "brats_test" / "metrics.json").read_text())
     wt = metrics["regions"]["WT"]
     assert wt["classes"] == [1] and wt["cases"] == 1
     assert set(wt) >= {"dsc", "hd95", "sensitivity", "specificity", "nsd", "lesion_dsc",
                        "lesion_hd95", "median", "std"}
     (case,) = [c["case_id"] for c in metrics["per_case"]]
-    flair_path = data / case / f"{case}_flair.nii.gz"
-    assert predict_main([str(flair_path), "--checkpoint", str(run),
-                         "--out", str(tmp_path / "pred.nii.gz")]) == 0
-    pred = np.asanyarray(nib.load(tmp_path / "pred.nii.gz").dataobj) > 0
+    pred = np.asanyarray(nib.load(tmp_path / "submission" / f"{case}.nii.gz").dataobj) > 0
     seg = nib.load(data / case / f"{case}_seg.nii.gz")
     gt = np.asanyarray(seg.dataobj) > 0
     want_dsc = 2 * (gt & pred).sum() / (gt.sum() + pred.sum())
@@ -319,13 +327,3 @@ def test_brats_sample_trains_and_evaluates(tmp_path, capsys, sd):
     want_hd = 373.13 if math.isinf(want_hd) else want_hd  # one of them empty
     assert wt["hd95"] == pytest.approx(want_hd, abs=float(max(seg.header.get_zooms())))
     assert metrics["per_case"][0]["regions"]["WT"]["dsc"] == wt["dsc"]
-
-    # The release folder → the submission files: one per case, the FLAIR's grid, WT as label 2.
-    assert predict_main([str(data), "--checkpoint", str(run), "--out",
-                         str(tmp_path / "submission")]) == 0
-    for folder in folders:
-        written = nib.load(tmp_path / "submission" / f"{folder.name}.nii.gz")
-        flair = nib.load(folder / f"{folder.name}_flair.nii.gz")
-        assert written.shape == flair.shape and written.get_data_dtype() == np.uint8
-        np.testing.assert_allclose(written.affine, flair.affine)
-        assert set(np.unique(np.asanyarray(written.dataobj)).tolist()) <= {0, 2}

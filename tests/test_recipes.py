@@ -128,6 +128,7 @@ def test_all_class_gradient_is_the_mean_of_the_one_class_gradients():
     batch = _all_class_batch(model)
     key = jax.random.key(0)
 
+    @jax.jit  # traced twice: the all-class batch, then the one-class batches' shapes
     def grad(b):
         def f(p):
             return loss_and_terms(nnx.merge(graphdef, p, frozen), b, key, cached=True)[0]

@@ -54,8 +54,8 @@ from ..io.cli import ArgumentParser, configure_logging
 from ..io.compilation_cache import CompilationCacheConfig
 from ..io.errors import BadInputError, UsageError
 from ..io.paths import AnyPath
-from ..io.staging import stage_in
 from ..io.rundir import DEFAULT_WORKDIR, EXPORTS, load_automedsam, load_sam
+from ..io.staging import stage_in
 from .evaluator import Evaluation, evaluate_records
 from .hosts import gather, process_share
 from .report import nsd_units, paper_table, write_reports

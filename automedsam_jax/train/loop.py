@@ -47,8 +47,8 @@ from ..io.checkpoint import (CONFIG_FILE, load_config, load_model, pretrained_au
                              save_model, update_meta)
 from ..io.errors import UsageError
 from ..io.paths import AnyPath, as_path, is_url, local_dir, write_atomic
-from ..io.staging import local_data_dir, stage_in, stage_out
 from ..io.rundir import WorkdirLock
+from ..io.staging import local_data_dir, stage_in, stage_out
 from ..io.weights import pretrained_litemedsam
 from .checkpointing import Checkpoints, key_from_json, key_to_json
 from .config import TrainConfig, to_json
