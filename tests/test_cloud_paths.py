@@ -177,3 +177,22 @@ def test_train_kill_resume_evaluate_predict_on_gs(gcs, reference, tmp_path):
     with np.load(tmp_path / "gs.npz") as a, np.load(tmp_path / "local.npz") as b:
         assert a["segs"].shape == imgs.shape
         np.testing.assert_array_equal(a["segs"], b["segs"])
+
+
+def test_weights_from_gs(gcs):
+    """``--weights gs://…``: a converted backbone saved to the bucket gives the AutoMedSAM its
+    image encoder, prompt encoder and decoder unchanged."""
+    from flax import nnx
+
+    from automedsam_jax.core.config import TINY_CLASS_PROMPT, SamConfig
+    from automedsam_jax.core.init import random_model
+    from automedsam_jax.io.checkpoint import pretrained_automedsam, save_model
+    sam = random_model(SamConfig.preset("tiny_vit_b"), seed=3)
+    save_model(sam, f"gs://{BUCKET}/weights/tiny_vit_b")
+    model = pretrained_automedsam(f"gs://{BUCKET}/weights/tiny_vit_b", TINY_CLASS_PROMPT)
+    want = nnx.to_flat_state(nnx.state(sam))
+    got = dict(nnx.to_flat_state(nnx.state(model)))
+    assert len(want) > 50
+    for path, value in want:
+        np.testing.assert_array_equal(np.asarray(got[path].get_value()),
+                                      np.asarray(value.get_value()), err_msg=str(path))

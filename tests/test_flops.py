@@ -1,4 +1,5 @@
-"""MFU: the FLOPs XLA counts for a step, the peak table, and the arithmetic of the log line."""
+"""MFU: the FLOPs XLA counts for a step, the peak table, and the arithmetic of the log line; the
+CPU as figures name it (core/cpu.py) and the XLA:CPU flags chosen per CPU family."""
 
 import os
 import subprocess
