@@ -124,7 +124,7 @@ class WorkdirLock:
             self.path.unlink(missing_ok=True)
             return
         if undo:
-            Path(self.file.name).unlink(missing_ok=True)
+            self.path.unlink(missing_ok=True)
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
         for directory in self.created if undo else ():
@@ -139,8 +139,8 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except PermissionError:  # another user's process: alive
+        pass
     return True
 
 

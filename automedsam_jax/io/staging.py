@@ -37,6 +37,12 @@ def _filesystem(url: str):
     return fs, root.rstrip("/")
 
 
+def _remote_sizes(fs, root: str) -> dict[str, int]:
+    """Every file under ``root``: its path relative to ``root`` → its size in bytes."""
+    found = fs.find(root, detail=True) if fs.exists(root) else {}
+    return {name[len(root):].lstrip("/"): info["size"] for name, info in found.items()}
+
+
 def _json_last(paths):
     return sorted(paths, key=lambda p: (str(p).endswith(".json"), str(p)))
 
@@ -50,22 +56,19 @@ def stage_in(path: str | os.PathLike) -> Path:
         return local
     fs, root = _filesystem(str(path))
     local.mkdir(parents=True, exist_ok=True)
-    remote = fs.find(root, detail=True) if fs.exists(root) else {}
-    todo = {}
-    for name, info in remote.items():
-        target = local / name[len(root):].lstrip("/")
-        if not (target.is_file() and target.stat().st_size == info["size"]):
-            todo[name] = target
-    need, free = sum(remote[n]["size"] for n in todo), shutil.disk_usage(local).free
+    sizes = _remote_sizes(fs, root)
+    todo = [rel for rel, size in sizes.items()
+            if not ((local / rel).is_file() and (local / rel).stat().st_size == size)]
+    need, free = sum(sizes[rel] for rel in todo), shutil.disk_usage(local).free
     if need > free:
         raise BadInputError(path, f"needs {need / 2**30:.1f} GiB on this host's disk for its "
                             f"mirror {local} but {free / 2**30:.1f} GiB are free: set "
                             "AUTOMEDSAM_CACHE to a larger disk, or pass a local --data-dir")
-    for name in _json_last(todo):
-        target = todo[name]
+    for rel in _json_last(todo):
+        target = local / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(target.name + ".part")
-        fs.get_file(name, str(part))
+        fs.get_file(f"{root}/{rel}", str(part))
         os.replace(part, target)
     return local
 
@@ -75,8 +78,7 @@ def stage_out(local: Path, path: str | os.PathLike, folder: AnyPath) -> int:
     the URL lacks or holds at another size, JSON files last; returns how many were uploaded."""
     fs, root = _filesystem(str(path))
     folder = Path(folder)
-    remote = fs.find(root, detail=True) if fs.exists(root) else {}
-    sizes = {name[len(root):].lstrip("/"): info["size"] for name, info in remote.items()}
+    sizes = _remote_sizes(fs, root)
     todo = [p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(".part")
             and sizes.get(p.relative_to(local).as_posix()) != p.stat().st_size]
     for p in _json_last(todo):

@@ -100,21 +100,21 @@ def open_data(cfg: TrainConfig) -> RunData:
     """Prepare ``cfg.data.dataset`` (process 0 builds, the others then open it) and size the run.
     A URL ``--data-dir`` is read from this host's mirror of it (:mod:`automedsam_jax.io.staging`):
     downloaded first, and a dataset process 0 builds there is uploaded for the others."""
-    url = cfg.data.data_dir if is_url(cfg.data.data_dir) else None
+    url = cfg.data.data_dir
 
-    def build(publish: bool):
-        local = stage_in(cfg.data.data_dir)
+    def build():
+        local = stage_in(url)
         builder = prepare(cfg.data.dataset, local, manual_dir=cfg.data.manual_dir)
-        if url and publish and stage_out(local, url, builder.data_dir):
+        if is_url(url) and jax.process_index() == 0 and stage_out(local, url, builder.data_dir):
             print(f"dataset uploaded to {url}", flush=True)
         return builder
 
     if jax.process_count() == 1:
-        builder = build(publish=True)
+        builder = build()
     else:  # process 0 builds; the others open the built dataset (shared or per-host disk)
-        builder = build(publish=True) if jax.process_index() == 0 else None
+        builder = build() if jax.process_index() == 0 else None
         multihost_utils.sync_global_devices("automedsam_jax: dataset prepared")
-        builder = builder or build(publish=False)
+        builder = builder or build()
     train_src = builder.as_data_source("train")
     if builder.info.metadata.get("train_empty_slices") and not cfg.pipeline.negatives:
         train_src = foreground_slices(train_src)  # organ-free slices serve only as negatives
